@@ -1,0 +1,41 @@
+# meshd make targets. `make test` is the README's test command and what CI runs.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+BIN     := bin
+
+.PHONY: all build test unit e2e lab-deps vet fuzz clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/...
+
+unit:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+# The lab needs root, /dev/net/tun and the packages lab-deps installs.
+lab-deps:
+	bash scripts/lab-deps.sh
+
+e2e: lab-deps build
+	$(GO) test -tags e2e -count=1 -timeout 15m ./e2e/...
+
+test: lab-deps vet unit e2e
+
+# Short fuzzing of every target (CI runs the seed corpora as part of `unit`).
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf $(BIN) dist e2e/artifacts
