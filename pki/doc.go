@@ -1,0 +1,23 @@
+// Package pki owns the mesh's identities: the certificate authority, node keys,
+// node certificates (which bind a name, overlay addresses, groups and routable
+// subnets in a meshd X.509 extension), certificate requests, the CA-signed
+// revocation list, node-key message signatures, and the one verification
+// policy (Verifier) that every handshake uses, DTLS links and coordinator TLS
+// sessions alike.
+//
+// Trust is a single CA that signs node certificates directly (MaxPathLen 0, no
+// intermediates). Verifier.Verify does the whole check itself: chain,
+// validity, usage, revocation, self-connection and the expected peer. It is
+// meant to be plugged into crypto/tls and pion/dtls as VerifyPeerCertificate
+// with InsecureSkipVerify (client) or RequireAnyClientCert (server), so the
+// library's own chain checks, which know nothing about the mesh, are off.
+//
+// Supported key types are ECDSA P-256 (default) and Ed25519: both are accepted
+// by pion/dtls v3 for mutual authentication with the ECDHE_ECDSA AEAD suites
+// (dtls_test.go proves the handshake) and by crypto/tls.
+//
+// Private keys are written 0600 and never overwritten without force; the types
+// that hold keys (CA, Credentials) print without key material.
+//
+// The certificate extension and CRL formats are documented in docs/pki.md.
+package pki

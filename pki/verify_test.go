@@ -1,0 +1,255 @@
+package pki
+
+import (
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// handMade signs a certificate for a fresh key straight from a template the
+// test shapes, bypassing Sign's rules, to produce certificates a broken or
+// foreign signer could make.
+func handMade(t *testing.T, ca *CA, id Identity, edit func(*x509.Certificate)) []byte {
+	t.Helper()
+	key, err := GenerateKey(KeyECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext, err := marshalIdentity(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := randomSerial()
+	tmpl := &x509.Certificate{
+		SerialNumber:    serial,
+		Subject:         pkix.Name{CommonName: id.Name},
+		NotBefore:       time.Now().Add(-time.Hour),
+		NotAfter:        time.Now().Add(time.Hour),
+		KeyUsage:        x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		DNSNames:        []string{id.Name},
+		IPAddresses:     id.ipAddresses(),
+		ExtraExtensions: []pkix.Extension{{Id: OIDIdentity, Value: ext}},
+	}
+	edit(tmpl)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+func TestVerify(t *testing.T) {
+	for _, kt := range []KeyType{KeyECDSAP256, KeyEd25519} {
+		t.Run(kt.String(), func(t *testing.T) { testVerify(t, kt) })
+	}
+}
+
+func testVerify(t *testing.T, kt KeyType) {
+	ca := mustCA(t, "test-mesh", kt)
+	otherCA := mustCA(t, "other-mesh", kt)
+	twinCA := mustCA(t, "test-mesh", kt) // same name, different key
+	now := time.Now()
+
+	self := mustNode(t, ca, kt, testIdentity("node-a", 1), time.Time{}, time.Time{})
+	peerID := testIdentity("node-b", 2)
+	good := mustNode(t, ca, kt, peerID, time.Time{}, time.Time{})
+	foreign := mustNode(t, otherCA, kt, peerID, time.Time{}, time.Time{})
+	twin := mustNode(t, twinCA, kt, peerID, time.Time{}, time.Time{})
+	future := mustNode(t, ca, kt, peerID, now.Add(time.Hour), now.Add(2*time.Hour))
+	expired := mustNode(t, ca, kt, peerID, now.Add(-2*time.Hour), now.Add(-time.Hour))
+	revoked := mustNode(t, ca, kt, peerID, time.Time{}, time.Time{})
+	revokedExpired := mustNode(t, ca, kt, peerID, now.Add(-2*time.Hour), now.Add(-time.Hour))
+	impostor := mustNode(t, ca, kt, testIdentity("node-a", 9), time.Time{}, time.Time{})
+
+	noExt := handMade(t, ca, peerID, func(c *x509.Certificate) { c.ExtraExtensions = nil })
+	serverOnly := handMade(t, ca, peerID, func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth} })
+	noDigSig := handMade(t, ca, peerID, func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageKeyEncipherment })
+	sanMismatch := handMade(t, ca, peerID, func(c *x509.Certificate) { c.DNSNames = []string{"node-z"} })
+	badVersion := handMade(t, ca, peerID, func(c *x509.Certificate) {
+		c.ExtraExtensions[0].Value[4] = 2 // SEQUENCE hdr (2) + INTEGER hdr (2): the version byte
+	})
+
+	crl, err := ca.Revoke(nil, []*x509.Certificate{revoked.cert.Cert, revokedExpired.cert.Cert}, "keyCompromise", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := NewVerifier(ca.Cert, self.cert)
+	if ok, err := v.UpdateCRL(crl); !ok || err != nil {
+		t.Fatalf("UpdateCRL = %v, %v", ok, err)
+	}
+
+	wantB := Expect{Name: "node-b", Addr: netip.MustParseAddr("100.64.0.2"), Subnets: []netip.Prefix{netip.MustParsePrefix("10.2.0.128/25")}}
+	tests := []struct {
+		name string
+		raw  [][]byte
+		want Expect
+		err  error // nil = accepted
+	}{
+		{"good", good.raw(), wantB, nil},
+		{"good any peer", good.raw(), Expect{}, nil},
+		{"good by IPv6", good.raw(), Expect{Addr: netip.MustParseAddr("fd7a:115c::2")}, nil},
+		{"good by v4-mapped", good.raw(), Expect{Addr: netip.MustParseAddr("::ffff:100.64.0.2")}, nil},
+		{"good whole subnet", good.raw(), Expect{Subnets: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24")}}, nil},
+		{"good extra chain ignored", [][]byte{good.cert.Cert.Raw, otherCA.Cert.Raw}, wantB, nil},
+		{"no certificate", nil, wantB, ErrNoCertificate},
+		{"empty certificate", [][]byte{{}}, wantB, ErrNoCertificate},
+		{"malformed", [][]byte{[]byte("not a certificate")}, wantB, ErrMalformed},
+		{"truncated", [][]byte{good.cert.Cert.Raw[:len(good.cert.Cert.Raw)-10]}, wantB, ErrMalformed},
+		{"other CA", foreign.raw(), wantB, ErrUnknownCA},
+		{"CA with the same name", twin.raw(), wantB, ErrUnknownCA},
+		{"tampered signature", [][]byte{tamper(t, good.cert.Cert.Raw)}, wantB, ErrUnknownCA},
+		{"tampered and expired", [][]byte{tamper(t, expired.cert.Cert.Raw)}, wantB, ErrUnknownCA},
+		{"not yet valid", future.raw(), wantB, ErrNotYetValid},
+		{"expired", expired.raw(), wantB, ErrExpired},
+		{"expired at Expect.Now", good.raw(), Expect{Now: good.cert.Cert.NotAfter.Add(time.Second)}, ErrExpired},
+		{"CA as peer", [][]byte{ca.Cert.Raw}, wantB, ErrKeyUsage},
+		{"no meshd identity", [][]byte{noExt}, wantB, ErrKeyUsage},
+		{"server auth only", [][]byte{serverOnly}, wantB, ErrKeyUsage},
+		{"no digitalSignature", [][]byte{noDigSig}, wantB, ErrKeyUsage},
+		{"SAN disagrees with identity", [][]byte{sanMismatch}, wantB, ErrKeyUsage},
+		{"unknown identity version", [][]byte{badVersion}, wantB, ErrKeyUsage},
+		{"revoked", revoked.raw(), wantB, ErrRevoked},
+		{"expired wins over revoked", revokedExpired.raw(), wantB, ErrExpired},
+		{"self", self.raw(), Expect{}, ErrSelf},
+		{"same name as self", impostor.raw(), Expect{Name: "node-a"}, ErrSelf},
+		{"wrong name", good.raw(), Expect{Name: "node-c"}, ErrNameMismatch},
+		{"wrong address", good.raw(), Expect{Name: "node-b", Addr: netip.MustParseAddr("100.64.0.9")}, ErrAddressMismatch},
+		{"wrong IPv6 address", good.raw(), Expect{Addr: netip.MustParseAddr("fd7a:115c::9")}, ErrAddressMismatch},
+		{"subnet not allowed", good.raw(), Expect{Subnets: []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24")}}, ErrSubnetNotAllowed},
+		{"subnet wider than allowed", good.raw(), Expect{Subnets: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}}, ErrSubnetNotAllowed},
+		{"one of two subnets not allowed", good.raw(), Expect{Subnets: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/24"), netip.MustParsePrefix("10.3.0.0/24")}}, ErrSubnetNotAllowed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := v.Verify(tc.raw, tc.want)
+			if tc.err == nil {
+				if err != nil {
+					t.Fatalf("Verify: %v", err)
+				}
+				if nc.Identity.Name != "node-b" || nc.Identity.Addr != peerID.Addr || nc.Fingerprint != good.cert.Fingerprint {
+					t.Fatalf("accepted %+v", nc.Identity)
+				}
+				return
+			}
+			if nc != nil {
+				t.Errorf("Verify returned a certificate with error %v", err)
+			}
+			matchesExactly(t, err, tc.err)
+			var ve *VerifyError
+			if !errors.As(err, &ve) {
+				t.Fatalf("error %T is not a *VerifyError", err)
+			}
+			if ve.Detail == "" {
+				t.Errorf("no detail in %v", err)
+			}
+		})
+	}
+}
+
+func TestVerifyErrorText(t *testing.T) {
+	ca := mustCA(t, "test-mesh", KeyECDSAP256)
+	notAfter := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	n := mustNode(t, ca, KeyECDSAP256, testIdentity("node-b", 2), notAfter.Add(-time.Hour), notAfter)
+	_, err := NewVerifier(ca.Cert, nil).Verify(n.raw(), Expect{Now: time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)})
+	want := `pki: certificate "node-b" rejected: expired: not after 2026-01-01T00:00:00Z, now 2026-11-24T08:00:00Z`
+	if err == nil || err.Error() != want {
+		t.Fatalf("error text\n got %v\nwant %s", err, want)
+	}
+	_, err = NewVerifier(ca.Cert, nil).Verify(nil, Expect{})
+	if got := err.Error(); got != "pki: certificate rejected: no certificate: the peer sent none" {
+		t.Fatalf("error text %q", got)
+	}
+}
+
+func TestVerifyNilCA(t *testing.T) {
+	ca := mustCA(t, "test-mesh", KeyECDSAP256)
+	n := mustNode(t, ca, KeyECDSAP256, testIdentity("node-b", 2), time.Time{}, time.Time{})
+	_, err := NewVerifier(nil, nil).Verify(n.raw(), Expect{})
+	matchesExactly(t, err, ErrUnknownCA)
+	if _, err := NewVerifier(nil, nil).UpdateCRL(&CRL{}); !errors.Is(err, ErrCRLSignature) {
+		t.Fatalf("UpdateCRL without CA: %v", err)
+	}
+}
+
+func TestVerifyPeerCertificateStoresPeer(t *testing.T) {
+	ca := mustCA(t, "test-mesh", KeyECDSAP256)
+	n := mustNode(t, ca, KeyECDSAP256, testIdentity("node-b", 2), time.Time{}, time.Time{})
+	v := NewVerifier(ca.Cert, nil)
+	var got atomic.Pointer[NodeCert]
+	if err := v.VerifyPeerCertificate(Expect{Name: "node-c"}, &got)(n.raw(), nil); !errors.Is(err, ErrNameMismatch) {
+		t.Fatalf("wrong name: %v", err)
+	}
+	if got.Load() != nil {
+		t.Fatal("a rejected peer was stored")
+	}
+	if err := v.VerifyPeerCertificate(Expect{Name: "node-b"}, &got)(n.raw(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if p := got.Load(); p == nil || p.Fingerprint != n.cert.Fingerprint {
+		t.Fatalf("stored %v", p)
+	}
+	if err := v.VerifyPeerCertificate(Expect{}, nil)(n.raw(), nil); err != nil {
+		t.Fatalf("nil got: %v", err)
+	}
+}
+
+// TestVerifierConcurrentCRL runs Verify while CRLs are installed, for the race
+// detector, and checks the end state: the highest number wins whatever the
+// order of installation.
+func TestVerifierConcurrentCRL(t *testing.T) {
+	ca := mustCA(t, "test-mesh", KeyECDSAP256)
+	nodes := make([]testNode, 8)
+	for i := range nodes {
+		nodes[i] = mustNode(t, ca, KeyECDSAP256, testIdentity(fmt.Sprintf("node-%d", i), byte(i+1)), time.Time{}, time.Time{})
+	}
+	var crls []*CRL
+	var prev *CRL
+	for _, n := range nodes {
+		c, err := ca.Revoke(prev, []*x509.Certificate{n.cert.Cert}, "", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		crls, prev = append(crls, c), c
+	}
+	v := NewVerifier(ca.Cert, nil)
+	var wg sync.WaitGroup
+	for i := len(crls) - 1; i >= 0; i-- {
+		wg.Add(2)
+		go func(c *CRL) {
+			defer wg.Done()
+			if _, err := v.UpdateCRL(c); err != nil {
+				t.Error(err)
+			}
+		}(crls[i])
+		go func(n testNode) {
+			defer wg.Done()
+			_, err := v.Verify(n.raw(), Expect{})
+			if err != nil && !errors.Is(err, ErrRevoked) {
+				t.Error(err)
+			}
+		}(nodes[i])
+	}
+	wg.Wait()
+	if got := v.CRL().Number().Int64(); got != int64(len(crls)) {
+		t.Fatalf("installed CRL number %d, want %d", got, len(crls))
+	}
+	for _, n := range nodes {
+		_, err := v.Verify(n.raw(), Expect{})
+		matchesExactly(t, err, ErrRevoked)
+		if !regexp.MustCompile(`serial [0-9a-f]+ is on CRL number 8`).MatchString(err.Error()) {
+			t.Errorf("detail: %v", err)
+		}
+	}
+	if v.IsRevoked(nil) {
+		t.Fatal("nil serial revoked")
+	}
+}
