@@ -1,0 +1,381 @@
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Well-known ports of the defaults. They are documented in
+// docs/configuration.md; change them there too.
+const (
+	// DefaultICEPort is the one UDP port every peer link of a node uses.
+	// 51830 rather than WireGuard's 51820 so both can run on one host.
+	DefaultICEPort = 51830
+	// DefaultSessionPort is the coordinator's TLS-over-TCP session port; a
+	// [join] coordinators entry without a port uses it.
+	DefaultSessionPort = 7443
+	// DefaultGossipPort is the coordinators' memberlist port (TCP and UDP),
+	// memberlist's own default; a coordinator.peers entry without a port uses it.
+	DefaultGossipPort = 7946
+	// DefaultSTUNPort is the STUN and TURN (UDP/TCP) port of RFC 5389/8656.
+	DefaultSTUNPort = 3478
+	// DefaultMetricsPort is the Prometheus endpoint's port.
+	DefaultMetricsPort = 9477
+)
+
+// Config is the whole meshd configuration. Field doc comments give the TOML
+// key and the default; docs/configuration.md is the full reference.
+//
+// After [Parse] or [Load] every default is filled in, every relative path is
+// resolved against the configuration file's directory, and the derived
+// coordinator addresses are set, so consumers never apply defaults themselves.
+// The exceptions, where zero keeps a documented meaning, say so.
+type Config struct {
+	Node        Node        `toml:"node"`
+	PKI         PKI         `toml:"pki"`
+	Tun         Tun         `toml:"tun"`
+	Join        Join        `toml:"join"`
+	Coordinator Coordinator `toml:"coordinator"`
+	ICE         ICE         `toml:"ice"`
+	Data        Data        `toml:"data"`
+	Firewall    Firewall    `toml:"firewall"`
+	Routes      Routes      `toml:"routes"`
+	Control     Control     `toml:"control"`
+	Metrics     Metrics     `toml:"metrics"`
+	Log         Log         `toml:"log"`
+
+	// File is the name the configuration was parsed from ("" for Default).
+	// It is not part of the schema and [Diff] ignores it.
+	File string `toml:"-"`
+}
+
+// Node is the [node] table.
+type Node struct {
+	// Name is node.name; "" (default) means the certificate's CN. If set it
+	// must equal the CN (the daemon checks, since only it reads the cert).
+	// Same syntax as certificate names: 1-63 bytes of [a-z0-9.-], starting
+	// with a letter or digit; "any" is reserved.
+	Name string `toml:"name"`
+	// StateDir is node.state_dir, default "/var/lib/meshd".
+	StateDir string `toml:"state_dir"`
+}
+
+// PKI is the [pki] table: PEM files, relative paths resolved against the
+// configuration file's directory.
+type PKI struct {
+	// CA is pki.ca, the mesh CA certificate. Required.
+	CA string `toml:"ca"`
+	// Cert is pki.cert, this node's certificate. Required.
+	Cert string `toml:"cert"`
+	// Key is pki.key, this node's private key. Required.
+	Key string `toml:"key"`
+	// CRL is pki.crl, the revocation list; "" (default) means none yet. A
+	// newer CRL learned from peers is kept in node.state_dir.
+	CRL string `toml:"crl"`
+}
+
+// Tun is the [tun] table.
+type Tun struct {
+	// Name is tun.name, default "meshd0" (at most 15 bytes).
+	Name string `toml:"name"`
+	// MTU is tun.mtu; 0 (default) means auto: the underlay path MTU minus
+	// the record and relay overhead. Otherwise 1280-65535.
+	MTU int `toml:"mtu"`
+	// Mode is tun.mode, default TunKernel.
+	Mode TunMode `toml:"mode"`
+}
+
+// Join is the [join] table: how this node reaches the coordinator tier.
+type Join struct {
+	// Coordinators is join.coordinators, "host:port" session addresses tried
+	// in order (a missing port means DefaultSessionPort; entries are stored
+	// with the port). At least one is required unless coordinator.enabled.
+	Coordinators []string `toml:"coordinators"`
+}
+
+// Coordinator is the [coordinator] table. Nothing in it listens unless
+// Enabled is true, and then nothing listens on an address the file does not
+// name: SessionListen is required and the other listeners default to its IP.
+type Coordinator struct {
+	// Enabled is coordinator.enabled, default false.
+	Enabled bool `toml:"enabled"`
+	// SessionListen is coordinator.session_listen, the TLS-over-TCP address
+	// nodes connect to ("0.0.0.0:7443", "[::]:7443", "203.0.113.7:7443").
+	// Required when Enabled; no default, on purpose.
+	SessionListen netip.AddrPort `toml:"session_listen"`
+	// GossipBind is coordinator.gossip_bind, memberlist's TCP+UDP address;
+	// default SessionListen's IP with port DefaultGossipPort (port 0 if
+	// SessionListen's port is 0; the same holds for STUN.Listen and
+	// TURN.Listen).
+	GossipBind netip.AddrPort `toml:"gossip_bind"`
+	// GossipAdvertise is coordinator.gossip_advertise, the address other
+	// coordinators dial; zero (default) lets memberlist use GossipBind (or
+	// pick a local address when GossipBind's IP is unspecified).
+	GossipAdvertise netip.AddrPort `toml:"gossip_advertise"`
+	// GossipKey is coordinator.gossip_key, base64 of a 16, 24 or 32 byte
+	// AES key shared by all coordinators. Exactly one of GossipKey and
+	// GossipKeyFile is required when Enabled. Use [ParseGossipKey].
+	GossipKey string `toml:"gossip_key"`
+	// GossipKeyFile is coordinator.gossip_key_file, a file holding the same
+	// base64 text (the daemon reads it; Load only checks it is readable).
+	GossipKeyFile string `toml:"gossip_key_file"`
+	// ClusterLabel is coordinator.cluster_label, memberlist's label that keeps
+	// two meshes on one network apart; default "meshd".
+	ClusterLabel string `toml:"cluster_label"`
+	// Peers is coordinator.peers, other coordinators' gossip "host:port"
+	// addresses to join at start (a missing port means DefaultGossipPort).
+	Peers []string `toml:"peers"`
+	// TombstoneTTL is coordinator.tombstone_ttl, how long a deleted registry
+	// record is remembered so anti-entropy cannot resurrect it; default 24h.
+	TombstoneTTL Duration `toml:"tombstone_ttl"`
+	// STUN is [coordinator.stun].
+	STUN STUN `toml:"stun"`
+	// TURN is [coordinator.turn].
+	TURN TURN `toml:"turn"`
+}
+
+// STUN is the [coordinator.stun] table: the coordinator's STUN server.
+type STUN struct {
+	// Enabled is coordinator.stun.enabled, default true (only takes effect
+	// when coordinator.enabled).
+	Enabled bool `toml:"enabled"`
+	// Listen is coordinator.stun.listen (UDP); default SessionListen's IP
+	// with port DefaultSTUNPort. It may equal TURN.Listen: then one socket
+	// serves both, as the TURN server answers STUN Binding requests.
+	Listen netip.AddrPort `toml:"listen"`
+}
+
+// TURN is the [coordinator.turn] table: the coordinator's TURN relay, using
+// the coturn static-auth-secret (TURN REST API) credential scheme.
+type TURN struct {
+	// Enabled is coordinator.turn.enabled, default true (only takes effect
+	// when coordinator.enabled).
+	Enabled bool `toml:"enabled"`
+	// Listen is coordinator.turn.listen (UDP); default SessionListen's IP
+	// with port DefaultSTUNPort.
+	Listen netip.AddrPort `toml:"listen"`
+	// TCPListen is coordinator.turn.tcp_listen (TURN over TCP); zero
+	// (default) means off.
+	TCPListen netip.AddrPort `toml:"tcp_listen"`
+	// TLSListen is coordinator.turn.tls_listen (TURN over TLS, "turns:");
+	// zero (default) means off.
+	TLSListen netip.AddrPort `toml:"tls_listen"`
+	// TLSCert is coordinator.turn.tls_cert; default pki.cert when TLSListen
+	// is set ("" otherwise).
+	TLSCert string `toml:"tls_cert"`
+	// TLSKey is coordinator.turn.tls_key; default pki.key when TLSListen is
+	// set ("" otherwise).
+	TLSKey string `toml:"tls_key"`
+	// RelayAddress is coordinator.turn.relay_address, the IP put in relayed
+	// candidates. Zero (default) means Listen's IP, and is an error when that
+	// IP is unspecified (0.0.0.0 or ::) because peers could not reach it.
+	RelayAddress netip.Addr `toml:"relay_address"`
+	// RelayPortMin and RelayPortMax are coordinator.turn.relay_port_min/max,
+	// the UDP ports of relay allocations; default 49152-65535.
+	RelayPortMin int `toml:"relay_port_min"`
+	RelayPortMax int `toml:"relay_port_max"`
+	// AuthSecret is coordinator.turn.auth_secret, the HMAC secret of the
+	// static-auth-secret scheme. AuthSecret and AuthSecretFile are optional
+	// and exclusive; with neither, the daemon makes a random secret at start
+	// (fine unless an external TURN server must accept the credentials).
+	AuthSecret string `toml:"auth_secret"`
+	// AuthSecretFile is coordinator.turn.auth_secret_file (the daemon reads
+	// it; Load only checks it is readable).
+	AuthSecretFile string `toml:"auth_secret_file"`
+	// CredentialTTL is coordinator.turn.credential_ttl, the lifetime of the
+	// credentials handed to nodes; default 24h.
+	CredentialTTL Duration `toml:"credential_ttl"`
+	// Realm is coordinator.turn.realm, default "meshd".
+	Realm string `toml:"realm"`
+	// UserQuota is coordinator.turn.user_quota, the maximum concurrent
+	// allocations per username (node); 0 means unlimited; default 10.
+	UserQuota int `toml:"user_quota"`
+}
+
+// ICE is the [ice] table: connectivity establishment of peer links.
+type ICE struct {
+	// Port is ice.port, the one UDP port all links share; default
+	// DefaultICEPort; 0 means a random port (no stable firewall hole).
+	Port int `toml:"port"`
+	// STUNServers is ice.stun_servers, extra "stun:host[:port]" URLs on top
+	// of the STUN servers the coordinators announce; default none.
+	STUNServers []string `toml:"stun_servers"`
+	// TURNServers is [[ice.turn_servers]], extra TURN relays on top of the
+	// coordinators'; default none.
+	TURNServers []TURNServer `toml:"turn_servers"`
+	// DisconnectedTimeout is ice.disconnected_timeout, default 5s.
+	DisconnectedTimeout Duration `toml:"disconnected_timeout"`
+	// FailedTimeout is ice.failed_timeout, default 25s.
+	FailedTimeout Duration `toml:"failed_timeout"`
+	// KeepaliveInterval is ice.keepalive_interval, default 2s.
+	KeepaliveInterval Duration `toml:"keepalive_interval"`
+	// CheckInterval is ice.check_interval, default 200ms.
+	CheckInterval Duration `toml:"check_interval"`
+	// RelayOnly is ice.relay_only, default false: only relayed candidates.
+	RelayOnly bool `toml:"relay_only"`
+	// IncludeInterfaces is ice.include_interfaces, shell patterns (path.Match)
+	// of interfaces to gather host candidates on; empty (default) means all.
+	IncludeInterfaces []string `toml:"include_interfaces"`
+	// ExcludeInterfaces is ice.exclude_interfaces, patterns never used
+	// (applied after IncludeInterfaces); default none. The TUN itself is
+	// always excluded.
+	ExcludeInterfaces []string `toml:"exclude_interfaces"`
+	// Lazy is ice.lazy, default false: connect to a peer on its first packet
+	// instead of as soon as it is in the registry.
+	Lazy bool `toml:"lazy"`
+}
+
+// TURNServer is one [[ice.turn_servers]] entry. Either Username and
+// Credential (static long-term credentials) or Secret (coturn
+// static-auth-secret: the node derives time-limited credentials) is set.
+type TURNServer struct {
+	// URL is "turn:host[:port][?transport=udp|tcp]" or
+	// "turns:host[:port][?transport=tcp]".
+	URL        string `toml:"url"`
+	Username   string `toml:"username"`
+	Credential string `toml:"credential"`
+	Secret     string `toml:"secret"`
+}
+
+// Data is the [data] table: the record layer of the data path.
+type Data struct {
+	// Cipher is data.cipher, default CipherAuto.
+	Cipher Cipher `toml:"cipher"`
+	// RekeyInterval is data.rekey_interval, default 10m (10s-24h).
+	RekeyInterval Duration `toml:"rekey_interval"`
+	// RekeyRecords is data.rekey_records, records sent under one key before
+	// a rekey; default 1<<27 (1024 to 1<<40).
+	RekeyRecords int64 `toml:"rekey_records"`
+}
+
+// Firewall is the [firewall] table. A packet passes when a rule of its
+// direction matches; rules only allow. Without [[firewall.inbound]] rules
+// inbound traffic is denied; without a firewall.outbound key outbound
+// traffic is allowed (the default is one rule with peer "any"), and an
+// explicit empty list (outbound = []) denies it.
+type Firewall struct {
+	Inbound   []Rule    `toml:"inbound"`
+	Outbound  []Rule    `toml:"outbound"`
+	Conntrack Conntrack `toml:"conntrack"`
+}
+
+// Rule is one [[firewall.inbound]] or [[firewall.outbound]] entry. Every set
+// field must match (groups: all of them). At least one of Peer, Groups, CIDR
+// and LocalCIDR must be set; Peer "any" matches every peer.
+type Rule struct {
+	// Proto is proto, default ProtoAny.
+	Proto Proto `toml:"proto"`
+	// Port is port, the local port for inbound rules and the remote port for
+	// outbound ones; default AnyPort. A specific port with ProtoAny matches
+	// TCP and UDP; it is an error with ProtoICMP.
+	Port PortRange `toml:"port"`
+	// Peer is peer, a node name or "any"; "" (default) means not checked.
+	Peer string `toml:"peer"`
+	// Groups is groups; the peer's certificate must hold all of them.
+	Groups []string `toml:"groups"`
+	// CIDR is cidr, matched against the peer side's address (the source of
+	// inbound packets, the destination of outbound ones); zero means not
+	// checked.
+	CIDR netip.Prefix `toml:"cidr"`
+	// LocalCIDR is local_cidr, matched against this side's address (useful on
+	// subnet routers); zero means not checked.
+	LocalCIDR netip.Prefix `toml:"local_cidr"`
+}
+
+// Conntrack is the [firewall.conntrack] table: how long an idle flow keeps
+// its return traffic allowed.
+type Conntrack struct {
+	// TCPTimeout is tcp_timeout, default 12m.
+	TCPTimeout Duration `toml:"tcp_timeout"`
+	// UDPTimeout is udp_timeout, default 3m.
+	UDPTimeout Duration `toml:"udp_timeout"`
+	// DefaultTimeout is default_timeout (ICMP and other protocols), default 10m.
+	DefaultTimeout Duration `toml:"default_timeout"`
+}
+
+// Routes is the [routes] table.
+type Routes struct {
+	// Advertise is routes.advertise, subnets this node routes for; each must
+	// be inside the subnets its certificate allows (the daemon checks).
+	Advertise []netip.Prefix `toml:"advertise"`
+	// Forward is routes.forward, default false: forward between the overlay
+	// and the local networks (IP forwarding and masquerade are the daemon's).
+	Forward bool `toml:"forward"`
+	// Accept is routes.accept: a subnet a peer advertises is installed only
+	// if it lies inside one of these; default none.
+	Accept []netip.Prefix `toml:"accept"`
+}
+
+// Control is the [control] table: the local API socket.
+type Control struct {
+	// Socket is control.socket, default "/run/meshd/meshd.sock".
+	Socket string `toml:"socket"`
+	// Group is control.group, the group allowed to use the socket besides
+	// root; default "meshd"; "" means root only.
+	Group string `toml:"group"`
+}
+
+// Metrics is the [metrics] table: the Prometheus endpoint.
+type Metrics struct {
+	// Enabled is metrics.enabled, default false.
+	Enabled bool `toml:"enabled"`
+	// Listen is metrics.listen, default 127.0.0.1:9477.
+	Listen netip.AddrPort `toml:"listen"`
+}
+
+// Log is the [log] table.
+type Log struct {
+	// Level is log.level, default LogInfo.
+	Level LogLevel `toml:"level"`
+	// Format is log.format, default LogText.
+	Format LogFormat `toml:"format"`
+}
+
+// Default returns the configuration with every default set. It is not valid
+// on its own: pki paths and a coordinator address have no default.
+func Default() *Config {
+	return &Config{
+		Node: Node{StateDir: "/var/lib/meshd"},
+		Tun:  Tun{Name: "meshd0", Mode: TunKernel},
+		Coordinator: Coordinator{
+			ClusterLabel: "meshd",
+			TombstoneTTL: Duration(24 * time.Hour),
+			STUN:         STUN{Enabled: true},
+			TURN: TURN{
+				Enabled:       true,
+				RelayPortMin:  49152,
+				RelayPortMax:  65535,
+				CredentialTTL: Duration(24 * time.Hour),
+				Realm:         "meshd",
+				UserQuota:     10,
+			},
+		},
+		ICE: ICE{
+			Port:                DefaultICEPort,
+			DisconnectedTimeout: Duration(5 * time.Second),
+			FailedTimeout:       Duration(25 * time.Second),
+			KeepaliveInterval:   Duration(2 * time.Second),
+			CheckInterval:       Duration(200 * time.Millisecond),
+		},
+		Data: Data{
+			Cipher:        CipherAuto,
+			RekeyInterval: Duration(10 * time.Minute),
+			RekeyRecords:  1 << 27,
+		},
+		Firewall: Firewall{
+			Outbound: []Rule{{Proto: ProtoAny, Port: AnyPort, Peer: AnyPeer}},
+			Conntrack: Conntrack{
+				TCPTimeout:     Duration(12 * time.Minute),
+				UDPTimeout:     Duration(3 * time.Minute),
+				DefaultTimeout: Duration(10 * time.Minute),
+			},
+		},
+		Control: Control{Socket: "/run/meshd/meshd.sock", Group: "meshd"},
+		Metrics: Metrics{Listen: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), DefaultMetricsPort)},
+		Log:     Log{Level: LogInfo, Format: LogText},
+	}
+}
+
+// AnyPeer is the firewall peer name that matches every peer; no node may be
+// named like it.
+const AnyPeer = "any"

@@ -1,0 +1,176 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Option changes how [Load] and [Parse] work.
+type Option func(*options)
+
+type options struct {
+	checkFiles bool
+}
+
+// WithFileChecks turns the checks that referenced files (pki paths, secret
+// and TLS files) exist and are readable on or off. [Load] checks by default,
+// [Parse] does not.
+func WithFileChecks(on bool) Option { return func(o *options) { o.checkFiles = on } }
+
+// Load reads, parses and validates the configuration file at path. On any
+// problem it returns a nil *Config and an [*Errors] listing all of them.
+func Load(path string, opts ...Option) (*Config, error) {
+	o := options{checkFiles: true}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		var pe *fs.PathError
+		msg := err.Error()
+		if errors.As(err, &pe) {
+			msg = "cannot read configuration: " + pe.Err.Error()
+		}
+		return nil, &Errors{List: []*Error{{File: path, Msg: msg, Kind: ErrFile}}}
+	}
+	return parse(path, data, o)
+}
+
+// Parse parses and validates configuration text. name is used in error
+// messages and as the base for relative paths (its directory). Files are not
+// checked unless [WithFileChecks](true) is given. On any problem it returns a
+// nil *Config and an [*Errors] listing all of them.
+func Parse(name string, data []byte, opts ...Option) (*Config, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return parse(name, data, o)
+}
+
+func parse(name string, data []byte, o options) (*Config, error) {
+	// The TOML library drops a UTF-8 byte order mark before counting
+	// positions; drop it here too so the scanner counts the same way.
+	text := strings.TrimPrefix(string(data), "\ufeff")
+	p := &problems{file: name}
+
+	raw, err := decodeTOML(text)
+	if err != nil {
+		p.list = append(p.list, syntaxError(name, text, err))
+		return nil, p.err()
+	}
+	p.pos = scanPositions(text)
+
+	cfg := Default()
+	cfg.File = name
+	(&decoder{p: p}).table("", raw, reflect.ValueOf(cfg).Elem())
+	(&validator{p: p, cfg: cfg, dir: filepath.Dir(name)}).run()
+	if o.checkFiles {
+		checkFiles(p, cfg)
+	}
+	if err := p.err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// decodeTOML parses text into generic maps. The library reports syntax
+// errors as toml.ParseError; a panic inside it (a library bug) becomes an
+// error too, because a configuration file must never crash the daemon.
+func decodeTOML(text string) (raw map[string]any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			raw, err = nil, fmt.Errorf("TOML parser failed: %v", r)
+		}
+	}()
+	raw = map[string]any{}
+	if _, err := toml.Decode(text, &raw); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+// syntaxError turns a TOML library error into an *Error. The position comes
+// from the error's byte offset: the library's own line is one too far for
+// errors at a line's final newline, and its column is off at line starts.
+func syntaxError(name, text string, err error) *Error {
+	e := &Error{File: name, Msg: err.Error(), Kind: ErrSyntax}
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		e.Msg = "TOML syntax: " + pe.Message
+		e.Line, e.Col = lineCol(text, pe.Position.Start)
+		if pe.Position.Start == 0 && pe.Position.Line > 1 {
+			// An error made without an offset; the line is all there is.
+			e.Line, e.Col = pe.Position.Line, 1
+		}
+	}
+	return e
+}
+
+// lineCol converts a byte offset of text to a 1-based line and byte column.
+func lineCol(text string, off int) (line, col int) {
+	off = max(0, min(off, len(text)))
+	line = 1 + strings.Count(text[:off], "\n")
+	return line, off - (strings.LastIndexByte(text[:off], '\n') + 1) + 1
+}
+
+// checkFiles reports referenced files that are missing or unreadable, at the
+// position of the key naming them. Only files the configuration will use are
+// checked (a secret file of a disabled coordinator is not).
+func checkFiles(p *problems, cfg *Config) {
+	type ref struct{ key, path string }
+	refs := []ref{{"pki.ca", cfg.PKI.CA}, {"pki.cert", cfg.PKI.Cert}, {"pki.key", cfg.PKI.Key}, {"pki.crl", cfg.PKI.CRL}}
+	c := &cfg.Coordinator
+	if c.Enabled {
+		refs = append(refs, ref{"coordinator.gossip_key_file", c.GossipKeyFile})
+		if c.TURN.Enabled {
+			refs = append(refs, ref{"coordinator.turn.auth_secret_file", c.TURN.AuthSecretFile})
+			if c.TURN.TLSListen.IsValid() {
+				// Defaults copied from pki were checked there already.
+				if c.TURN.TLSCert != cfg.PKI.Cert {
+					refs = append(refs, ref{"coordinator.turn.tls_cert", c.TURN.TLSCert})
+				}
+				if c.TURN.TLSKey != cfg.PKI.Key {
+					refs = append(refs, ref{"coordinator.turn.tls_key", c.TURN.TLSKey})
+				}
+			}
+		}
+	}
+	for _, r := range refs {
+		if r.path == "" {
+			continue
+		}
+		if msg := readable(r.path); msg != "" {
+			p.add(r.key, ErrFile, msg)
+		}
+	}
+}
+
+// readable returns "" if path is a regular file this process can open for
+// reading, or what is wrong with it.
+func readable(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Sprintf("cannot read %s: %v", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Sprintf("cannot read %s: %v", path, err)
+	}
+	if st.IsDir() {
+		return fmt.Sprintf("%s is a directory, not a file", path)
+	}
+	return ""
+}
