@@ -13,7 +13,13 @@ const HeaderRoom = 64
 // concurrently.
 //
 // borrowed: bufs and their contents belong to the link and are valid only until
-// the call returns. The function must not retain them.
+// the call returns. The function must not retain them, but it may overwrite
+// them during the call: the overlay writes the virtio-net header into
+// bufs[i][:offset] and the kernel TUN's GRO coalesces segments of one flow into
+// the spare capacity of the first packet's buffer. Links that hand back buffers
+// with spare capacity (cap well beyond the packet) let the kernel see fewer,
+// larger segments. offset must be at least HeaderRoom; a batch with a smaller
+// offset is dropped as malformed.
 //
 // It is an alias, not a defined type, so that tunnel.Link satisfies PeerConn
 // without importing overlay.
