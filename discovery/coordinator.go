@@ -1,0 +1,683 @@
+package discovery
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/meshd/meshd/pki"
+)
+
+// CoordinatorOptions configure a Coordinator.
+type CoordinatorOptions struct {
+	// Credentials are the coordinator's node certificate and key: the TLS
+	// server certificate of node sessions, and by its name the coordinator's
+	// memberlist name. Must not be nil.
+	Credentials *pki.Credentials
+	// Verifier is the mesh's verification policy, shared with the rest of the
+	// daemon so that a CRL installed anywhere applies everywhere. Must not be
+	// nil.
+	Verifier *pki.Verifier
+	// Logger; nil discards.
+	Logger *slog.Logger
+
+	// ListenAddr is the TCP address node sessions connect to ("host:port";
+	// port 0 picks one, see Addr). Must be set unless Listener is.
+	ListenAddr string
+	// Listener, if not nil, is used instead of ListenAddr. The coordinator
+	// closes it.
+	Listener net.Listener
+
+	// GossipAddr is the UDP+TCP address memberlist binds ("host:port"; port
+	// 0 picks one, see GossipAddr()). Ignored when GossipTransport is set.
+	GossipAddr string
+	// GossipAdvertise is the address other coordinators reach this one at
+	// ("host:port"). "" = the bound address.
+	GossipAdvertise string
+	// GossipKey encrypts and authenticates all gossip (AES-GCM; 16, 24 or 32
+	// bytes). Required: an unencrypted coordinator tier would let anyone who
+	// can reach the port join it.
+	GossipKey []byte
+	// Label keeps meshes apart: memberlist drops packets and streams with a
+	// different label. "" = "meshd/" + the first 16 hex digits of the CA
+	// certificate's SHA-256, so meshes with different CAs never merge.
+	Label string
+	// Join lists other coordinators' gossip addresses ("host:port"). Start
+	// tries each once; the coordinator retries missing ones every
+	// RejoinInterval, which also heals partitions that outlast memberlist's
+	// dead-node gossip. Empty = start a new cluster.
+	Join []string
+	// GossipTransport, if not nil, replaces memberlist's UDP/TCP transport
+	// (tests inject faults with it). The coordinator shuts it down.
+	GossipTransport memberlist.Transport
+	// Timers tune memberlist; zero fields keep memberlist's LAN defaults.
+	Timers GossipTimers
+
+	// TombstoneTTL is how long a departed node's tombstone blocks its older
+	// records. Zero = 24h.
+	TombstoneTTL time.Duration
+	// OfflineTTL is how long a record stays after its node's last session
+	// ended. Zero = 72h.
+	OfflineTTL time.Duration
+	// KeepaliveInterval is how often nodes ping; a session silent for three
+	// intervals is closed. Zero = 15s.
+	KeepaliveInterval time.Duration
+	// HandshakeTimeout bounds the TLS handshake and the registration. Zero = 10s.
+	HandshakeTimeout time.Duration
+	// FrameRate and FrameBurst are the per-session token bucket for inbound
+	// frames. Zero = 50 frames/s, burst 200.
+	FrameRate  float64
+	FrameBurst int
+	// MaxSessions refuses sessions above this count (overloaded). Zero = 10000.
+	MaxSessions int
+	// SendQueue is how many frames may wait for one session before it is
+	// closed as too slow (it reconnects and gets a fresh snapshot). Zero = 1024.
+	SendQueue int
+	// SweepInterval paces expiry, presence reconciliation, CRL checks, TURN
+	// credential refresh and push/pull state encoding. Zero = 1s.
+	SweepInterval time.Duration
+	// RejoinInterval paces retries of Join addresses that are not live
+	// members. Zero = 30s.
+	RejoinInterval time.Duration
+	// SignalTimeout bounds how long a forwarded signal waits for the other
+	// coordinator's answer. Zero = 10s.
+	SignalTimeout time.Duration
+
+	// TURN configures the embedded STUN/TURN server and TURN credentials.
+	TURN TURNOptions
+}
+
+// GossipTimers tune memberlist. Zero fields keep DefaultLANConfig values.
+type GossipTimers struct {
+	ProbeInterval    time.Duration
+	ProbeTimeout     time.Duration
+	GossipInterval   time.Duration
+	PushPullInterval time.Duration
+	TCPTimeout       time.Duration
+	SuspicionMult    int
+	RetransmitMult   int
+	// GossipToTheDeadTime: how long dead members still receive gossip.
+	GossipToTheDeadTime time.Duration
+}
+
+// Member is one coordinator of the gossip cluster.
+type Member struct {
+	Name string // coordinator node name
+	Addr string // gossip address "ip:port"
+}
+
+// Coordinator is one member of the coordinator tier: it serves node sessions,
+// replicates the registry with the other coordinators over memberlist, routes
+// signals, propagates CRLs and runs the embedded STUN/TURN server.
+//
+// Goroutines: run (owns the registry, the session table and the forward
+// table), accept, one serve + one writer per session, one sender per other
+// coordinator, rejoin; memberlist's and pion's own.
+type Coordinator struct {
+	// Immutable after New.
+	opts     CoordinatorOptions
+	log      *slog.Logger
+	name     string
+	label    string
+	tlsConf  *tls.Config
+	bcastMax int // largest message put on memberlist's broadcast queue
+
+	// Lifecycle.
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	done      chan struct{}
+	startOnce sync.Once
+	closeOnce sync.Once
+	started   atomic.Bool
+	fatal     atomic.Pointer[error]
+
+	// Set in Start before any goroutine runs; read-only afterwards.
+	ln    net.Listener
+	ml    *memberlist.Memberlist
+	queue *memberlist.TransmitLimitedQueue
+	del   *delegate
+	turn  *turnService
+
+	// Channels into the run loop.
+	events    chan sessionEvent
+	cmds      chan func()
+	fwdFailed chan []uint64
+
+	// Counters (atomic; read by Stats).
+	rc              recordCounters
+	fc              frameCounters
+	gossipDropped   atomic.Uint64
+	gossipMalformed atomic.Uint64
+	sessRefused     atomic.Uint64
+	sessClosed      atomic.Uint64
+	sigRouted       atomic.Uint64
+	sigForwarded    atomic.Uint64
+	sigFailed       atomic.Uint64
+	crlsInstalled   atomic.Uint64
+	nconns          atomic.Int64 // handshaken connections (for MaxSessions)
+	handshakes      atomic.Int64 // TLS handshakes in progress
+	nSessions       atomic.Int64
+	nRecords        atomic.Int64
+	nMembers        atomic.Int64
+	fanouts         atomic.Uint64 // messages sent by reliable fan-out (tests)
+
+	// Owned by the run goroutine.
+	reg        *registry
+	sessions   map[string]*session // registered sessions by node name
+	fwd        map[uint64]*fwdSignal
+	nextFwd    uint64
+	peers      map[string]*peerSender // other live coordinators
+	lastCRL    *big.Int
+	stateDirty bool
+}
+
+// NewCoordinator validates opts and prepares a coordinator; it starts nothing.
+func NewCoordinator(opts CoordinatorOptions) (*Coordinator, error) {
+	if opts.Credentials == nil || opts.Credentials.Cert == nil || opts.Credentials.Key == nil || opts.Credentials.CA == nil {
+		return nil, errors.New("discovery: coordinator needs credentials (CA, certificate, key)")
+	}
+	if opts.Verifier == nil {
+		return nil, errors.New("discovery: coordinator needs a pki verifier")
+	}
+	if opts.ListenAddr == "" && opts.Listener == nil {
+		return nil, errors.New("discovery: coordinator needs a session listen address")
+	}
+	if opts.GossipAddr == "" && opts.GossipTransport == nil {
+		return nil, errors.New("discovery: coordinator needs a gossip address")
+	}
+	switch len(opts.GossipKey) {
+	case 16, 24, 32:
+	default:
+		return nil, fmt.Errorf("discovery: gossip key must be 16, 24 or 32 bytes, got %d", len(opts.GossipKey))
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	setDefault(&opts.TombstoneTTL, 24*time.Hour)
+	setDefault(&opts.OfflineTTL, 72*time.Hour)
+	setDefault(&opts.KeepaliveInterval, 15*time.Second)
+	setDefault(&opts.HandshakeTimeout, 10*time.Second)
+	setDefault(&opts.SweepInterval, time.Second)
+	setDefault(&opts.RejoinInterval, 30*time.Second)
+	setDefault(&opts.SignalTimeout, 10*time.Second)
+	if opts.FrameRate <= 0 {
+		opts.FrameRate = 50
+	}
+	if opts.FrameBurst <= 0 {
+		opts.FrameBurst = 200
+	}
+	if opts.MaxSessions <= 0 {
+		opts.MaxSessions = 10000
+	}
+	if opts.SendQueue <= 0 {
+		opts.SendQueue = 1024
+	}
+	name := opts.Credentials.Cert.Identity.Name
+	label := opts.Label
+	if label == "" {
+		sum := sha256.Sum256(opts.Credentials.CA.Raw)
+		label = "meshd/" + hex.EncodeToString(sum[:8])
+	}
+	if len(label) > memberlist.LabelMaxSize {
+		return nil, fmt.Errorf("discovery: gossip label longer than %d bytes", memberlist.LabelMaxSize)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Coordinator{
+		opts:   opts,
+		log:    opts.Logger.With("coordinator", name),
+		name:   name,
+		label:  label,
+		ctx:    ctx,
+		cancel: cancel,
+		done:   make(chan struct{}),
+		tlsConf: &tls.Config{
+			Certificates: []tls.Certificate{opts.Credentials.TLSCertificate()},
+			// The certificate is checked right after the handshake, by the
+			// same pki policy, so that the refusal can tell the node why
+			// (a TLS alert cannot carry the reason).
+			ClientAuth: tls.RequireAnyClientCert,
+			MinVersion: tls.VersionTLS13,
+			NextProtos: []string{sessionALPN},
+		},
+		events:    make(chan sessionEvent, 256),
+		cmds:      make(chan func()),
+		fwdFailed: make(chan []uint64, 16),
+		sessions:  map[string]*session{},
+		fwd:       map[uint64]*fwdSignal{},
+		peers:     map[string]*peerSender{},
+	}
+	c.reg = newRegistry(opts.Verifier, opts.TombstoneTTL, opts.OfflineTTL, &c.rc)
+	if t := opts.TURN; t.enabled() && t.Secret == "" {
+		c.log.Warn("TURN listeners without a secret: the embedded server answers STUN only")
+	}
+	return c, nil
+}
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+// Start opens the session listener, the TURN server and the gossip cluster,
+// joins the configured coordinators and starts serving. A failed Start leaves
+// nothing running; call Close anyway.
+func (c *Coordinator) Start(ctx context.Context) error {
+	err := errors.New("discovery: coordinator already started")
+	c.startOnce.Do(func() { err = c.start(ctx) })
+	return err
+}
+
+func (c *Coordinator) start(ctx context.Context) (err error) {
+	if c.ctx.Err() != nil {
+		return ErrClosed
+	}
+	var cleanup []func()
+	defer func() {
+		if err != nil {
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				cleanup[i]()
+			}
+			c.cancel()
+		}
+	}()
+	c.ln = c.opts.Listener
+	if c.ln == nil {
+		lc := net.ListenConfig{}
+		if c.ln, err = lc.Listen(ctx, "tcp", c.opts.ListenAddr); err != nil {
+			return fmt.Errorf("discovery: session listener: %w", err)
+		}
+	}
+	cleanup = append(cleanup, func() { _ = c.ln.Close() })
+
+	if c.turn, err = newTURNService(c.opts.TURN, c.opts.Credentials.TLSCertificate(), c.log); err != nil {
+		return err
+	}
+	cleanup = append(cleanup, func() { _ = c.turn.Close() })
+
+	if err := c.startGossip(); err != nil {
+		return err
+	}
+	cleanup = append(cleanup, func() { _ = c.ml.Shutdown() })
+	c.encodeState()
+
+	if len(c.opts.Join) > 0 {
+		if n, err := c.ml.Join(c.opts.Join); err != nil {
+			c.log.Warn("could not join any coordinator yet; retrying in the background", "join", c.opts.Join, "error", err)
+		} else {
+			c.log.Info("joined coordinator cluster", "contacted", n, "members", c.ml.NumMembers())
+		}
+	}
+	c.started.Store(true)
+	c.wg.Add(3)
+	go c.run()
+	go c.acceptLoop()
+	go c.rejoinLoop()
+	c.log.Info("coordinator started", "sessions", c.ln.Addr().String(), "gossip", c.GossipAddr(), "label", c.label)
+	return nil
+}
+
+func (c *Coordinator) startGossip() error {
+	conf := memberlist.DefaultLANConfig()
+	conf.Name = c.name
+	conf.Label = c.label
+	conf.SecretKey = append([]byte(nil), c.opts.GossipKey...)
+	conf.Logger = memberlistLogger(c.log)
+	conf.DelegateProtocolVersion = gossipVersion
+	conf.DelegateProtocolMin = gossipVersion
+	conf.DelegateProtocolMax = gossipVersion
+	// A coordinator that comes back on another address (DHCP, a new VM)
+	// may reuse its name once the old incarnation has been dead this long.
+	conf.DeadNodeReclaimTime = 30 * time.Second
+	t := c.opts.Timers
+	if t.ProbeInterval > 0 {
+		conf.ProbeInterval = t.ProbeInterval
+	}
+	if t.ProbeTimeout > 0 {
+		conf.ProbeTimeout = t.ProbeTimeout
+	}
+	if t.GossipInterval > 0 {
+		conf.GossipInterval = t.GossipInterval
+	}
+	if t.PushPullInterval > 0 {
+		conf.PushPullInterval = t.PushPullInterval
+	}
+	if t.TCPTimeout > 0 {
+		conf.TCPTimeout = t.TCPTimeout
+	}
+	if t.SuspicionMult > 0 {
+		conf.SuspicionMult = t.SuspicionMult
+	}
+	if t.RetransmitMult > 0 {
+		conf.RetransmitMult = t.RetransmitMult
+	}
+	if t.GossipToTheDeadTime > 0 {
+		conf.GossipToTheDeadTime = t.GossipToTheDeadTime
+	}
+	if c.opts.GossipTransport != nil {
+		conf.Transport = c.opts.GossipTransport
+	} else {
+		host, port, err := splitHostPort(c.opts.GossipAddr)
+		if err != nil {
+			return fmt.Errorf("discovery: gossip address: %w", err)
+		}
+		conf.BindAddr, conf.BindPort, conf.AdvertisePort = host, port, port
+	}
+	if c.opts.GossipAdvertise != "" {
+		host, port, err := splitHostPort(c.opts.GossipAdvertise)
+		if err != nil {
+			return fmt.Errorf("discovery: gossip advertise address: %w", err)
+		}
+		conf.AdvertiseAddr, conf.AdvertisePort = host, port
+	}
+	c.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: conf.RetransmitMult, NumNodes: func() int { return int(max(c.nMembers.Load(), 1)) }}
+	c.del = &delegate{
+		meta:    []byte{gossipVersion},
+		queue:   c.queue,
+		inbox:   make(chan gossipIn, 4096),
+		dropped: &c.gossipDropped,
+		events:  make(chan struct{}, 1),
+		members: map[string]memberlist.Node{},
+	}
+	conf.Delegate = c.del
+	conf.Events = c.del
+	// Room for memberlist's compound, label and encryption framing.
+	c.bcastMax = conf.UDPBufferSize - 96 - len(c.label)
+	ml, err := memberlist.Create(conf)
+	if err != nil {
+		if c.opts.GossipTransport != nil {
+			_ = c.opts.GossipTransport.Shutdown()
+		}
+		return fmt.Errorf("discovery: gossip: %w", err)
+	}
+	c.ml = ml
+	c.nMembers.Store(int64(ml.NumMembers()))
+	return nil
+}
+
+func splitHostPort(hp string) (string, int, error) {
+	host, ps, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port in %q", hp)
+	}
+	return host, port, nil
+}
+
+// Addr is the bound session address (nil before Start).
+func (c *Coordinator) Addr() net.Addr {
+	if !c.started.Load() {
+		return nil
+	}
+	return c.ln.Addr()
+}
+
+// GossipAddr is the advertised gossip address "ip:port" ("" before Start).
+func (c *Coordinator) GossipAddr() string {
+	if c.del == nil {
+		return ""
+	}
+	for _, m := range c.del.memberList() {
+		if m.Name == c.name {
+			return m.Addr
+		}
+	}
+	return ""
+}
+
+// Name is the coordinator's node name.
+func (c *Coordinator) Name() string { return c.name }
+
+// TURNURLs are the URLs handed out with TURN credentials.
+func (c *Coordinator) TURNURLs() []string {
+	if c.turn == nil {
+		return nil
+	}
+	return append([]string(nil), c.turn.urls...)
+}
+
+// Members lists the live coordinators, this one included.
+func (c *Coordinator) Members() []Member {
+	if !c.started.Load() {
+		return nil
+	}
+	return c.del.memberList()
+}
+
+// Records returns this coordinator's registry replica (tombstones included),
+// sorted by name, or nil once closed.
+func (c *Coordinator) Records() []Record {
+	var out []Record
+	_ = c.do(func() {
+		for _, r := range c.reg.records() {
+			out = append(out, r.Clone())
+		}
+	})
+	return out
+}
+
+// PublishCRL installs crl if it is CA-signed and newer than the current one,
+// and passes it to every coordinator and session. Revoked nodes' sessions are
+// closed and their records dropped mesh-wide.
+func (c *Coordinator) PublishCRL(crl *pki.CRL) error {
+	if crl == nil {
+		return errors.New("discovery: nil CRL")
+	}
+	if _, err := c.opts.Verifier.UpdateCRL(crl); err != nil {
+		return fmt.Errorf("discovery: CRL not installed: %w", err)
+	}
+	return c.do(c.checkCRL)
+}
+
+// Stats returns the coordinator's counters.
+func (c *Coordinator) Stats() CoordinatorStats {
+	return CoordinatorStats{
+		Sessions:            int(c.nSessions.Load()),
+		Records:             int(c.nRecords.Load()),
+		Members:             int(c.nMembers.Load()),
+		RecordsAccepted:     c.rc.accepted.Load(),
+		RecordsStale:        c.rc.stale.Load(),
+		RecordsBadSignature: c.rc.badSig.Load(),
+		RecordsInvalid:      c.rc.invalid.Load(),
+		RecordsMalformed:    c.rc.malformed.Load(),
+		RecordsExpired:      c.rc.expired.Load(),
+		FramesMalformed:     c.fc.malformed.Load(),
+		FramesTooLarge:      c.fc.tooLarge.Load(),
+		FramesBadVersion:    c.fc.badVersion.Load(),
+		FramesRateLimited:   c.fc.rateLimited.Load(),
+		GossipDropped:       c.gossipDropped.Load(),
+		GossipMalformed:     c.gossipMalformed.Load(),
+		SessionsRefused:     c.sessRefused.Load(),
+		SessionsClosed:      c.sessClosed.Load(),
+		SignalsRouted:       c.sigRouted.Load(),
+		SignalsForwarded:    c.sigForwarded.Load(),
+		SignalsFailed:       c.sigFailed.Load(),
+		CRLsInstalled:       c.crlsInstalled.Load(),
+	}
+}
+
+// do runs fn on the run goroutine and waits for it.
+func (c *Coordinator) do(fn func()) error {
+	if !c.started.Load() {
+		return ErrClosed
+	}
+	done := make(chan struct{})
+	select {
+	case c.cmds <- func() { fn(); close(done) }:
+	case <-c.ctx.Done():
+		return ErrClosed
+	}
+	select {
+	case <-done:
+		return nil
+	case <-c.ctx.Done():
+		return ErrClosed
+	}
+}
+
+// Close stops the coordinator: sessions are told it is shutting down, the
+// cluster is left gracefully, listeners close. Idempotent; it waits until
+// every goroutine the coordinator started has returned.
+func (c *Coordinator) Close() error {
+	c.closeOnce.Do(func() {
+		c.cancel()
+		if !c.started.Load() {
+			if c.turn != nil {
+				_ = c.turn.Close()
+			}
+			close(c.done)
+			return
+		}
+		_ = c.ln.Close()
+		// run closes the sessions and stops the peer senders on its way out.
+		c.wg.Wait()
+		if err := c.ml.Leave(c.leaveTimeout()); err != nil {
+			c.log.Debug("leaving the coordinator cluster", "error", err)
+		}
+		_ = c.ml.Shutdown()
+		_ = c.turn.Close()
+		close(c.done)
+		c.log.Info("coordinator stopped")
+	})
+	<-c.done
+	return nil
+}
+
+func (c *Coordinator) leaveTimeout() time.Duration {
+	if t := c.opts.Timers.GossipInterval; t > 0 {
+		return 5 * t
+	}
+	return time.Second
+}
+
+// Wait returns a channel closed when the coordinator has stopped.
+func (c *Coordinator) Wait() <-chan struct{} { return c.done }
+
+// Err returns the first fatal error (the session listener failing), or nil.
+func (c *Coordinator) Err() error {
+	if p := c.fatal.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (c *Coordinator) onFatal(err error) {
+	if c.fatal.CompareAndSwap(nil, &err) {
+		c.log.Error("coordinator failed; shutting down", "error", err)
+		// Not in wg: Close waits for wg, and this goroutine ends with Close.
+		go func() { _ = c.Close() }()
+	}
+}
+
+func (c *Coordinator) acceptLoop() {
+	defer c.wg.Done()
+	for {
+		conn, err := c.ln.Accept()
+		if err != nil {
+			if c.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			c.onFatal(fmt.Errorf("discovery: accepting sessions: %w", err))
+			return
+		}
+		c.wg.Add(1)
+		go c.serveConn(conn)
+	}
+}
+
+// rejoinLoop retries Join addresses that are not live members.
+func (c *Coordinator) rejoinLoop() {
+	defer c.wg.Done()
+	if len(c.opts.Join) == 0 {
+		return
+	}
+	t := time.NewTicker(c.opts.RejoinInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		live := map[string]bool{}
+		for _, m := range c.del.memberList() {
+			live[m.Addr] = true
+		}
+		var missing []string
+		for _, a := range c.opts.Join {
+			if !live[a] {
+				missing = append(missing, a)
+			}
+		}
+		if len(missing) == 0 {
+			continue
+		}
+		if n, err := c.ml.Join(missing); err == nil {
+			c.log.Info("rejoined coordinators", "contacted", n, "members", c.ml.NumMembers())
+		} else {
+			c.log.Debug("rejoin failed", "join", missing, "error", err)
+		}
+	}
+}
+
+// run is the owner of the registry and the session table.
+func (c *Coordinator) run() {
+	defer c.wg.Done()
+	sweep := time.NewTicker(c.opts.SweepInterval)
+	defer sweep.Stop()
+	defer c.shutdownOwned()
+	c.reconcileMembers()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case ev := <-c.events:
+			c.handleSessionEvent(ev)
+		case in := <-c.del.inbox:
+			c.handleGossip(in)
+		case <-c.del.events:
+			c.reconcileMembers()
+		case ids := <-c.fwdFailed:
+			for _, id := range ids {
+				c.finishForward(id, sigPeerOffline)
+			}
+		case fn := <-c.cmds:
+			fn()
+		case <-sweep.C:
+			c.sweep()
+		}
+	}
+}
+
+// shutdownOwned runs on the run goroutine as it exits.
+func (c *Coordinator) shutdownOwned() {
+	for _, s := range c.sessions {
+		s.kill(CodeShuttingDown, "coordinator shutting down")
+	}
+	for name, p := range c.peers {
+		p.stop()
+		delete(c.peers, name)
+	}
+}
+
+var _ io.Closer = (*Coordinator)(nil)

@@ -1,0 +1,44 @@
+// Package discovery owns how meshd nodes find each other: the coordinator
+// tier (a memberlist cluster that replicates the node registry, serves node
+// sessions, routes signals between nodes, propagates CRLs and runs embedded
+// STUN/TURN) and the node's session client.
+//
+// # Trust
+//
+// Coordinators relay, they never vouch. Every registry record is signed by
+// the node's own key over its canonical encoding and carries the node's
+// certificate; every receiver (coordinator or node) verifies the certificate
+// with pki.Verifier (chain to the CA, validity, revocation), the signature,
+// and that the record claims no address, group or route the certificate does
+// not bind. Versions are unix nanoseconds at signing, strictly increasing per
+// node, so a replayed older record loses. Presence (which coordinator holds a
+// node's session, since when) is the only coordinator-asserted data.
+//
+// # Replication
+//
+// Changes travel on memberlist's broadcast queue (named broadcasts, so a
+// newer message about a node replaces an older one still queued) when they
+// fit a gossip packet and the queue is shallow, and otherwise as batched
+// reliable streams to every live coordinator. Receivers re-gossip what was
+// new to them. Push/pull anti-entropy (LocalState/MergeRemoteState) repairs
+// anything lost, so late joiners and healed partitions converge; coordinators
+// re-join configured peers periodically so that a partition longer than
+// memberlist's dead-node gossip still heals. Departed nodes leave signed
+// tombstones that block their older records until TombstoneTTL.
+//
+// # Goroutines and ownership
+//
+// Coordinator: the run goroutine owns the registry, the session table, the
+// forwarded-signal table and the peer senders; sessions (one reader, one
+// writer each) and memberlist's delegate only queue to it, and it only
+// queues to them, dropping (and counting) rather than blocking. Client: the
+// run goroutine owns the registry copy, the session and pending signals;
+// changes reach subscribers through an ordered notifier goroutine and
+// signals reach OnSignal through another, so callbacks never run on the
+// owner. No mutex is held while calling out; the only mutexes guard the
+// notifier's queue, the delegate's member copies and the TURN quota map,
+// and none is taken while holding another.
+//
+// Wire formats (session frames, records, gossip messages, the cache file)
+// are documented in docs/protocol.md.
+package discovery

@@ -1,0 +1,189 @@
+package discovery
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors callers branch on. Wrapped errors are tested with errors.Is.
+var (
+	// ErrUnknownPeer: a signal named a node the registry has no record of (or
+	// only a tombstone).
+	ErrUnknownPeer = errors.New("discovery: unknown peer")
+	// ErrPeerOffline: the target has a record but no coordinator holds a
+	// session for it now, or its coordinator could not be reached.
+	ErrPeerOffline = errors.New("discovery: peer offline")
+	// ErrNotConnected: the client holds no session to any coordinator now.
+	ErrNotConnected = errors.New("discovery: not connected to a coordinator")
+	// ErrRateLimited: the coordinator dropped a frame because the session
+	// exceeded its frame rate.
+	ErrRateLimited = errors.New("discovery: rate limited")
+	// ErrClosed: the component was closed.
+	ErrClosed = errors.New("discovery: closed")
+	// ErrRefused: a coordinator refused the node's session; RefusedError
+	// carries the coordinator's reason.
+	ErrRefused = errors.New("discovery: session refused")
+	// ErrCertificateRejected: a peer certificate failed the pki policy. It is
+	// matched together with the pki sentinel that says why.
+	ErrCertificateRejected = errors.New("discovery: certificate rejected")
+
+	// ErrFrameTooLarge: a frame's announced length exceeds the limit.
+	ErrFrameTooLarge = errors.New("discovery: frame too large")
+	// ErrUnsupportedVersion: a frame, record, gossip message or cache file
+	// carries a format version this build does not speak.
+	ErrUnsupportedVersion = errors.New("discovery: unsupported version")
+	// ErrMalformed: input does not decode (truncated, trailing bytes, bad
+	// lengths or values out of range).
+	ErrMalformed = errors.New("discovery: malformed input")
+	// ErrPayloadTooLarge: a signal payload exceeds MaxSignalPayload.
+	ErrPayloadTooLarge = errors.New("discovery: signal payload too large")
+
+	// ErrBadSignature: a record's signature does not verify with the key of
+	// the certificate it carries (a forged or tampered record).
+	ErrBadSignature = errors.New("discovery: bad record signature")
+	// ErrStaleRecord: a record's version is older than the one held (replay).
+	ErrStaleRecord = errors.New("discovery: stale record version")
+	// ErrInvalidRecord: a record contradicts its certificate (name, overlay
+	// address, group or route not allowed) or is otherwise invalid.
+	ErrInvalidRecord = errors.New("discovery: invalid record")
+	// ErrExpired: a tombstone or offline record is past its time to live.
+	ErrExpired = errors.New("discovery: expired")
+)
+
+// RefusedError says that a coordinator refused the session and why, as the
+// coordinator put it in its error frame. Is matches ErrRefused, and
+// ErrCertificateRejected when the reason is the node's certificate.
+type RefusedError struct {
+	Coordinator string // address dialed
+	Code        ErrorCode
+	Reason      string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("discovery: coordinator %s refused the session: %s: %s", e.Coordinator, e.Code, e.Reason)
+}
+
+// Is reports whether target is ErrRefused, or ErrCertificateRejected for a
+// certificate refusal.
+func (e *RefusedError) Is(target error) bool {
+	return target == ErrRefused || (target == ErrCertificateRejected && e.Code == CodeCertificateRejected)
+}
+
+// SignalError is returned by SendSignal when the coordinator reports that it
+// could not deliver. It unwraps to ErrUnknownPeer, ErrPeerOffline,
+// ErrRateLimited or ErrPayloadTooLarge.
+type SignalError struct {
+	To     string
+	Reason error
+}
+
+func (e *SignalError) Error() string {
+	return fmt.Sprintf("discovery: signal to %q not delivered: %v", e.To, e.Reason)
+}
+
+func (e *SignalError) Unwrap() error { return e.Reason }
+
+// RecordError says why a record was rejected. It unwraps to the reason
+// (ErrBadSignature, ErrStaleRecord, ErrInvalidRecord, ErrMalformed, a pki
+// verification error, ...).
+type RecordError struct {
+	Name   string // node name claimed by the record, "" when undecodable
+	Reason error
+}
+
+func (e *RecordError) Error() string {
+	if e.Name == "" {
+		return fmt.Sprintf("discovery: record rejected: %v", e.Reason)
+	}
+	return fmt.Sprintf("discovery: record of %q rejected: %v", e.Name, e.Reason)
+}
+
+func (e *RecordError) Unwrap() error { return e.Reason }
+
+// ErrorCode is the code carried by an error frame on a session.
+type ErrorCode uint8
+
+// Error frame codes (docs/protocol.md, "Session frames").
+const (
+	CodeProtocol            ErrorCode = 1  // malformed or unexpected frame; fatal
+	CodeUnsupportedVersion  ErrorCode = 2  // frame version not spoken; fatal
+	CodeCertificateRejected ErrorCode = 3  // pki policy refused the session certificate; fatal
+	CodeInvalidRecord       ErrorCode = 4  // record rejected (signature, cert mismatch); fatal during registration
+	CodeStaleRecord         ErrorCode = 5  // record version not newer than held; Have says which; not fatal
+	CodeRateLimited         ErrorCode = 6  // frame dropped by the rate limit; not fatal
+	CodeSuperseded          ErrorCode = 7  // a newer session of the same node replaced this one; fatal
+	CodeShuttingDown        ErrorCode = 8  // coordinator is closing; fatal
+	CodeOverloaded          ErrorCode = 9  // too many sessions or a session that cannot keep up; fatal
+	CodeRevoked             ErrorCode = 10 // the session's certificate was revoked while connected; fatal
+)
+
+func (c ErrorCode) String() string {
+	switch c {
+	case CodeProtocol:
+		return "protocol error"
+	case CodeUnsupportedVersion:
+		return "unsupported version"
+	case CodeCertificateRejected:
+		return "certificate rejected"
+	case CodeInvalidRecord:
+		return "invalid record"
+	case CodeStaleRecord:
+		return "stale record"
+	case CodeRateLimited:
+		return "rate limited"
+	case CodeSuperseded:
+		return "superseded"
+	case CodeShuttingDown:
+		return "shutting down"
+	case CodeOverloaded:
+		return "overloaded"
+	case CodeRevoked:
+		return "revoked"
+	default:
+		return fmt.Sprintf("error code %d", uint8(c))
+	}
+}
+
+// refusal reports whether the code refuses this node (as opposed to the
+// coordinator going away or moving the node elsewhere).
+func (c ErrorCode) refusal() bool {
+	switch c {
+	case CodeSuperseded, CodeShuttingDown, CodeOverloaded:
+		return false
+	}
+	return true
+}
+
+// fatal reports whether the coordinator closes the session after sending it.
+func (c ErrorCode) fatal() bool {
+	return c != CodeStaleRecord && c != CodeRateLimited
+}
+
+// signalCode is the result code of a signal (session SignalResult frame and
+// gossip signal result message).
+type signalCode uint8
+
+const (
+	sigOK          signalCode = 0
+	sigUnknownPeer signalCode = 1
+	sigPeerOffline signalCode = 2
+	sigRateLimited signalCode = 3
+	sigTooLarge    signalCode = 4
+)
+
+func (c signalCode) err() error {
+	switch c {
+	case sigOK:
+		return nil
+	case sigUnknownPeer:
+		return ErrUnknownPeer
+	case sigPeerOffline:
+		return ErrPeerOffline
+	case sigRateLimited:
+		return ErrRateLimited
+	case sigTooLarge:
+		return ErrPayloadTooLarge
+	default:
+		return fmt.Errorf("%w: signal result code %d", ErrMalformed, uint8(c))
+	}
+}

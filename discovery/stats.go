@@ -1,0 +1,94 @@
+package discovery
+
+import (
+	"errors"
+	"sync/atomic"
+
+	"github.com/meshd/meshd/pki"
+)
+
+// CoordinatorStats are a coordinator's counters since Start. Rejections are
+// counted, never logged per item (a hostile peer must not be able to flood
+// the log).
+type CoordinatorStats struct {
+	Sessions int // node sessions currently registered here
+	Records  int // registry entries (including tombstones)
+	Members  int // live coordinators in the gossip cluster (including this one)
+
+	RecordsAccepted     uint64 // new or newer records stored
+	RecordsStale        uint64 // records older than the one held (replays, lagging gossip)
+	RecordsBadSignature uint64 // records not signed by their certificate's key (forgeries)
+	RecordsInvalid      uint64 // certificate rejected by pki, or claims the certificate does not allow
+	RecordsMalformed    uint64 // undecodable records
+	RecordsExpired      uint64 // tombstones/offline records past their TTL, dropped or refused
+
+	FramesMalformed   uint64 // undecodable or unexpected session frames
+	FramesTooLarge    uint64 // session frames over MaxFrameSize
+	FramesBadVersion  uint64 // session frames of an unknown version
+	FramesRateLimited uint64 // session frames dropped by the per-session rate limit
+
+	GossipDropped   uint64 // gossip messages dropped because the run loop was behind
+	GossipMalformed uint64 // undecodable gossip messages
+
+	SessionsRefused  uint64 // sessions refused (certificate, record, protocol, overload)
+	SessionsClosed   uint64 // sessions ended for any reason
+	SignalsRouted    uint64 // signals delivered to a local session
+	SignalsForwarded uint64 // signals forwarded to another coordinator
+	SignalsFailed    uint64 // signals answered with an error
+	CRLsInstalled    uint64 // newer CRLs installed and propagated
+}
+
+// ClientStats are a client's counters since Start.
+type ClientStats struct {
+	RecordsStale        uint64
+	RecordsBadSignature uint64
+	RecordsInvalid      uint64
+	RecordsMalformed    uint64
+	FramesMalformed     uint64
+	SignalsDropped      uint64 // inbound signals dropped because OnSignal was behind
+	Failovers           uint64
+}
+
+// recordCounters classify record rejections.
+type recordCounters struct {
+	accepted, stale, badSig, invalid, malformed, expired atomic.Uint64
+}
+
+// count files err under the counter for its reason.
+func (c *recordCounters) count(err error) {
+	switch {
+	case err == nil:
+		c.accepted.Add(1)
+	case errors.Is(err, ErrStaleRecord):
+		c.stale.Add(1)
+	case errors.Is(err, ErrBadSignature):
+		c.badSig.Add(1)
+	case errors.Is(err, ErrExpired):
+		c.expired.Add(1)
+	case errors.Is(err, ErrMalformed), errors.Is(err, ErrUnsupportedVersion):
+		c.malformed.Add(1)
+	default: // pki verification errors, ErrInvalidRecord
+		c.invalid.Add(1)
+	}
+}
+
+// isCertError reports whether err came from the pki policy.
+func isCertError(err error) bool {
+	var ve *pki.VerifyError
+	return errors.As(err, &ve)
+}
+
+type frameCounters struct {
+	malformed, tooLarge, badVersion, rateLimited atomic.Uint64
+}
+
+func (c *frameCounters) count(err error) {
+	switch {
+	case errors.Is(err, ErrFrameTooLarge):
+		c.tooLarge.Add(1)
+	case errors.Is(err, ErrUnsupportedVersion):
+		c.badVersion.Add(1)
+	default:
+		c.malformed.Add(1)
+	}
+}

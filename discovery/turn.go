@@ -1,0 +1,273 @@
+package discovery
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha1" //nolint:gosec // mandated by the coturn static-auth-secret scheme
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/stun/v4"
+	"github.com/pion/turn/v5"
+)
+
+// TURNOptions configures a coordinator's embedded STUN/TURN server and the
+// TURN credentials it hands to nodes. The credentials follow coturn's
+// static-auth-secret scheme (the "TURN REST API"), so nodes can equally use
+// an external coturn configured with `use-auth-secret` and the same secret.
+type TURNOptions struct {
+	// Secret is the shared static-auth-secret. "" = hand out no TURN
+	// credentials; the embedded server then answers STUN only and refuses
+	// every allocation.
+	Secret string
+	// Realm of the embedded server. "" = "meshd".
+	Realm string
+
+	// UDPAddr, TCPAddr and TLSAddr are the listeners ("host:port"; port 0
+	// picks one). Each is optional; all empty = no embedded server. The UDP
+	// listener also serves STUN binding requests.
+	UDPAddr string
+	TCPAddr string
+	TLSAddr string
+	// TLSCertificate is served on TLSAddr. nil = the coordinator's node
+	// certificate.
+	TLSCertificate *tls.Certificate
+
+	// RelayAddress is the address relayed candidates carry (the host's
+	// public address). Required when any listener is set.
+	RelayAddress netip.Addr
+	// RelayBindAddress is where relay sockets are bound. "" = RelayAddress.
+	RelayBindAddress string
+	// RelayPortMin and RelayPortMax bound relay ports. Zero = 49152-65535.
+	RelayPortMin, RelayPortMax uint16
+	// MaxAllocationsPerUser caps concurrent allocations per node name. Zero = 8.
+	MaxAllocationsPerUser int
+
+	// PublicHost is the host written into handed-out URLs. "" = RelayAddress.
+	PublicHost string
+	// ExternalURLs are extra stun:/turn:/turns: URLs (an external coturn
+	// sharing Secret) handed out after the embedded ones.
+	ExternalURLs []string
+	// CredentialTTL is the lifetime of handed-out credentials; they are
+	// refreshed on the session at half-life. Zero = 1h.
+	CredentialTTL time.Duration
+}
+
+func (o *TURNOptions) enabled() bool { return o.UDPAddr != "" || o.TCPAddr != "" || o.TLSAddr != "" }
+
+// turnCredentials computes coturn static-auth-secret credentials for name,
+// valid until expires: username "<unix expiry>:<name>", password
+// base64(HMAC-SHA1(secret, username)).
+func turnCredentials(secret, name string, expires time.Time) (username, password string) {
+	username = strconv.FormatInt(expires.Unix(), 10) + ":" + name
+	mac := hmac.New(sha1.New, []byte(secret))
+	mac.Write([]byte(username))
+	return username, base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// turnService is the embedded server plus the credential issuer.
+type turnService struct {
+	opts   TURNOptions
+	server *turn.Server // nil when no listener is configured
+	urls   []string
+	log    *slog.Logger
+
+	mu     sync.Mutex
+	allocs map[string]int // per user; guarded by mu
+}
+
+// newTURNService opens the configured listeners and starts the pion server.
+// Its goroutines are pion's; Close stops them.
+func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (*turnService, error) {
+	if o.Realm == "" {
+		o.Realm = "meshd"
+	}
+	if o.CredentialTTL <= 0 {
+		o.CredentialTTL = time.Hour
+	}
+	if o.MaxAllocationsPerUser <= 0 {
+		o.MaxAllocationsPerUser = 8
+	}
+	if o.RelayPortMin == 0 && o.RelayPortMax == 0 {
+		o.RelayPortMin, o.RelayPortMax = 49152, 65535
+	}
+	t := &turnService{opts: o, log: log, allocs: map[string]int{}}
+	for _, u := range o.ExternalURLs {
+		if _, err := stun.ParseURI(u); err != nil {
+			return nil, fmt.Errorf("discovery: TURN external URL %q: %w", u, err)
+		}
+	}
+	if !o.enabled() {
+		t.urls = append(t.urls, o.ExternalURLs...)
+		return t, nil
+	}
+	if !o.RelayAddress.IsValid() {
+		return nil, errors.New("discovery: TURN listeners configured without a relay address")
+	}
+	if o.RelayPortMin > o.RelayPortMax {
+		return nil, fmt.Errorf("discovery: TURN relay port range %d-%d is empty", o.RelayPortMin, o.RelayPortMax)
+	}
+	host := o.PublicHost
+	if host == "" {
+		host = o.RelayAddress.String()
+	}
+	bind := o.RelayBindAddress
+	if bind == "" {
+		bind = o.RelayAddress.String()
+	}
+	relay := func() turn.RelayAddressGenerator {
+		return &turn.RelayAddressGeneratorPortRange{
+			RelayAddress: net.IP(o.RelayAddress.AsSlice()),
+			Address:      bind,
+			MinPort:      o.RelayPortMin,
+			MaxPort:      o.RelayPortMax,
+		}
+	}
+	var (
+		cfg     turn.ServerConfig
+		closers []func() error
+	)
+	fail := func(err error) (*turnService, error) {
+		for _, c := range closers {
+			_ = c()
+		}
+		return nil, err
+	}
+	lc := net.ListenConfig{}
+	if o.UDPAddr != "" {
+		pc, err := lc.ListenPacket(context.Background(), "udp", o.UDPAddr)
+		if err != nil {
+			return fail(fmt.Errorf("discovery: TURN UDP listener: %w", err))
+		}
+		closers = append(closers, pc.Close)
+		cfg.PacketConnConfigs = append(cfg.PacketConnConfigs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: relay()})
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		hp := net.JoinHostPort(host, strconv.Itoa(port))
+		t.urls = append(t.urls, "stun:"+hp, "turn:"+hp+"?transport=udp")
+	}
+	if o.TCPAddr != "" {
+		ln, err := lc.Listen(context.Background(), "tcp", o.TCPAddr)
+		if err != nil {
+			return fail(fmt.Errorf("discovery: TURN TCP listener: %w", err))
+		}
+		closers = append(closers, ln.Close)
+		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: ln, RelayAddressGenerator: relay()})
+		hp := net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		t.urls = append(t.urls, "turn:"+hp+"?transport=tcp")
+	}
+	if o.TLSAddr != "" {
+		cert := nodeCert
+		if o.TLSCertificate != nil {
+			cert = *o.TLSCertificate
+		}
+		ln, err := lc.Listen(context.Background(), "tcp", o.TLSAddr)
+		if err != nil {
+			return fail(fmt.Errorf("discovery: TURN TLS listener: %w", err))
+		}
+		tln := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		closers = append(closers, tln.Close)
+		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: tln, RelayAddressGenerator: relay()})
+		hp := net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		t.urls = append(t.urls, "turns:"+hp+"?transport=tcp")
+	}
+	t.urls = append(t.urls, o.ExternalURLs...)
+	lf := &pionLoggerFactory{l: log}
+	cfg.LoggerFactory = lf
+	cfg.Realm = o.Realm
+	if o.Secret != "" {
+		cfg.AuthHandler = turn.LongTermTURNRESTAuthHandler(o.Secret, lf.NewLogger("turn-auth"))
+	} else {
+		cfg.AuthHandler = func(*turn.RequestAttributes) (string, []byte, bool) { return "", nil, false }
+	}
+	cfg.QuotaHandler = t.quota
+	cfg.EventHandler = turn.EventHandler{
+		OnAllocationCreated: func(_, _ net.Addr, _, user, _ string, _ net.Addr, _ int) { t.track(user, +1) },
+		OnAllocationDeleted: func(_, _ net.Addr, _, user, _ string) { t.track(user, -1) },
+	}
+	srv, err := turn.NewServer(cfg)
+	if err != nil {
+		return fail(fmt.Errorf("discovery: TURN server: %w", err))
+	}
+	t.server = srv
+	return t, nil
+}
+
+// quota is called by pion before an allocation; it may run concurrently.
+func (t *turnService) quota(user, _ string, _ net.Addr) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.allocs[user] < t.opts.MaxAllocationsPerUser
+}
+
+func (t *turnService) track(user string, d int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := t.allocs[user] + d; n > 0 {
+		t.allocs[user] = n
+	} else {
+		delete(t.allocs, user)
+	}
+}
+
+// credentials issues credentials for node name, or ok=false when there is
+// nothing to hand out (no secret or no URL).
+func (t *turnService) credentials(name string, now time.Time) (TURNCredentials, bool) {
+	if t.opts.Secret == "" || len(t.urls) == 0 {
+		return TURNCredentials{}, false
+	}
+	exp := now.Add(t.opts.CredentialTTL).Truncate(time.Second)
+	u, p := turnCredentials(t.opts.Secret, name, exp)
+	return TURNCredentials{URLs: append([]string(nil), t.urls...), Username: u, Password: p, Expires: exp}, true
+}
+
+func (t *turnService) ttl() time.Duration { return t.opts.CredentialTTL }
+
+func (t *turnService) Close() error {
+	if t.server == nil {
+		return nil
+	}
+	return t.server.Close()
+}
+
+// pionLoggerFactory adapts slog to pion's leveled logger. pion logs client
+// mistakes (bad credentials) at error level; they are warnings for us.
+type pionLoggerFactory struct{ l *slog.Logger }
+
+func (f *pionLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
+	return &pionLogger{l: f.l.With("component", "pion-"+scope)}
+}
+
+type pionLogger struct{ l *slog.Logger }
+
+func (p *pionLogger) log(level slog.Level, msg string) {
+	if p.l.Enabled(context.Background(), level) {
+		p.l.Log(context.Background(), level, msg)
+	}
+}
+
+func (p *pionLogger) logf(level slog.Level, format string, args ...any) {
+	if p.l.Enabled(context.Background(), level) {
+		p.l.Log(context.Background(), level, fmt.Sprintf(format, args...))
+	}
+}
+
+// Trace is below slog's debug; it maps to debug-4.
+func (p *pionLogger) Trace(msg string)                  { p.log(slog.LevelDebug-4, msg) }
+func (p *pionLogger) Tracef(format string, args ...any) { p.logf(slog.LevelDebug-4, format, args...) }
+func (p *pionLogger) Debug(msg string)                  { p.log(slog.LevelDebug, msg) }
+func (p *pionLogger) Debugf(format string, args ...any) { p.logf(slog.LevelDebug, format, args...) }
+func (p *pionLogger) Info(msg string)                   { p.log(slog.LevelInfo, msg) }
+func (p *pionLogger) Infof(format string, args ...any)  { p.logf(slog.LevelInfo, format, args...) }
+func (p *pionLogger) Warn(msg string)                   { p.log(slog.LevelWarn, msg) }
+func (p *pionLogger) Warnf(format string, args ...any)  { p.logf(slog.LevelWarn, format, args...) }
+func (p *pionLogger) Error(msg string)                  { p.log(slog.LevelWarn, msg) }
+func (p *pionLogger) Errorf(format string, args ...any) { p.logf(slog.LevelWarn, format, args...) }
