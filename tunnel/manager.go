@@ -1,0 +1,367 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v4"
+
+	"github.com/meshd/meshd/pki"
+)
+
+// housekeepingInterval paces the shared socket's coarse clock, the expiry
+// of known source addresses and the periodic certificate recheck.
+const housekeepingInterval = 10 * time.Second
+
+// Manager owns a node's links: the one UDP socket they share (through
+// pion's ICE UDP mux), the node's credentials and verifier, the STUN/TURN
+// servers, the signaling hooks and the event notifier. One per node.
+//
+// Lifecycle: NewManager validates; Start opens the socket and starts the
+// links; Close tears every link down (DTLS close_notify, ICE agents, TURN
+// allocations), closes the socket and waits for every goroutine.
+//
+// Lock order: Manager.mu, then Link.mu.
+type Manager struct {
+	// Immutable after NewManager.
+	opts        Options
+	timers      Timers
+	log         *slog.Logger
+	pionLogs    pionLogs
+	self        *pki.NodeCert
+	tlsCert     tls.Certificate
+	errLinkDown *linkDownError
+	notifier    *notifier
+	counters    counters
+
+	// Set by Start, immutable until Close.
+	sock         *sharedSocket
+	mux          *sharedMux
+	networkTypes []ice.NetworkType
+	remoteFilter func(netip.Addr) bool
+	stopHK       chan struct{}
+	stopNotify   chan struct{}
+	wg           sync.WaitGroup
+	done         chan struct{}
+
+	mu      sync.Mutex // guards the following
+	links   map[string]*Link
+	started bool
+	closed  bool
+	onceLog map[string]bool
+}
+
+// NewManager validates opts and prepares a manager. It opens nothing and
+// starts no goroutine; Start does.
+func NewManager(opts Options) (*Manager, error) {
+	opts.Timers = opts.Timers.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "tunnel")
+	opts.ExcludePrefixes = append([]netip.Prefix(nil), opts.ExcludePrefixes...)
+	return &Manager{
+		opts:        opts,
+		timers:      opts.Timers,
+		log:         log,
+		pionLogs:    pionLogs{log: log},
+		self:        opts.Credentials.Cert,
+		tlsCert:     opts.Credentials.TLSCertificate(),
+		errLinkDown: &linkDownError{alias: opts.LinkDownError},
+		notifier:    newNotifier(),
+		links:       make(map[string]*Link),
+		done:        make(chan struct{}),
+		onceLog:     make(map[string]bool),
+	}, nil
+}
+
+// Start opens the shared UDP socket, builds the ICE mux on it and starts
+// every link created so far. ctx bounds nothing after Start returns; use
+// Close to stop.
+func (m *Manager) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.closed:
+		return ErrClosed
+	case m.started:
+		return fmt.Errorf("tunnel: manager already started")
+	}
+	conn := m.opts.PacketConn
+	if conn == nil {
+		addr := m.opts.ListenAddr
+		if !addr.IsValid() {
+			addr = netip.IPv4Unspecified()
+		}
+		network := "udp4"
+		switch {
+		case addr.Is6() && addr.IsUnspecified():
+			network = "udp" // dual-stack: IPv4 and IPv6 candidates on one port
+		case addr.Is6() && !addr.Is4In6():
+			network = "udp6"
+		}
+		laddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr.Unmap(), uint16(m.opts.ListenPort)))
+		var err error
+		if m.opts.Net != nil {
+			conn, err = m.opts.Net.ListenPacket(network, laddr.String())
+		} else {
+			conn, err = net.ListenUDP(network, laddr)
+		}
+		if err != nil {
+			return fmt.Errorf("tunnel: listen on %s: %w", laddr, err)
+		}
+	}
+	if uc, ok := conn.(*net.UDPConn); ok && m.opts.SocketBuffer >= 0 {
+		size := m.opts.SocketBuffer
+		if size == 0 {
+			size = 4 << 20
+		}
+		// Best effort: the kernel caps these at net.core.[rw]mem_max.
+		_ = uc.SetReadBuffer(size)
+		_ = uc.SetWriteBuffer(size)
+	}
+	local := conn.LocalAddr().(*net.UDPAddr)
+	localIP, _ := netip.AddrFromSlice(local.IP)
+	unspecified := !localIP.IsValid() || localIP.IsUnspecified()
+	switch {
+	case localIP.Is6() && !localIP.Is4In6() && unspecified:
+		m.networkTypes = []ice.NetworkType{ice.NetworkTypeUDP4, ice.NetworkTypeUDP6}
+	case localIP.Is6() && !localIP.Is4In6():
+		m.networkTypes = []ice.NetworkType{ice.NetworkTypeUDP6}
+	default:
+		m.networkTypes = []ice.NetworkType{ice.NetworkTypeUDP4}
+	}
+	m.remoteFilter = addrFilter(unspecified, m.opts.ExcludePrefixes)
+	m.sock = newSharedSocket(conn, &m.counters)
+	m.mux = &sharedMux{
+		UniversalUDPMuxDefault: ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{
+			Logger:  m.pionLogs.NewLogger("udpmux"),
+			UDPConn: m.sock,
+			Net:     m.opts.Net,
+		}),
+		keep: addrFilter(unspecified, m.opts.ExcludePrefixes),
+	}
+	m.stopHK = make(chan struct{})
+	m.stopNotify = make(chan struct{})
+	m.wg.Add(2)
+	go func() {
+		defer m.wg.Done()
+		m.notifier.run(m.stopNotify)
+	}()
+	go func() {
+		defer m.wg.Done()
+		m.housekeeping()
+	}()
+	m.started = true
+	for _, l := range m.links {
+		l.start()
+	}
+	m.log.Info("tunnel manager started", "listen", local.String(), "fingerprint", m.self.Fingerprint)
+	return nil
+}
+
+func (m *Manager) housekeeping() {
+	t := time.NewTicker(housekeepingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stopHK:
+			return
+		case now := <-t.C:
+			m.sock.tick(now)
+			m.Recheck()
+		}
+	}
+}
+
+// Close closes every link (in parallel), the mux and the socket, and waits
+// for all goroutines. It is idempotent.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		<-m.done
+		return nil
+	}
+	m.closed = true
+	started := m.started
+	links := make([]*Link, 0, len(m.links))
+	for _, l := range m.links {
+		links = append(links, l)
+	}
+	m.links = map[string]*Link{}
+	m.mu.Unlock()
+
+	for _, l := range links {
+		l.stop()
+	}
+	for _, l := range links {
+		l.close(started)
+	}
+	if started {
+		close(m.stopHK)
+		_ = m.mux.Close() // closes the socket
+		close(m.stopNotify)
+		m.wg.Wait()
+	} else if m.opts.PacketConn != nil {
+		_ = m.opts.PacketConn.Close() // ours even if never started
+	}
+	close(m.done)
+	return nil
+}
+
+// Done is closed when Close has finished.
+func (m *Manager) Done() <-chan struct{} { return m.done }
+
+// LocalAddr returns the shared socket's address, or nil before Start.
+func (m *Manager) LocalAddr() net.Addr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sock == nil {
+		return nil
+	}
+	return m.sock.LocalAddr()
+}
+
+// Link returns the link to peer p, creating (and, once the manager is
+// started, starting) it if there is none. If p differs from what the
+// existing link verifies against (a new certificate, address or subnets in
+// the registry), the link adopts p and starts a new session.
+func (m *Manager) Link(p Peer) (*Link, error) {
+	if err := p.validate(m.self); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if l, ok := m.links[p.Name]; ok {
+		m.mu.Unlock()
+		if !l.Peer().equal(p) {
+			l.updatePeer(p)
+		}
+		return l, nil
+	}
+	l := newLink(m, p)
+	m.links[p.Name] = l
+	if m.started {
+		l.start()
+	}
+	m.mu.Unlock()
+	return l, nil
+}
+
+// Remove closes the link to the named peer and waits until its sockets,
+// goroutines and TURN allocations are released. Unknown names are ignored.
+func (m *Manager) Remove(name string) {
+	m.mu.Lock()
+	l, ok := m.links[name]
+	if ok {
+		delete(m.links, name)
+	}
+	started := m.started
+	m.mu.Unlock()
+	if ok {
+		l.close(started)
+	}
+}
+
+// Links returns the current links, sorted by peer name.
+func (m *Manager) Links() []*Link {
+	m.mu.Lock()
+	out := make([]*Link, 0, len(m.links))
+	for _, l := range m.links {
+		out = append(out, l)
+	}
+	m.mu.Unlock()
+	sortLinks(out)
+	return out
+}
+
+// HandleSignal applies a signal that discovery delivered from the named
+// peer. It never blocks on the link: a full inbox drops the signal (counted;
+// the peer resends). Errors say why a signal was not accepted (malformed,
+// unknown peer, closed); the daemon may log them at debug level.
+func (m *Manager) HandleSignal(from string, payload []byte) error {
+	sig, err := parseSignal(payload)
+	if err != nil {
+		m.counters.signalsInvalid.Add(1)
+		return fmt.Errorf("signal from %q: %w", from, err)
+	}
+	m.mu.Lock()
+	l, ok := m.links[from]
+	closed, started := m.closed, m.started
+	m.mu.Unlock()
+	switch {
+	case closed:
+		return ErrClosed
+	case !started:
+		return ErrNotStarted
+	case !ok:
+		m.counters.signalsUnknown.Add(1)
+		return fmt.Errorf("signal from %q: %w", from, ErrUnknownPeer)
+	}
+	if !l.deliverSignal(sig) {
+		m.counters.signalsDropped.Add(1)
+	}
+	return nil
+}
+
+// Recheck re-verifies the certificate of every connected peer against the
+// Verifier now and ends the sessions whose peer no longer passes (revoked by
+// a newer CRL, expired). The daemon calls it after Verifier.UpdateCRL; the
+// manager also runs it every housekeeping interval (10 s) to catch expiry.
+func (m *Manager) Recheck() {
+	for _, l := range m.Links() {
+		l.requestRecheck()
+	}
+}
+
+// Subscribe calls fn with every link event, in order, on the manager's
+// notifier goroutine (never from a link's own goroutine, so fn may call
+// back into the manager). fn should return quickly. The returned function
+// unsubscribes.
+func (m *Manager) Subscribe(fn func(Event)) (unsubscribe func()) {
+	return m.notifier.subscribe(fn)
+}
+
+// Stats returns the manager's counters.
+func (m *Manager) Stats() Stats {
+	return Stats{
+		DroppedGarbage:       m.counters.garbage.Load(),
+		DroppedMalformed:     m.counters.malformed.Load(),
+		DroppedUnknownSource: m.counters.unknownSource.Load(),
+		ReplayedRecords:      m.counters.replayed.Load(),
+		SignalsInvalid:       m.counters.signalsInvalid.Load(),
+		SignalsUnknownPeer:   m.counters.signalsUnknown.Load(),
+		SignalsDropped:       m.counters.signalsDropped.Load(),
+		EventsDropped:        m.notifier.dropped.Load(),
+	}
+}
+
+// logOnce logs a configuration-level warning the first time key is seen.
+func (m *Manager) logOnce(key, msg string, args ...any) {
+	m.mu.Lock()
+	seen := m.onceLog[key]
+	if !seen && len(m.onceLog) < 1024 {
+		m.onceLog[key] = true
+	}
+	m.mu.Unlock()
+	if !seen {
+		m.log.Warn(msg, args...)
+	}
+}

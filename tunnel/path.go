@@ -1,0 +1,293 @@
+package tunnel
+
+/* Path selection (controlling side only)
+ *
+ * pion's agent keeps checking every candidate pair of a connected session
+ * (WithAutomaticRenomination is enabled only for that: its own switching
+ * rule never fires, see session.go) and its controlled side follows any
+ * renomination. This file owns the switching rule, evaluated on the link's
+ * run goroutine every KeepaliveInterval/3:
+ *
+ *   - a pair is alive if one of its checks was answered within PathTimeout;
+ *   - if the selected pair is dead (and was selected at least PathTimeout
+ *     ago), move to the best alive pair: direct before relay, then lower RTT
+ *     (a dead direct path reaches the relay within about
+ *     PathTimeout + KeepaliveInterval/3 + one round trip);
+ *   - if the selected pair is relayed and a direct pair has been alive for
+ *     UpgradeHold, move to it;
+ *   - after a renomination, wait for it to take effect (or PathTimeout).
+ *
+ * DTLS is unaffected: ice.Conn stays the same object across pair changes.
+ */
+
+import (
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/pion/ice/v4"
+)
+
+// pairView is one candidate pair as the policy and Status see it.
+type pairView struct {
+	key           string // local candidate ID "|" remote candidate ID
+	localID       string
+	remoteID      string
+	local, remote Candidate
+	state         ice.CandidatePairState
+	nominated     bool
+	selected      bool
+	rtt           time.Duration
+	lastResponse  time.Time
+}
+
+func (p *pairView) relayed() bool { return p.local.Type == "relay" || p.remote.Type == "relay" }
+
+func (p *pairView) path() Path {
+	if p == nil {
+		return PathNone
+	}
+	if p.relayed() {
+		return PathRelay
+	}
+	return PathDirect
+}
+
+// rank orders pairs for selection: host-host, other direct, relayed.
+func (p *pairView) rank() int {
+	switch {
+	case p.relayed():
+		return 2
+	case p.local.Type == "host" && p.remote.Type == "host":
+		return 0
+	default:
+		return 1
+	}
+}
+
+// better reports whether p should be preferred to q.
+func (p *pairView) better(q *pairView) bool {
+	if q == nil {
+		return true
+	}
+	if p.rank() != q.rank() {
+		return p.rank() < q.rank()
+	}
+	pr, qr := p.rtt, q.rtt
+	if pr == 0 {
+		pr = time.Hour
+	}
+	if qr == 0 {
+		qr = time.Hour
+	}
+	return pr < qr
+}
+
+type pairsView struct {
+	pairs []pairView
+}
+
+func (v pairsView) selectedPair() *pairView {
+	for i := range v.pairs {
+		if v.pairs[i].selected {
+			return &v.pairs[i]
+		}
+	}
+	return nil
+}
+
+func (v pairsView) status() []PairStatus {
+	if len(v.pairs) == 0 {
+		return nil
+	}
+	out := make([]PairStatus, 0, len(v.pairs))
+	for _, p := range v.pairs {
+		out = append(out, PairStatus{
+			Local: p.local, Remote: p.remote, State: p.state.String(),
+			Nominated: p.nominated, Selected: p.selected, RTT: p.rtt, LastResponse: p.lastResponse,
+		})
+	}
+	return out
+}
+
+// readPairs collects the agent's candidate pairs with their candidates.
+// Safe from any goroutine; a closed agent yields an empty view.
+func readPairs(a *ice.Agent) pairsView {
+	stats := a.GetCandidatePairsStats()
+	if len(stats) == 0 {
+		return pairsView{}
+	}
+	sel, hasSel := a.GetSelectedCandidatePairStats()
+	cands := make(map[string]Candidate)
+	for _, c := range a.GetLocalCandidatesStats() {
+		cands["l"+c.ID] = candidateFromStats(c)
+	}
+	for _, c := range a.GetRemoteCandidatesStats() {
+		cands["r"+c.ID] = candidateFromStats(c)
+	}
+	v := pairsView{pairs: make([]pairView, 0, len(stats))}
+	for _, s := range stats {
+		v.pairs = append(v.pairs, pairView{
+			key:          s.LocalCandidateID + "|" + s.RemoteCandidateID,
+			localID:      s.LocalCandidateID,
+			remoteID:     s.RemoteCandidateID,
+			local:        cands["l"+s.LocalCandidateID],
+			remote:       cands["r"+s.RemoteCandidateID],
+			state:        s.State,
+			nominated:    s.Nominated,
+			selected:     hasSel && s.LocalCandidateID == sel.LocalCandidateID && s.RemoteCandidateID == sel.RemoteCandidateID,
+			rtt:          time.Duration(s.CurrentRoundTripTime * float64(time.Second)),
+			lastResponse: s.LastResponseTimestamp,
+		})
+	}
+	return v
+}
+
+func candidateFromStats(c ice.CandidateStats) Candidate {
+	out := Candidate{Type: c.CandidateType.String(), RelayProtocol: c.RelayProtocol}
+	if ip, err := netip.ParseAddr(c.IP); err == nil && c.Port >= 0 && c.Port <= 65535 {
+		out.Addr = netip.AddrPortFrom(ip.Unmap(), uint16(c.Port))
+	}
+	return out
+}
+
+// pathPolicy is the switching rule's memory. Owned by the run goroutine.
+type pathPolicy struct {
+	aliveSince map[string]time.Time
+	selKey     string    // selected pair at the last evaluation
+	selAt      time.Time // when it became selected (as observed)
+	pending    string    // pair renominated to, until it is selected
+	pendingAt  time.Time
+}
+
+func (p *pathPolicy) reset() { *p = pathPolicy{} }
+
+// decide returns the pair to renominate to, and why, or nil.
+func (p *pathPolicy) decide(now time.Time, v pairsView, t Timers) (*pairView, string) {
+	if p.aliveSince == nil {
+		p.aliveSince = make(map[string]time.Time)
+	}
+	alive := func(pv *pairView) bool {
+		return !pv.lastResponse.IsZero() && now.Sub(pv.lastResponse) <= t.PathTimeout
+	}
+	present := make(map[string]bool, len(v.pairs))
+	for i := range v.pairs {
+		pv := &v.pairs[i]
+		present[pv.key] = true
+		if alive(pv) {
+			if _, ok := p.aliveSince[pv.key]; !ok {
+				p.aliveSince[pv.key] = now
+			}
+		} else {
+			delete(p.aliveSince, pv.key)
+		}
+	}
+	for k := range p.aliveSince {
+		if !present[k] {
+			delete(p.aliveSince, k)
+		}
+	}
+
+	sel := v.selectedPair()
+	if sel == nil {
+		return nil, ""
+	}
+	if sel.key != p.selKey {
+		p.selKey, p.selAt = sel.key, now
+		if sel.key == p.pending {
+			p.pending = ""
+		}
+	}
+	if p.pending != "" && now.Sub(p.pendingAt) < t.PathTimeout {
+		return nil, ""
+	}
+	p.pending = ""
+
+	var best *pairView
+	if alive(sel) || now.Sub(p.selAt) < t.PathTimeout {
+		if !sel.relayed() {
+			return nil, ""
+		}
+		for i := range v.pairs {
+			pv := &v.pairs[i]
+			since, ok := p.aliveSince[pv.key]
+			if pv.relayed() || !ok || now.Sub(since) < t.UpgradeHold || !pv.better(best) {
+				continue
+			}
+			best = pv
+		}
+		if best == nil {
+			return nil, ""
+		}
+		p.pending, p.pendingAt = best.key, now
+		return best, "a direct path answers"
+	}
+	for i := range v.pairs {
+		pv := &v.pairs[i]
+		if pv.key == sel.key || !alive(pv) || !pv.better(best) {
+			continue
+		}
+		best = pv
+	}
+	if best == nil {
+		return nil, ""
+	}
+	p.pending, p.pendingAt = best.key, now
+	return best, "the selected path stopped answering"
+}
+
+// renominate asks the (controlling) agent to nominate target. pion's
+// RenominateCandidate reads the agent's check list, which its task loop
+// owns; UpdateOptions runs option functions on that loop, so the call is
+// made from there.
+func renominate(a *ice.Agent, target *pairView) error {
+	locals, err := a.GetLocalCandidates()
+	if err != nil {
+		return err
+	}
+	remotes, err := a.GetRemoteCandidates()
+	if err != nil {
+		return err
+	}
+	var local, remote ice.Candidate
+	for _, c := range locals {
+		if c.ID() == target.localID {
+			local = c
+		}
+	}
+	for _, c := range remotes {
+		if c.ID() == target.remoteID {
+			remote = c
+		}
+	}
+	if local == nil || remote == nil {
+		return ice.ErrCandidatePairNotFound
+	}
+	return a.UpdateOptions(func(agent *ice.Agent) error {
+		return agent.RenominateCandidate(local, remote)
+	})
+}
+
+// relayServerFor names the TURN server behind a relayed pair: the
+// configured URL whose host is the relay address when there is one, else
+// the relay address itself.
+func relayServerFor(p *pairView, servers []ICEServer) string {
+	if p == nil || !p.relayed() {
+		return ""
+	}
+	c := p.remote
+	if p.local.Type == "relay" {
+		c = p.local
+		for _, s := range servers {
+			if u, err := parseICEURL(s); err == nil && (u.Scheme.String() == "turn" || u.Scheme.String() == "turns") {
+				if ip, err := netip.ParseAddr(u.Host); err == nil && ip.Unmap() == c.Addr.Addr() {
+					return s.URL
+				}
+			}
+		}
+	}
+	if !c.Addr.IsValid() {
+		return ""
+	}
+	return c.Addr.Addr().String() + ":" + strconv.Itoa(int(c.Addr.Port()))
+}

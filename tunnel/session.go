@@ -1,0 +1,341 @@
+package tunnel
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/dtls/v3"
+	"github.com/pion/ice/v4"
+	"github.com/pion/stun/v4"
+
+	"github.com/meshd/meshd/pki"
+)
+
+// session is one ICE generation of a link: the agent, the ICE connection
+// once checks start, and the DTLS connection over it. The run goroutine owns
+// it; pion callbacks and the session's goroutines (handshake, reader,
+// deliverer) only post events and stop when ctx is canceled.
+type session struct {
+	gen     uint64
+	ctx     context.Context
+	cancel  context.CancelFunc
+	agent   *ice.Agent
+	servers []ICEServer // as used for this session (for naming the relay)
+
+	// Owned by the run goroutine.
+	localUfrag, localPwd string
+	iceConn              *ice.Conn // set when checks start (answer received / offer accepted)
+	pending              []string  // remote candidates received before checks started
+	localCands           []string  // our gathered candidates, marshaled, for resends
+	localDone            bool      // our gathering finished
+	remoteDone           bool      // the peer sent end-of-candidates
+	iceState             ice.ConnectionState
+	handshaking          bool
+
+	mu     sync.Mutex // guards dconn and closed (the handshake goroutine sets dconn)
+	dconn  *dtls.Conn
+	closed bool
+
+	peerCert atomic.Pointer[pki.NodeCert] // the certificate the handshake accepted
+	wg       sync.WaitGroup               // handshake, reader and deliverer goroutines
+}
+
+// Session events, posted to the run goroutine.
+type (
+	evCandidate struct {
+		gen  uint64
+		cand ice.Candidate // nil: gathering complete
+	}
+	evICEState struct {
+		gen   uint64
+		state ice.ConnectionState
+	}
+	evPairChanged struct{ gen uint64 }
+	evHandshake   struct {
+		gen uint64
+		err error
+		dur time.Duration
+	}
+	evReaderDone struct {
+		gen uint64
+		err error
+	}
+	evSignalFailed struct {
+		gen  uint64
+		kind signalKind
+		err  error
+	}
+	msgSignal     struct{ sig signal }
+	msgUpdatePeer struct{ peer Peer }
+	msgRecheck    struct{}
+)
+
+// neverRenominate is the automatic-renomination interval given to pion: its
+// option is enabled only so that a connected agent keeps checking every pair
+// (which path.go relies on); pion's own switching rule must never fire.
+const neverRenominate = 100 * 365 * 24 * time.Hour
+
+// newSession builds an ICE agent for generation gen. The caller sends the
+// offer or answer and then starts gathering.
+func (l *Link) newSession(gen uint64) (*session, error) {
+	m := l.m
+	ctx, cancel := context.WithCancel(l.ctx)
+	s := &session{gen: gen, ctx: ctx, cancel: cancel}
+	if m.opts.Servers != nil {
+		s.servers = m.opts.Servers()
+	}
+	opts := m.agentOptions(ctx, s.servers)
+	agent, err := ice.NewAgentWithOptions(opts...)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("tunnel: create ICE agent: %w", err)
+	}
+	s.agent = agent
+	fail := func(err error) (*session, error) {
+		cancel()
+		_ = agent.GracefulClose()
+		return nil, err
+	}
+	if err := agent.OnCandidate(func(c ice.Candidate) { l.post(s, evCandidate{gen: gen, cand: c}) }); err != nil {
+		return fail(err)
+	}
+	if err := agent.OnConnectionStateChange(func(st ice.ConnectionState) { l.post(s, evICEState{gen: gen, state: st}) }); err != nil {
+		return fail(err)
+	}
+	if err := agent.OnSelectedCandidatePairChange(func(ice.Candidate, ice.Candidate) { l.post(s, evPairChanged{gen: gen}) }); err != nil {
+		return fail(err)
+	}
+	if s.localUfrag, s.localPwd, err = agent.GetLocalUserCredentials(); err != nil {
+		return fail(err)
+	}
+	return s, nil
+}
+
+// agentOptions are the pion agent options every session uses.
+func (m *Manager) agentOptions(ctx context.Context, servers []ICEServer) []ice.AgentOption {
+	t := m.timers
+	types := []ice.CandidateType{ice.CandidateTypeHost, ice.CandidateTypeServerReflexive, ice.CandidateTypeRelay}
+	relayWait := t.RelayWait
+	if m.opts.ForceRelay {
+		types = []ice.CandidateType{ice.CandidateTypeRelay}
+		relayWait = 0
+	}
+	// Keep checking a pair for a whole connect attempt before giving it up:
+	// a pair still in progress when another is selected goes on being
+	// checked every keepalive, which is how a relayed link finds a direct
+	// path later.
+	maxReq := int((t.DisconnectedTimeout + t.FailedTimeout) / t.CheckInterval)
+	maxReq = max(7, min(maxReq, 1000))
+
+	urls, dialer := m.iceURLs(ctx, servers)
+	keep := m.remoteFilter
+	opts := []ice.AgentOption{
+		ice.WithUDPMux(m.mux),
+		ice.WithUDPMuxSrflx(m.mux),
+		ice.WithNetworkTypes(m.networkTypes),
+		ice.WithCandidateTypes(types),
+		ice.WithUrls(urls),
+		ice.WithMulticastDNSMode(ice.MulticastDNSModeDisabled),
+		ice.WithCheckInterval(t.CheckInterval),
+		ice.WithKeepaliveInterval(t.KeepaliveInterval),
+		ice.WithDisconnectedTimeout(t.DisconnectedTimeout),
+		ice.WithFailedTimeout(t.FailedTimeout),
+		ice.WithHostAcceptanceMinWait(0),
+		ice.WithSrflxAcceptanceMinWait(relayWait / 4),
+		ice.WithPrflxAcceptanceMinWait(relayWait / 2),
+		ice.WithRelayAcceptanceMinWait(relayWait),
+		ice.WithSTUNGatherTimeout(t.GatherTimeout),
+		ice.WithMaxBindingRequests(uint16(maxReq)),
+		ice.WithRenomination(ice.DefaultNominationValueGenerator()),
+		ice.WithAutomaticRenomination(neverRenominate),
+		ice.WithRemoteIPFilter(func(ip net.IP) bool {
+			a, ok := netip.AddrFromSlice(ip)
+			return ok && keep(a)
+		}),
+		ice.WithLoggerFactory(m.pionLogs),
+	}
+	if m.opts.Net != nil {
+		opts = append(opts, ice.WithNet(m.opts.Net))
+	}
+	if dialer != nil {
+		opts = append(opts, ice.WithProxyDialer(dialer))
+	}
+	return opts
+}
+
+// parseICEURL parses a server's URL and attaches its credentials.
+func parseICEURL(s ICEServer) (*stun.URI, error) {
+	u, err := stun.ParseURI(s.URL)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme == stun.SchemeTypeTURN || u.Scheme == stun.SchemeTypeTURNS {
+		u.Username, u.Password = s.Username, s.Password
+	}
+	return u, nil
+}
+
+// iceURLs converts the configured servers for pion, logging each bad URL
+// once, and builds the TCP/TLS dialer when any TURN server needs one.
+func (m *Manager) iceURLs(ctx context.Context, servers []ICEServer) ([]*stun.URI, *turnDialer) {
+	urls := make([]*stun.URI, 0, len(servers))
+	var dialer *turnDialer
+	for _, s := range servers {
+		u, err := parseICEURL(s)
+		if err != nil {
+			m.logOnce("bad-url:"+s.URL, "ignoring an ICE server with a bad URL", "url", s.URL, "error", err)
+			continue
+		}
+		if (u.Scheme == stun.SchemeTypeTURN || u.Scheme == stun.SchemeTypeTURNS) && (u.Username == "" || u.Password == "") {
+			m.logOnce("no-creds:"+s.URL, "ignoring a TURN server without credentials", "url", s.URL)
+			continue
+		}
+		urls = append(urls, u)
+		secure := u.Scheme == stun.SchemeTypeTURNS
+		if u.Scheme == stun.SchemeTypeTURNS && u.Proto == stun.ProtoTypeUDP {
+			m.logOnce("dtls-turn:"+s.URL, "TURN over DTLS is not supported by meshd; use turns: over TCP", "url", s.URL)
+			urls = urls[:len(urls)-1]
+			continue
+		}
+		if u.Scheme == stun.SchemeTypeTURNS || u.Proto == stun.ProtoTypeTCP {
+			if dialer == nil {
+				dialer = &turnDialer{ctx: ctx, timeout: m.timers.GatherTimeout, tlsConfig: m.opts.TURNTLSConfig, tlsNames: map[string]string{}}
+			}
+			if secure {
+				dialer.tlsNames[net.JoinHostPort(u.Host, strconv.Itoa(u.Port))] = u.Host
+			}
+		}
+	}
+	return urls, dialer
+}
+
+// startHandshake runs the DTLS handshake over the session's ICE connection
+// on its own goroutine and posts evHandshake when it ends. The controlling
+// side is the DTLS client.
+func (l *Link) startHandshake(s *session, p Peer, controlling bool) {
+	s.handshaking = true
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		start := time.Now()
+		err := l.handshake(s, p, controlling)
+		l.post(s, evHandshake{gen: s.gen, err: err, dur: time.Since(start)})
+	}()
+}
+
+func (l *Link) handshake(s *session, p Peer, controlling bool) error {
+	m := l.m
+	rc := &recordConn{ice: s.iceConn, onDup: func() { m.counters.replayed.Add(1) }}
+	want := p.expect()
+	if m.opts.Now != nil {
+		want.Now = m.opts.Now()
+	}
+	shared := []dtls.Option{
+		dtls.WithCertificates(m.tlsCert),
+		// ECDHE with AEAD only; both are ECDSA-authenticated suites, which
+		// pion also uses for Ed25519 certificates.
+		dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, dtls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
+		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
+		// pki.Verifier does the whole check (chain to the mesh CA, validity,
+		// CRL, expected name and address) in VerifyPeerCertificate.
+		dtls.WithInsecureSkipVerify(true),
+		dtls.WithVerifyPeerCertificate(m.opts.Verifier.VerifyPeerCertificate(want, &s.peerCert)),
+		dtls.WithFlightInterval(m.timers.FlightInterval),
+		dtls.WithReplayProtectionWindow(ReplayWindow),
+		dtls.WithLoggerFactory(m.pionLogs),
+	}
+	var (
+		c   *dtls.Conn
+		err error
+	)
+	if controlling {
+		opts := make([]dtls.ClientOption, 0, len(shared))
+		for _, o := range shared {
+			opts = append(opts, o)
+		}
+		c, err = dtls.ClientWithOptions(rc, rc.remoteAddr(), opts...)
+	} else {
+		opts := make([]dtls.ServerOption, 0, len(shared)+1)
+		for _, o := range shared {
+			opts = append(opts, o)
+		}
+		opts = append(opts, dtls.WithClientAuth(dtls.RequireAnyClientCert))
+		c, err = dtls.ServerWithOptions(rc, rc.remoteAddr(), opts...)
+	}
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		_ = c.Close()
+		return context.Canceled
+	}
+	s.dconn = c
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(s.ctx, m.timers.HandshakeTimeout)
+	defer cancel()
+	return c.HandshakeContext(ctx)
+}
+
+// describe returns the negotiated cipher suite and the fingerprint of the
+// certificate the peer presented, after a successful handshake.
+func (s *session) describe() (suite, peerFingerprint string) {
+	s.mu.Lock()
+	c := s.dconn
+	s.mu.Unlock()
+	if c != nil {
+		if st, ok := c.ConnectionState(); ok {
+			suite = st.CipherSuiteID.String()
+		}
+	}
+	if nc := s.peerCert.Load(); nc != nil {
+		peerFingerprint = nc.Fingerprint
+	}
+	return suite, peerFingerprint
+}
+
+// startDataPath starts the session's reader and deliverer and opens the
+// link for WriteBatch.
+func (l *Link) startDataPath(s *session) {
+	s.mu.Lock()
+	c := s.dconn
+	s.mu.Unlock()
+	q := make(chan *recvBuf, recvQueueLen)
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		l.readLoop(s, c, q)
+	}()
+	go func() {
+		defer s.wg.Done()
+		l.deliverLoop(q)
+	}()
+	l.conn.Store(&dataConn{dtls: c})
+}
+
+// teardown closes the session: the data path first, then DTLS (which sends
+// close_notify over the still-open ICE connection), then the agent (its
+// sockets and TURN allocations), and waits for the session's goroutines.
+func (l *Link) teardown(s *session) {
+	if s == nil {
+		return
+	}
+	l.conn.Store(nil)
+	s.cancel()
+	s.mu.Lock()
+	s.closed = true
+	c := s.dconn
+	s.mu.Unlock()
+	if c != nil {
+		_ = c.Close()
+	}
+	_ = s.agent.GracefulClose()
+	s.wg.Wait()
+}
