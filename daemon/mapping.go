@@ -1,0 +1,210 @@
+package daemon
+
+import (
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
+	"math"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/overlay"
+	"github.com/meshd/meshd/tunnel"
+)
+
+// This file maps configuration sections onto the leaves' Options: leaves
+// never import config.
+
+// runConfig is the running configuration with what the control loop derives
+// from it. It is immutable; Reload builds a new one and swaps the pointer.
+type runConfig struct {
+	// cfg is the effective configuration: the file as loaded at start, with
+	// the reloadable keys of later reloads applied. Keys that need a restart
+	// keep their start value, so a later reload still reports them.
+	cfg      *config.Config
+	firewall overlay.FirewallConfig
+}
+
+func newRunConfig(cfg *config.Config) (*runConfig, error) {
+	return &runConfig{cfg: cfg, firewall: firewallFrom(cfg.Firewall)}, nil
+}
+
+// denyAllPeer is a peer name no certificate can carry (names start with a
+// letter or digit): a rule matching only it matches nothing. The overlay
+// reads an empty outbound list as "allow all", the configuration's
+// "outbound = []" means "deny all"; one never-matching rule bridges them.
+const denyAllPeer = "-"
+
+// firewallFrom maps [firewall] onto the overlay's rule set.
+func firewallFrom(fw config.Firewall) overlay.FirewallConfig {
+	out := overlay.FirewallConfig{
+		Inbound:      rulesFrom(fw.Inbound),
+		Outbound:     rulesFrom(fw.Outbound),
+		TCPTimeout:   fw.Conntrack.TCPTimeout.Std(),
+		UDPTimeout:   fw.Conntrack.UDPTimeout.Std(),
+		OtherTimeout: fw.Conntrack.DefaultTimeout.Std(),
+	}
+	if len(fw.Outbound) == 0 {
+		out.Outbound = []overlay.Rule{{Peers: []string{denyAllPeer}}}
+	}
+	return out
+}
+
+func rulesFrom(rs []config.Rule) []overlay.Rule {
+	if len(rs) == 0 {
+		return nil
+	}
+	out := make([]overlay.Rule, 0, len(rs))
+	for _, r := range rs {
+		o := overlay.Rule{Groups: slices.Clone(r.Groups)}
+		switch r.Proto {
+		case config.ProtoTCP:
+			o.Proto = overlay.ProtoTCP
+		case config.ProtoUDP:
+			o.Proto = overlay.ProtoUDP
+		case config.ProtoICMP:
+			o.Proto = overlay.ProtoICMP
+		default:
+			o.Proto = overlay.ProtoAny
+		}
+		if !r.Port.IsAny() {
+			o.Ports = []overlay.PortRange{{First: r.Port.First, Last: r.Port.Last}}
+		}
+		if r.Peer != "" && r.Peer != config.AnyPeer {
+			o.Peers = []string{r.Peer}
+		}
+		if r.CIDR.IsValid() {
+			o.CIDRs = []netip.Prefix{r.CIDR.Masked()}
+		}
+		if r.LocalCIDR.IsValid() {
+			o.LocalCIDRs = []netip.Prefix{r.LocalCIDR.Masked()}
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+// tunnelTimers maps [ice] onto the link timers. The path timeout (how long
+// the selected pair may go unanswered before traffic moves) must exceed the
+// keepalive interval; it follows the keepalive when that is configured long.
+func tunnelTimers(ice config.ICE) tunnel.Timers {
+	t := tunnel.DefaultTimers()
+	t.CheckInterval = ice.CheckInterval.Std()
+	t.KeepaliveInterval = ice.KeepaliveInterval.Std()
+	t.DisconnectedTimeout = ice.DisconnectedTimeout.Std()
+	t.FailedTimeout = ice.FailedTimeout.Std()
+	if t.PathTimeout <= 2*t.KeepaliveInterval {
+		t.PathTimeout = 2 * t.KeepaliveInterval
+	}
+	return t
+}
+
+// coordinatorOptions maps [coordinator] onto the embedded coordinator.
+func (d *Daemon) coordinatorOptions(p *prepared) discovery.CoordinatorOptions {
+	c := &p.cfg.Coordinator
+	o := discovery.CoordinatorOptions{
+		Credentials:  p.creds,
+		Verifier:     p.verifier,
+		Logger:       d.log.With("component", "coordinator"),
+		ListenAddr:   c.SessionListen.String(),
+		GossipAddr:   c.GossipBind.String(),
+		GossipKey:    p.gossipKey,
+		Label:        c.ClusterLabel,
+		Join:         slices.Clone(c.Peers),
+		TombstoneTTL: c.TombstoneTTL.Std(),
+	}
+	if c.GossipAdvertise.IsValid() {
+		o.GossipAdvertise = c.GossipAdvertise.String()
+	}
+	t := &c.TURN
+	relayAddr := t.RelayAddress
+	switch {
+	case t.Enabled:
+		if !relayAddr.IsValid() {
+			relayAddr = t.Listen.Addr()
+		}
+		o.TURN = discovery.TURNOptions{
+			Secret:         p.turnSecret,
+			Realm:          t.Realm,
+			UDPAddr:        t.Listen.String(),
+			TLSCertificate: p.turnTLS,
+			RelayAddress:   relayAddr,
+			RelayPortMin:   uint16(t.RelayPortMin),
+			RelayPortMax:   uint16(t.RelayPortMax),
+			CredentialTTL:  t.CredentialTTL.Std(),
+		}
+		if t.TCPListen.IsValid() {
+			o.TURN.TCPAddr = t.TCPListen.String()
+		}
+		if t.TLSListen.IsValid() {
+			o.TURN.TLSAddr = t.TLSListen.String()
+		}
+		// The configuration's 0 means unlimited, discovery's 0 means its
+		// default.
+		o.TURN.MaxAllocationsPerUser = t.UserQuota
+		if t.UserQuota == 0 {
+			o.TURN.MaxAllocationsPerUser = math.MaxInt32
+		}
+	case c.STUN.Enabled:
+		if !relayAddr.IsValid() {
+			relayAddr = c.STUN.Listen.Addr()
+		}
+		// No secret: the embedded server answers STUN only.
+		o.TURN = discovery.TURNOptions{UDPAddr: c.STUN.Listen.String(), RelayAddress: relayAddr}
+	}
+	if tu := d.opts.Tuning; tu != nil {
+		o.Timers = tu.GossipTimers
+		o.SweepInterval = tu.CoordinatorSweep
+		o.KeepaliveInterval = tu.CoordinatorKeepalive
+		o.RejoinInterval = tu.CoordinatorRejoin
+		o.SignalTimeout = tu.CoordinatorSignalAfter
+	}
+	return o
+}
+
+// turnREST derives coturn static-auth-secret (TURN REST API) credentials:
+// username "<unix expiry>:<name>", password base64(HMAC-SHA1(secret,
+// username)).
+func turnREST(secret, name string, expires time.Time) (user, pass string) {
+	user = strconv.FormatInt(expires.Unix(), 10) + ":" + name
+	mac := hmac.New(sha1.New, []byte(secret))
+	mac.Write([]byte(user))
+	return user, base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// restCredentialTTL is the lifetime of credentials derived for
+// [[ice.turn_servers]] entries with a secret; they are derived afresh at
+// every ICE attempt.
+const restCredentialTTL = 12 * time.Hour
+
+// iceServers is tunnel's Options.Servers: the coordinators' STUN/TURN
+// servers with the session's current credentials, then the configured
+// extras. It reads the running configuration, so a reload of
+// ice.stun_servers / ice.turn_servers applies at the next ICE attempt.
+func (d *Daemon) iceServers() []tunnel.ICEServer {
+	var out []tunnel.ICEServer
+	now := d.now()
+	if c := d.client.Load(); c != nil {
+		if t, ok := c.TURNCredentials(); ok && (t.Expires.IsZero() || now.Before(t.Expires)) {
+			for _, u := range t.URLs {
+				out = append(out, tunnel.ICEServer{URL: u, Username: t.Username, Password: t.Password})
+			}
+		}
+	}
+	cfg := d.run.Load().cfg
+	for _, u := range cfg.ICE.STUNServers {
+		out = append(out, tunnel.ICEServer{URL: u})
+	}
+	for _, s := range cfg.ICE.TURNServers {
+		user, pass := s.Username, s.Credential
+		if s.Secret != "" {
+			user, pass = turnREST(s.Secret, d.name, now.Add(restCredentialTTL))
+		}
+		out = append(out, tunnel.ICEServer{URL: s.URL, Username: user, Password: pass})
+	}
+	return out
+}

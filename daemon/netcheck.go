@@ -1,0 +1,306 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/pion/stun/v4"
+
+	"github.com/meshd/meshd/control"
+)
+
+// Netcheck limits.
+const (
+	netcheckTimeout = 4 * time.Second
+	stunAttempts    = 3
+	stunRetry       = 400 * time.Millisecond
+)
+
+// stunTarget is one UDP server a netcheck sends Binding requests to. The
+// same host:port often serves STUN and TURN (the coordinators' embedded
+// server), so it is probed once and reported in both lists.
+type stunTarget struct {
+	hostPort string // as in the URL
+	stunURL  string // "" unless a stun: URL names it
+	relayURL string // "" unless a turn: (UDP) URL names it
+}
+
+// Netcheck implements control.Backend. From one fresh UDP socket it sends
+// STUN Binding requests to every STUN server and UDP TURN server the node
+// knows (the coordinators' and ice.stun_servers / ice.turn_servers), and
+// times a TCP connect to every coordinator. Different reflexive addresses
+// from different servers mean the NAT maps per destination. The socket is
+// not the shared ICE socket, so the reflexive port is that socket's; the
+// NAT's behaviour is what carries over.
+func (d *Daemon) Netcheck(ctx context.Context) (*control.Netcheck, error) {
+	if !d.isStarted() {
+		return nil, control.ErrUnavailable
+	}
+	ctx, cancel := context.WithTimeout(ctx, netcheckTimeout)
+	defer cancel()
+	targets := d.stunTargets()
+	res := &control.Netcheck{STUN: []control.STUNProbe{}, Latencies: []control.ServerLatency{}}
+
+	var wg sync.WaitGroup
+	var coordLat []control.ServerLatency
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		coordLat = d.coordinatorLatencies(ctx)
+	}()
+	answers := probeSTUN(ctx, targets)
+	wg.Wait()
+
+	local := localAddrs()
+	var mapped []netip.AddrPort
+	for i, t := range targets {
+		a := answers[i]
+		if t.stunURL != "" {
+			p := control.STUNProbe{Server: t.stunURL, Reflexive: a.reflexive, Latency: a.rtt}
+			if a.err != nil {
+				p.Error = a.err.Error()
+			}
+			res.STUN = append(res.STUN, p)
+		}
+		if t.relayURL != "" {
+			l := control.ServerLatency{Name: t.relayURL, Kind: control.ServerRelay, Address: t.hostPort, Latency: a.rtt}
+			if a.err != nil {
+				l.Error = a.err.Error()
+			}
+			res.Latencies = append(res.Latencies, l)
+		}
+		if a.err == nil {
+			res.UDP = true
+			mapped = append(mapped, a.reflexive)
+		}
+	}
+	res.Latencies = append(res.Latencies, coordLat...)
+	res.NAT, res.MappingVariesByDest = classifyNAT(len(targets), mapped, local)
+	res.Verdict = verdict(res.NAT, len(targets))
+	d.lastNet.Store(res)
+	return res, nil
+}
+
+// stunTargets lists the UDP STUN/TURN servers from the current ICE servers.
+func (d *Daemon) stunTargets() []stunTarget {
+	var out []stunTarget
+	index := map[string]int{}
+	for _, s := range d.iceServers() {
+		u, err := stun.ParseURI(s.URL)
+		if err != nil || u.Proto == stun.ProtoTypeTCP || u.Scheme == stun.SchemeTypeSTUNS || u.Scheme == stun.SchemeTypeTURNS {
+			continue
+		}
+		hp := net.JoinHostPort(u.Host, strconv.Itoa(u.Port))
+		i, ok := index[hp]
+		if !ok {
+			i = len(out)
+			index[hp] = i
+			out = append(out, stunTarget{hostPort: hp})
+		}
+		if u.Scheme == stun.SchemeTypeSTUN && out[i].stunURL == "" {
+			out[i].stunURL = s.URL
+		} else if u.Scheme == stun.SchemeTypeTURN && out[i].relayURL == "" {
+			out[i].relayURL = s.URL
+		}
+	}
+	return out
+}
+
+type stunAnswer struct {
+	reflexive netip.AddrPort
+	rtt       time.Duration
+	err       error
+}
+
+var errNoAnswer = errors.New("no answer")
+
+// probeSTUN sends Binding requests to every target from one socket and
+// collects the answers (same order as targets).
+func probeSTUN(ctx context.Context, targets []stunTarget) []stunAnswer {
+	answers := make([]stunAnswer, len(targets))
+	if len(targets) == 0 {
+		return answers
+	}
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{})
+	if err != nil {
+		for i := range answers {
+			answers[i].err = err
+		}
+		return answers
+	}
+	defer pc.Close()
+	type pending struct {
+		i    int
+		to   *net.UDPAddr
+		req  *stun.Message
+		sent time.Time
+	}
+	var mu sync.Mutex // guards answers and byID between sender and reader
+	byID := map[[stun.TransactionIDSize]byte]*pending{}
+	for i, t := range targets {
+		answers[i].err = errNoAnswer
+		host, port, _ := net.SplitHostPort(t.hostPort)
+		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+		if err != nil || len(ips) == 0 {
+			answers[i].err = fmt.Errorf("resolve %s: %v", host, err)
+			continue
+		}
+		p, _ := strconv.Atoi(port)
+		req, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+		if err != nil {
+			answers[i].err = err
+			continue
+		}
+		byID[req.TransactionID] = &pending{i: i, to: net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[0].Unmap(), uint16(p))), req: req}
+	}
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := pc.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			m := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+			if m.Decode() != nil {
+				continue
+			}
+			var xor stun.XORMappedAddress
+			if xor.GetFrom(m) != nil {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(xor.IP)
+			if !ok {
+				continue
+			}
+			mu.Lock()
+			if p := byID[m.TransactionID]; p != nil && answers[p.i].err != nil {
+				answers[p.i] = stunAnswer{reflexive: netip.AddrPortFrom(ip.Unmap(), uint16(xor.Port)), rtt: time.Since(p.sent)}
+			}
+			mu.Unlock()
+		}
+	}()
+	done := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, p := range byID {
+			if answers[p.i].err != nil {
+				return false
+			}
+		}
+		return true
+	}
+	for attempt := 0; attempt < stunAttempts && !done(); attempt++ {
+		mu.Lock()
+		for _, p := range byID {
+			if answers[p.i].err != nil {
+				p.sent = time.Now()
+				_, _ = pc.WriteToUDP(p.req.Raw, p.to)
+			}
+		}
+		mu.Unlock()
+		t := time.NewTimer(stunRetry)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	_ = pc.Close()
+	<-readDone
+	return answers
+}
+
+// coordinatorLatencies times a TCP connect to every coordinator in the
+// session client's list.
+func (d *Daemon) coordinatorLatencies(ctx context.Context) []control.ServerLatency {
+	coords := d.coordinatorList(d.run.Load().cfg.Join.Coordinators)
+	out := make([]control.ServerLatency, len(coords))
+	var wg sync.WaitGroup
+	for i, a := range coords {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := control.ServerLatency{Name: a, Kind: control.ServerCoordinator, Address: a}
+			start := time.Now()
+			var dl net.Dialer
+			c, err := dl.DialContext(ctx, "tcp", a)
+			if err != nil {
+				l.Error = err.Error()
+			} else {
+				l.Latency = time.Since(start)
+				_ = c.Close()
+			}
+			out[i] = l
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// localAddrs are the host's interface addresses.
+func localAddrs() []netip.Addr {
+	var out []netip.Addr
+	ifaddrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	for _, a := range ifaddrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, p.Addr().Unmap())
+		}
+	}
+	return out
+}
+
+// classifyNAT reads the mapping behaviour from the reflexive addresses
+// that servers at different addresses saw for one socket.
+func classifyNAT(targets int, mapped []netip.AddrPort, local []netip.Addr) (control.NATBehavior, bool) {
+	switch {
+	case targets == 0:
+		return control.NATUnknown, false
+	case len(mapped) == 0:
+		return control.NATUDPBlocked, false
+	}
+	varies := false
+	for _, m := range mapped[1:] {
+		varies = varies || m != mapped[0]
+	}
+	switch {
+	case varies:
+		return control.NATAddressPortDependent, true
+	case slices.Contains(local, mapped[0].Addr()):
+		return control.NATNone, false
+	case len(mapped) >= 2:
+		return control.NATEndpointIndependent, false
+	}
+	return control.NATUnknown, false
+}
+
+func verdict(nat control.NATBehavior, targets int) string {
+	switch nat {
+	case control.NATNone:
+		return "this node has a public address: peers can reach it directly"
+	case control.NATEndpointIndependent:
+		return "the NAT keeps one mapping for every destination: direct paths should work (hole punching)"
+	case control.NATAddressPortDependent, control.NATAddressDependent:
+		return "the NAT maps per destination: direct paths to other NATed nodes are unlikely; expect relayed paths"
+	case control.NATUDPBlocked:
+		return "no STUN server answered over UDP: UDP seems blocked; only relays over TCP/TLS could work"
+	}
+	if targets == 0 {
+		return "no STUN servers known yet (no coordinator session and no ice.stun_servers): cannot tell"
+	}
+	return "only one STUN server answered: the NAT's mapping behaviour cannot be told"
+}
