@@ -203,13 +203,13 @@ type ICE struct {
 	// TURNServers is [[ice.turn_servers]], extra TURN relays on top of the
 	// coordinators'; default none.
 	TURNServers []TURNServer `toml:"turn_servers"`
-	// DisconnectedTimeout is ice.disconnected_timeout, default 5s.
+	// DisconnectedTimeout is ice.disconnected_timeout, default 3s.
 	DisconnectedTimeout Duration `toml:"disconnected_timeout"`
-	// FailedTimeout is ice.failed_timeout, default 25s.
+	// FailedTimeout is ice.failed_timeout, default 7s.
 	FailedTimeout Duration `toml:"failed_timeout"`
-	// KeepaliveInterval is ice.keepalive_interval, default 2s.
+	// KeepaliveInterval is ice.keepalive_interval, default 750ms.
 	KeepaliveInterval Duration `toml:"keepalive_interval"`
-	// CheckInterval is ice.check_interval, default 200ms.
+	// CheckInterval is ice.check_interval, default 100ms.
 	CheckInterval Duration `toml:"check_interval"`
 	// RelayOnly is ice.relay_only, default false: only relayed candidates.
 	RelayOnly bool `toml:"relay_only"`
@@ -352,10 +352,10 @@ func Default() *Config {
 		},
 		ICE: ICE{
 			Port:                DefaultICEPort,
-			DisconnectedTimeout: Duration(5 * time.Second),
-			FailedTimeout:       Duration(25 * time.Second),
-			KeepaliveInterval:   Duration(2 * time.Second),
-			CheckInterval:       Duration(200 * time.Millisecond),
+			DisconnectedTimeout: Duration(3 * time.Second),
+			FailedTimeout:       Duration(7 * time.Second),
+			KeepaliveInterval:   Duration(750 * time.Millisecond),
+			CheckInterval:       Duration(100 * time.Millisecond),
 		},
 		Data: Data{
 			Cipher:        CipherAuto,
