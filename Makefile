@@ -14,7 +14,7 @@ build:
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
-	$(GO) vet -tags e2e ./e2e/...
+	$(GO) vet -tags e2e ./e2e/... ./packaging/...
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
@@ -24,7 +24,7 @@ lab-deps:
 	bash scripts/lab-deps.sh
 
 e2e: lab-deps build
-	$(GO) test -tags e2e -count=1 -timeout 15m ./e2e/...
+	$(GO) test -tags e2e -count=1 -timeout 15m ./e2e/... ./packaging/...
 
 test: lab-deps vet unit e2e
 
@@ -39,3 +39,15 @@ fuzz:
 
 clean:
 	rm -rf $(BIN) dist e2e/artifacts
+
+# .deb and .rpm with nfpm (a well-kept Go packager, fetched through the module proxy).
+NFPM    ?= $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.44.0
+ARCH    ?= $(shell $(GO) env GOARCH)
+PKGVER  ?= 0.1.0
+
+.PHONY: package
+package: build
+	mkdir -p dist/completion
+	$(BIN)/meshctl completion bash > dist/completion/meshctl.bash
+	VERSION=$(PKGVER) ARCH=$(ARCH) $(NFPM) pkg --packager deb --config packaging/nfpm.yaml --target dist/
+	VERSION=$(PKGVER) ARCH=$(ARCH) $(NFPM) pkg --packager rpm --config packaging/nfpm.yaml --target dist/

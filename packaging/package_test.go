@@ -1,0 +1,105 @@
+//go:build e2e
+
+// Package packaging holds the systemd unit, the default config and the
+// .deb/.rpm recipe; this test builds the packages the way `make package` does
+// and checks what a user would install.
+package packaging
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func run(t *testing.T, dir string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func TestDebContents(t *testing.T) {
+	if _, err := exec.LookPath("dpkg-deb"); err != nil {
+		t.Skip("dpkg-deb not installed")
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, root, "make", "package")
+	debs, _ := filepath.Glob(filepath.Join(root, "dist", "meshd_*.deb"))
+	rpms, _ := filepath.Glob(filepath.Join(root, "dist", "meshd-*.rpm"))
+	if len(debs) != 1 || len(rpms) != 1 {
+		t.Fatalf("want one .deb and one .rpm in dist/, got %v %v", debs, rpms)
+	}
+	list := run(t, root, "dpkg-deb", "-c", debs[0])
+	t.Logf("deb contents:\n%s", list)
+	for _, want := range []struct{ path, mode string }{
+		{"./usr/bin/meshd", "-rwxr-xr-x"},
+		{"./usr/bin/meshctl", "-rwxr-xr-x"},
+		{"./lib/systemd/system/meshd.service", "-rw-r--r--"},
+		{"./etc/meshd/meshd.toml", "-rw-r-----"},
+		{"./usr/share/bash-completion/completions/meshctl", "-rw-r--r--"},
+		{"./var/lib/meshd/", "drwx------"},
+	} {
+		found := false
+		for _, line := range strings.Split(list, "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 6 && f[len(f)-1] == want.path {
+				found = true
+				if f[0] != want.mode {
+					t.Errorf("%s has mode %s, want %s", want.path, f[0], want.mode)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s missing from the .deb", want.path)
+		}
+	}
+	info := run(t, root, "dpkg-deb", "-I", debs[0])
+	for _, want := range []string{"postinst", "prerm", "Package: meshd"} {
+		if !strings.Contains(info, want) {
+			t.Errorf("dpkg-deb -I lacks %q:\n%s", want, info)
+		}
+	}
+	ctl := filepath.Join(t.TempDir(), "control")
+	run(t, root, "dpkg-deb", "-e", debs[0], ctl)
+	conffiles, err := os.ReadFile(filepath.Join(ctl, "conffiles"))
+	if err != nil || !strings.Contains(string(conffiles), "/etc/meshd/meshd.toml") {
+		t.Errorf("/etc/meshd/meshd.toml must be a conffile so upgrades keep local edits: %v %q", err, conffiles)
+	}
+}
+
+func TestUnitVerifies(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	root, _ := filepath.Abs("..")
+	bin := filepath.Join(t.TempDir(), "meshd")
+	run(t, root, "go", "build", "-o", bin, "./cmd/meshd")
+	unit, err := os.ReadFile("meshd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// systemd-analyze checks that ExecStart exists; point it at the fresh build.
+	fixed := strings.ReplaceAll(string(unit), "/usr/bin/meshd", bin)
+	path := filepath.Join(t.TempDir(), "meshd.service")
+	if err := os.WriteFile(path, []byte(fixed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("systemd-analyze", "verify", path).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "meshd.service") {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	for _, want := range []string{"Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "CapabilityBoundingSet=CAP_NET_ADMIN", "ProtectSystem=strict", "StateDirectory=meshd", "RuntimeDirectory=meshd", "ConfigurationDirectory=meshd"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("unit lacks %q", want)
+		}
+	}
+}
