@@ -151,8 +151,8 @@ func (m *testMesh) startCoord(t testing.TB, name string, n int, join []string, t
 		GossipKey:         m.key,
 		Join:              join,
 		Timers:            fastTimers,
-		KeepaliveInterval: time.Second,
-		HandshakeTimeout:  2 * time.Second,
+		KeepaliveInterval: 3 * time.Second, // read timeout 3x: survives -race on a loaded 2-core CI box
+		HandshakeTimeout:  5 * time.Second,
 		SweepInterval:     50 * time.Millisecond,
 		RejoinInterval:    200 * time.Millisecond,
 		SignalTimeout:     2 * time.Second,
