@@ -13,7 +13,7 @@
 // FirstEpoch..LastEpoch (0x4000..0x7FFF), which pion/dtls never reaches (its
 // own records are in epochs 0 and 1), so one UDP port can carry STUN, the
 // DTLS handshake and data records, told apart by RFC 7983's first-byte rule
-// plus the epoch (IsDataRecord). PROTOCOL.md is the wire specification.
+// plus the epoch (IsDataRecord). docs/protocol.md "Data records" is the wire specification.
 //
 // # Keys
 //

@@ -2,7 +2,7 @@ package record
 
 import "encoding/binary"
 
-// Wire constants of a data record (PROTOCOL.md has the layout).
+// Wire constants of a data record (docs/protocol.md "Data records" has the layout).
 const (
 	// HeaderLen is the record header: type, version, epoch, sequence, length.
 	HeaderLen = 13

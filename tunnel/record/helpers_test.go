@@ -126,7 +126,7 @@ func payload(n int, tag byte) []byte {
 	return b
 }
 
-// refKeys is an independent reading of PROTOCOL.md's key schedule: the
+// refKeys is an independent reading of docs/protocol.md "Data records"'s key schedule: the
 // exporter output split into client/server keys and IVs.
 type refKeys struct {
 	clientKey, serverKey []byte
@@ -167,7 +167,7 @@ func refAEAD(t testing.TB, c Cipher, key []byte) cipher.AEAD {
 	return a
 }
 
-// refNonce is PROTOCOL.md's nonce: IV XOR (0^32 || epoch || seq48), read
+// refNonce is docs/protocol.md "Data records"'s nonce: IV XOR (0^32 || epoch || seq48), read
 // from the record header.
 func refNonce(iv, rec []byte) []byte {
 	n := append([]byte(nil), iv...)
