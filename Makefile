@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 BIN     := bin
 
-.PHONY: all build test unit e2e lab-deps vet fuzz clean
+.PHONY: all build test unit e2e lab-deps vet fuzz clean bench
 
 all: build
 
@@ -15,6 +15,7 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/... ./packaging/...
+	$(GO) vet -tags 'e2e bench' ./e2e/bench/
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
@@ -25,6 +26,7 @@ lab-deps:
 
 e2e: lab-deps build
 	$(GO) test -tags e2e -count=1 -timeout 15m ./e2e/... ./packaging/...
+	$(GO) test -tags 'e2e bench' -count=1 -skip TestBench ./e2e/bench/
 
 test: lab-deps vet unit e2e
 
@@ -51,3 +53,8 @@ package: build
 	$(BIN)/meshctl completion bash > dist/completion/meshctl.bash
 	VERSION=$(PKGVER) ARCH=$(ARCH) $(NFPM) pkg --packager deb --config packaging/nfpm.yaml --target dist/
 	VERSION=$(PKGVER) ARCH=$(ARCH) $(NFPM) pkg --packager rpm --config packaging/nfpm.yaml --target dist/
+
+# meshd vs the underlay, wireguard-go and Nebula in the lab (~3-4 min); rewrites docs/performance-lab.md.
+bench: lab-deps
+	bash scripts/bench-deps.sh
+	$(GO) test -tags 'e2e bench' -run TestBench -count=1 -timeout 20m -v ./e2e/bench/

@@ -1,0 +1,344 @@
+//go:build e2e && bench
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/control"
+	"github.com/meshd/meshd/e2e/lab"
+	"github.com/meshd/meshd/internal/testutil"
+)
+
+// settings are one run's knobs, from the environment so that `make bench`
+// needs no flags.
+type settings struct {
+	seconds int    // MESHD_BENCH_SECONDS: iperf3 -t; default 8
+	runs    int    // MESHD_BENCH_RUNS: one-stream runs per path; default 3
+	nebula  string // MESHD_BENCH_NEBULA: Nebula version; "" = newest that builds
+	out     string // MESHD_BENCH_OUT: the report; default docs/performance-lab.md
+}
+
+func loadSettings(root string) (settings, error) {
+	s := settings{seconds: 8, runs: 3, nebula: os.Getenv("MESHD_BENCH_NEBULA"), out: os.Getenv("MESHD_BENCH_OUT")}
+	for _, e := range []struct {
+		env      string
+		dst      *int
+		min, max int
+	}{
+		{"MESHD_BENCH_SECONDS", &s.seconds, 1, 120},
+		{"MESHD_BENCH_RUNS", &s.runs, 1, 20},
+	} {
+		v := os.Getenv(e.env)
+		if v == "" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < e.min || n > e.max {
+			return s, fmt.Errorf("%s=%q: want a whole number from %d to %d", e.env, v, e.min, e.max)
+		}
+		*e.dst = n
+	}
+	if s.out == "" {
+		s.out = filepath.Join(root, "docs", "performance-lab.md")
+	}
+	return s, nil
+}
+
+// column is one row of the table: a path from host src to host dst.
+type column struct {
+	key      string // [a-z]+: logs and nft counter names
+	label    string // the table's row label
+	ref      bool   // wireguard-go: the reference of the ratios
+	src, dst *lab.Host
+	addr     netip.Addr // dst's address on this path, once set up
+	legs     []wireLeg  // what its sender puts on the backbone, counted by nft
+
+	unavailable string        // why the path was not measured; "" if it was
+	setup       time.Duration // meshd: daemons' start to first overlay reply
+	via         string        // meshd relayed: the TURN server used
+
+	server   *lab.Proc // iperf3 -s on dst
+	tcp1     []float64 // Mbit/s, one per run
+	tcp4     []float64
+	ping     pingResult
+	failures []string
+	cleanup  []func()
+}
+
+func (c *column) fail(err error) { c.failures = append(c.failures, err.Error()) }
+
+// TestBench measures the plain underlay, wireguard-go, Nebula and meshd
+// (direct and relayed) side by side and writes docs/performance-lab.md; see
+// the package doc. A path that cannot be set up is reported as not
+// available; the test fails only if the underlay or the wireguard-go
+// reference gives no figure, since without them the table means nothing.
+func TestBench(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, tool := range []string{"iperf3", "ping", "wg", "nft", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not found: run scripts/lab-deps.sh and scripts/bench-deps.sh as root", tool)
+		}
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := loadSettings(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	rep := &report{when: start, machine: describeMachine(), settings: s}
+	tmp := t.TempDir()
+
+	l := lab.New(t, lab.Options{})
+	host := func(name string) *lab.Host { return l.AddHost(t, name, lab.HostOptions{}) }
+	// All traffic of one protocol from one host to the other: each pair
+	// carries nothing but its path's traffic.
+	leg := func(a, b *lab.Host, proto string) wireLeg {
+		return wireLeg{
+			what:  fmt.Sprintf("%s → %s, %s", a.Name(), b.Name(), strings.ToUpper(proto)),
+			match: fmt.Sprintf("ip saddr %v ip daddr %v ip protocol %s", a.IP(), b.IP(), proto),
+		}
+	}
+	plain := &column{key: "plain", label: "plain underlay (veth + bridge, MTU 1500)", src: host("plaina"), dst: host("plainb")}
+	plain.legs = []wireLeg{leg(plain.src, plain.dst, "tcp")}
+	wg := &column{key: "wg", label: "wireguard-go", ref: true, src: host("wga"), dst: host("wgb")}
+	wg.legs = []wireLeg{leg(wg.src, wg.dst, "udp")}
+	neb := &column{key: "nebula", label: "Nebula", src: host("neba"), dst: host("nebb")}
+	neb.legs = []wireLeg{leg(neb.src, neb.dst, "udp")}
+	coord := host("coord")
+	mesh := &column{key: "meshd", label: "meshd, direct", src: host("mesha"), dst: host("meshb")}
+	mesh.legs = []wireLeg{leg(mesh.src, mesh.dst, "udp")}
+	relay := &column{key: "meshdrelay", label: "meshd, relayed (TURN on the coordinator)", src: host("relaya"), dst: host("relayb")}
+	// Both legs: to the relay (to its TURN port or, if the destination
+	// holds the allocation, to the allocated port) and from it.
+	relay.legs = []wireLeg{leg(relay.src, coord, "udp"), leg(coord, relay.dst, "udp")}
+	cols := []*column{plain, wg, neb, mesh, relay}
+	rep.cols = cols
+	t.Cleanup(func() {
+		for _, c := range cols {
+			for _, f := range c.cleanup {
+				f()
+			}
+		}
+	})
+
+	// Build and bring up every path; a failure marks that path only.
+	bins := filepath.Join(tmp, "bin")
+	if err := os.MkdirAll(bins, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	plain.addr = plain.dst.IP()
+	t.Log("building wireguard-go")
+	if bin, ver, err := buildWireguardGo(root, bins); err != nil {
+		wg.unavailable = err.Error()
+	} else {
+		wg.label = "wireguard-go, tun MTU " + strconv.Itoa(tunMTU)
+		rep.versions = append(rep.versions, "wireguard-go "+ver+", the version go.mod requires")
+		if wg.addr, err = setupWireguard(bin, wg); err != nil {
+			wg.unavailable = err.Error()
+		}
+	}
+	t.Log("building Nebula")
+	nebDir := filepath.Join(tmp, "nebula")
+	if err := os.MkdirAll(nebDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if nb, err := buildNebula(nebDir, s.nebula); err != nil {
+		neb.unavailable = err.Error()
+	} else {
+		neb.label = "Nebula " + nb.version + ", tun MTU " + strconv.Itoa(tunMTU)
+		v := "Nebula " + nb.version + ", built with go install"
+		if len(nb.skipped) > 0 {
+			v += " (the newest release that builds here: " + strings.Join(nb.skipped, "; ") + ")"
+		}
+		rep.versions = append(rep.versions, v)
+		dir := filepath.Join(tmp, "nebula-pki")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if neb.addr, err = setupNebula(nb, dir, neb); err != nil {
+			neb.unavailable = err.Error()
+		}
+	}
+	t.Log("building meshd")
+	setupMeshd(t, root, bins, tmp, l, coord, mesh, relay, rep)
+	for _, c := range cols {
+		if c.unavailable != "" {
+			t.Logf("%s: not available: %s", c.key, c.unavailable)
+		}
+	}
+
+	if err := installCounters(l, cols, tmp); err != nil {
+		rep.wireErr = err
+	}
+	var live []*column
+	for _, c := range cols {
+		if c.unavailable == "" {
+			if err := startServer(c); err != nil {
+				c.unavailable = err.Error()
+				continue
+			}
+			live = append(live, c)
+		}
+	}
+
+	runLoads(t, live, s)
+	if rep.wireErr == nil {
+		rep.wire, rep.wireErr = readCounters(l)
+	}
+
+	rep.took = time.Since(start)
+	text := rep.markdown()
+	fmt.Println(text)
+	if err := os.MkdirAll(filepath.Dir(s.out), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.out, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("report written to %s", s.out)
+	for _, c := range []*column{plain, wg} {
+		if len(c.tcp1) == 0 {
+			t.Errorf("%s gave no TCP figure (%s%s): the table has no reference", c.key, c.unavailable, strings.Join(c.failures, "; "))
+		}
+	}
+}
+
+// runLoads measures every live column: interleaved rounds of the one-stream
+// run, each round starting at the next path, then the four-stream run and
+// ping per path. A failed run is recorded in the column and the bench goes
+// on.
+func runLoads(t *testing.T, live []*column, s settings) {
+	t.Helper()
+	for r := 0; r < s.runs; r++ {
+		for i := range live {
+			c := live[(i+r)%len(live)]
+			v, err := iperfTCP(c.src.Namespace, c.addr, s.seconds, 1)
+			if err != nil {
+				c.fail(err)
+				restartServer(c)
+				continue
+			}
+			c.tcp1 = append(c.tcp1, v)
+			t.Logf("round %d: %-10s TCP 1 stream %8.0f Mbit/s", r+1, c.key, v)
+		}
+	}
+	for _, c := range live {
+		v, err := iperfTCP(c.src.Namespace, c.addr, s.seconds, 4)
+		if err != nil {
+			c.fail(err)
+			restartServer(c)
+		} else {
+			c.tcp4 = append(c.tcp4, v)
+			t.Logf("%-10s TCP 4 streams %8.0f Mbit/s", c.key, v)
+		}
+		if c.ping, err = pingRTT(c.src.Namespace, c.addr); err != nil {
+			c.fail(err)
+		} else {
+			t.Logf("%-10s ping avg %v (%d/%d)", c.key, c.ping.avg, c.ping.received, c.ping.sent)
+		}
+	}
+}
+
+// setupMeshd builds meshd, starts the coordinator and both meshd pairs. A
+// failure marks both meshd columns not available with the reason.
+func setupMeshd(t *testing.T, root, bins, tmp string, l *lab.Lab, coord *lab.Host, mesh, relay *column, rep *report) {
+	t.Helper()
+	mark := func(err error) {
+		mesh.unavailable, relay.unavailable = err.Error(), err.Error()
+	}
+	meshdBin, meshctlBin, err := buildMeshd(root, bins)
+	if err != nil {
+		mark(err)
+		return
+	}
+	rep.versions = append(rep.versions, "meshd "+checkoutVersion(root)+", this checkout")
+	for _, c := range []*column{mesh, relay} {
+		c.label += ", tun MTU " + strconv.Itoa(tunMTU)
+	}
+	m, err := newMeshdMesh(meshdBin, meshctlBin, filepath.Join(tmp, "meshd"), coord)
+	if err != nil {
+		mark(err)
+		return
+	}
+	t.Log("meshd coordinator up; starting the direct pair")
+	if mesh.addr, err = m.startPair(mesh, control.PathDirect); err != nil {
+		mesh.unavailable = err.Error()
+	} else {
+		t.Logf("meshd direct link setup: %v", mesh.setup)
+	}
+	blk, err := l.BlockPath(relay.src, relay.dst)
+	if err != nil {
+		relay.unavailable = err.Error()
+		return
+	}
+	relay.cleanup = append(relay.cleanup, func() { _ = blk.Remove() })
+	t.Log("starting the relayed pair")
+	if relay.addr, err = m.startPair(relay, control.PathRelay); err != nil {
+		relay.unavailable = err.Error()
+	} else {
+		t.Logf("meshd relayed link setup: %v (via %s)", relay.setup, relay.via)
+	}
+}
+
+// checkoutVersion is `git describe` of the checkout, as `make build` stamps
+// it, or "dev".
+func checkoutVersion(root string) string {
+	cmd := exec.Command("git", "describe", "--tags", "--always", "--dirty")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		return "dev"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// startServer starts the iperf3 server on c's destination and waits until
+// it listens.
+func startServer(c *column) error {
+	p, err := c.dst.StartWith(lab.ProcOptions{Label: "iperf3-server"}, "iperf3", "-s", "-p", strconv.Itoa(iperfPort))
+	if err != nil {
+		return err
+	}
+	c.server = p
+	want := ":" + strconv.Itoa(iperfPort)
+	listening := testutil.Eventually(10*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		out, _ := c.dst.Run(ctx, "ss", "-Hlnt")
+		for _, line := range strings.Split(out, "\n") {
+			// ss -H columns: State Recv-Q Send-Q Local:Port Peer:Port
+			if f := strings.Fields(line); len(f) >= 4 && strings.HasSuffix(f[3], want) {
+				return true
+			}
+		}
+		return p.Exited()
+	})
+	if !listening || p.Exited() {
+		return fmt.Errorf("iperf3 -s on %s does not listen: %s", c.dst.Name(), lastLine(p.Stderr()+p.Stdout()))
+	}
+	return nil
+}
+
+// restartServer replaces c's iperf3 server after a failed run, which can
+// leave it stuck in the broken test.
+func restartServer(c *column) {
+	if c.server != nil {
+		_ = c.server.Stop()
+	}
+	if err := startServer(c); err != nil {
+		c.fail(err)
+	}
+}

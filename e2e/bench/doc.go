@@ -1,0 +1,38 @@
+//go:build e2e && bench
+
+// Package bench is `make bench`: it measures meshd against the plain underlay,
+// wireguard-go and Nebula side by side, in one run, in the network-namespace
+// lab of package e2e/lab, and writes the table to docs/performance-lab.md.
+//
+// Each path gets its own pair of public lab hosts on the backbone bridge (two
+// namespaces joined by veths and a bridge, no NAT), so that no tunnel can see
+// another's interfaces: meshd's ICE would otherwise gather candidates on the
+// wireguard-go and Nebula devices. meshd is measured twice, direct and
+// relayed (the direct path blocked in the bridge, so the link goes through
+// the coordinator's TURN server), and its link setup time is taken from the
+// daemons' start to the first overlay ping reply.
+//
+// Measures per path: iperf3 TCP with one stream (repeated, the median kept)
+// and with four streams, and ping's average RTT over 200 echoes. The TCP
+// runs of all paths are interleaved round by round, so that the VM's drift
+// (±25% between runs) hits every path alike; compare paths by their ratio to
+// wireguard-go measured in the same run, never across runs. Whether each
+// tunnel's bulk data goes out as UDP GSO super-datagrams is read from nft
+// counters in the backbone bridge (a GSO datagram crosses the veths and the
+// bridge unsegmented, so it is seen there as one frame above the MTU).
+//
+// wireguard-go is built from this module's requirement, Nebula is built with
+// `go install` (the newest v1 release the module proxy serves and this Go
+// can build) into a temporary directory, and meshd from this checkout; a
+// path whose program cannot be built or brought up is reported as not
+// available, with the reason, and the others are still measured. The tests
+// need root and scripts/lab-deps.sh plus scripts/bench-deps.sh, and run only
+// with both the e2e and bench build tags:
+//
+//	sudo go test -tags 'e2e bench' -run TestBench -count=1 -timeout 20m -v ./e2e/bench/
+//
+// Environment: MESHD_BENCH_SECONDS (iperf3 -t, default 8), MESHD_BENCH_RUNS
+// (repetitions of the one-stream run, default 3), MESHD_BENCH_NEBULA (a Nebula
+// version to use instead of the newest), MESHD_BENCH_OUT (the report, default
+// docs/performance-lab.md in this checkout).
+package bench

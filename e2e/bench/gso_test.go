@@ -1,0 +1,123 @@
+//go:build e2e && bench
+
+package bench
+
+// Is a tunnel's bulk data on the wire as UDP GSO super-datagrams? A GSO
+// datagram crosses a veth and a bridge unsegmented, so the backbone bridge
+// sees it as one frame far above the 1500-byte MTU. Two named nft counters
+// per path, in a bridge-family table of the backbone, count what the path's
+// sender puts on the wire: everything, and frames above gsoThreshold.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/meshd/meshd/e2e/lab"
+)
+
+// gsoTable is the bench's nft table in the backbone (the lab's own tables
+// are called natlab, labfw and labblock<N>).
+const gsoTable = "meshdbench"
+
+// gsoThreshold is the frame length above which a frame cannot be one
+// datagram of a 1500-byte link: it is a GSO (or, for TCP, TSO) batch.
+const gsoThreshold = 1600
+
+// wireLeg is traffic from one host to another, as an nft match.
+type wireLeg struct {
+	what  string // for the report: "wga → wgb, UDP"
+	match string // nft match, e.g. "ip saddr A ip daddr B ip protocol udp"
+}
+
+// legKey names leg i of column c in the counter names ([a-z0-9]: the
+// names split at the one underscore).
+func legKey(c *column, i int) string { return fmt.Sprintf("%s%d", c.key, i) }
+
+// wireCount is one leg's traffic: all of it, and the part in frames above
+// gsoThreshold.
+type wireCount struct {
+	packets, bytes       uint64
+	bigPackets, bigBytes uint64
+}
+
+// installCounters adds the counter table for every leg of every column.
+// The script goes through a file: Namespace.Run has no stdin.
+func installCounters(l *lab.Lab, cols []*column, dir string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table bridge %s {\n", gsoTable)
+	for _, c := range cols {
+		for i := range c.legs {
+			fmt.Fprintf(&b, "\tcounter %[1]s_all {}\n\tcounter %[1]s_big {}\n", legKey(c, i))
+		}
+	}
+	// Priority -10: before the lab's path blocks (priority 0) drop anything.
+	b.WriteString("\tchain forward_f {\n\t\ttype filter hook forward priority -10; policy accept;\n")
+	for _, c := range cols {
+		for i, leg := range c.legs {
+			fmt.Fprintf(&b, "\t\t%s counter name %q\n", leg.match, legKey(c, i)+"_all")
+			fmt.Fprintf(&b, "\t\t%s meta length > %d counter name %q\n", leg.match, gsoThreshold, legKey(c, i)+"_big")
+		}
+	}
+	b.WriteString("\t}\n}\n")
+	file := filepath.Join(dir, "gso.nft")
+	if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := l.Backbone().Run(ctx, "nft", "-f", file)
+	return err
+}
+
+// readCounters returns every path's counts, by column key.
+func readCounters(l *lab.Lab) (map[string]wireCount, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := l.Backbone().Output(ctx, "nft", "-j", "list", "counters", "table", "bridge", gsoTable)
+	if err != nil {
+		return nil, err
+	}
+	return parseCounters(out)
+}
+
+// parseCounters reads `nft -j list counters` output.
+func parseCounters(out string) (map[string]wireCount, error) {
+	var doc struct {
+		Nftables []struct {
+			Counter *struct {
+				Name    string `json:"name"`
+				Packets uint64 `json:"packets"`
+				Bytes   uint64 `json:"bytes"`
+			} `json:"counter"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		return nil, fmt.Errorf("nft -j list counters: %w", err)
+	}
+	counts := map[string]wireCount{}
+	for _, e := range doc.Nftables {
+		if e.Counter == nil {
+			continue
+		}
+		key, kind, ok := strings.Cut(e.Counter.Name, "_")
+		if !ok {
+			continue
+		}
+		w := counts[key]
+		switch kind {
+		case "all":
+			w.packets, w.bytes = e.Counter.Packets, e.Counter.Bytes
+		case "big":
+			w.bigPackets, w.bigBytes = e.Counter.Packets, e.Counter.Bytes
+		default:
+			continue
+		}
+		counts[key] = w
+	}
+	return counts, nil
+}
