@@ -1,35 +1,45 @@
 package tunnel
 
-/* Data path (this version: one DTLS application record per packet through
- * pion/dtls; a later version replaces the insides, not the interface)
+/* Outbound pipeline: WriteBatch → socket
  *
- * Outbound (WriteBatch, any goroutine, concurrently):
- *   1. load the connected session's DTLS conn (atomic pointer; nil = link down)
- *   2. for each packet, in order: dtls.Conn.Write(bufs[i][offset:])
- *      (pion seals the record and ice.Conn sends it on the selected pair)
- *   The caller keeps ownership of bufs; nothing is retained.
+ * WriteBatch runs every stage in the caller's goroutine (the overlay's TUN
+ * reader), for one batch at a time per link (txMu, taken once per batch):
  *
- * Inbound (two goroutines per connected session):
- *   1. reader: dtls.Conn.Read into a pooled buffer at HeaderRoom, one record
- *      per read; pushes the buffer onto a bounded channel (order kept)
- *   2. deliverer: takes whatever is queued (up to maxRecvBatch), calls the
- *      receiver once with the batch, returns the buffers to the pool
- *   The receiver borrows the buffers for the duration of the call only.
+ *   1. Load the link's key state and route (atomic pointers; either nil =
+ *      link down, no data keys or no selected path).
+ *   2. Seal each packet in place: the 13-byte record header goes into the
+ *      header room in front of bufs[i][offset:], the 16-byte tag into the
+ *      buffer's tail capacity (a buffer without 16 bytes of tail capacity is
+ *      first copied into the link's spill arena). Sequence numbers come from
+ *      the record session's atomic counter, in batch order.
+ *   3. Send the whole batch:
+ *      - direct path: one sendmmsg on the socket of the destination's
+ *        family, runs of equal-sized records GSO-coalesced into
+ *        super-datagrams (socket_linux.go), zero copies;
+ *      - relayed path (our end is a TURN relay candidate): one
+ *        ice.Conn.Write per record; pion's TURN client wraps it.
  *
- * Below DTLS, recordConn adapts ice.Conn to the net.PacketConn pion/dtls
- * wants and counts replayed records as they arrive.
+ * Buffers: bufs belong to the caller and are borrowed for the call; the
+ * header room and tail capacity are overwritten. Nothing is retained (the
+ * record list is cleared before returning).
+ *
+ * Order: a batch's records leave in batch order. Concurrent WriteBatch
+ * calls on one link are serialized; across links nothing is ordered.
+ *
+ * Inbound delivery (Link.deliver) is at the end of this file; the inbound
+ * pipeline is in demux.go.
  */
 
 import (
-	"encoding/binary"
 	"errors"
 	"io"
 	"net"
-	"sync"
-	"time"
+	"net/netip"
 
 	"github.com/pion/dtls/v3"
 	"github.com/pion/ice/v4"
+
+	"github.com/meshd/meshd/tunnel/record"
 )
 
 // HeaderRoom is the space in front of every packet, in both directions. It
@@ -38,73 +48,195 @@ import (
 const HeaderRoom = 64
 
 // MaxOverhead is the most bytes a link adds to a packet on the wire beyond
-// the UDP/IP headers: the DTLS 1.2 record header (13), the AES-GCM explicit
-// nonce (8) and tag (16), and a TURN ChannelData header (4) on relayed
-// paths. The daemon sizes the TUN MTU with it.
-const MaxOverhead = 13 + 8 + 16 + 4
+// the UDP/IP headers: the data record header (13) and AEAD tag (16), and a
+// TURN ChannelData header (4) on relayed paths. The daemon sizes the TUN MTU
+// with it.
+const MaxOverhead = record.Overhead + 4
 
-// maxRecordPayload is the largest plaintext a DTLS record can carry; every
-// receive buffer can take it, so no record is lost for lack of room.
-const maxRecordPayload = 16384
+// ReplayWindow is how far behind the newest record a data record may arrive
+// and still be accepted once (record.ReplayWindow, at least 2048); the DTLS
+// control channel uses the same window.
+const ReplayWindow = record.ReplayWindow
 
-// recvBufSize is the size of pooled receive buffers.
-const recvBufSize = HeaderRoom + maxRecordPayload
-
-// maxRecvBatch bounds the batch handed to the receiver in one call.
-const maxRecvBatch = 64
-
-// recvQueueLen bounds records read but not yet delivered, per link.
-const recvQueueLen = 256
-
-// ReplayWindow is the DTLS anti-replay window, in records.
-const ReplayWindow = 2048
-
-// recvBuf is a pooled receive buffer: b[HeaderRoom:HeaderRoom+n] is the packet.
-type recvBuf struct {
-	b []byte
-	n int
+// route is where a link's records go. Immutable once published.
+type route struct {
+	local, remote Candidate      // the selected pair
+	dst           netip.AddrPort // direct: the peer's address (also the source its records come from)
+	dstUDP        *net.UDPAddr   // dst for generic conns that need a net.Addr
+	sock          *sock          // direct: the socket that reaches dst
+	ice           *ice.Conn      // relayed: records go through the agent
 }
 
-var recvPool = sync.Pool{New: func() any { return &recvBuf{b: make([]byte, recvBufSize)} }}
-
-// dataConn is what the data path sees of a connected session.
-type dataConn struct {
-	dtls *dtls.Conn
+// txState is a link's send scratch, used under txMu.
+type txState struct {
+	keys   *keyState // the sealer's key state
+	sealer *record.Sealer
+	recs   [][]byte
+	arena  []byte // copies of packets without tail room for the tag
+	fast   fastTx
 }
 
-// WriteBatch sends packets bufs[i][offset:] to the peer, in order, one DTLS
-// record each. It returns how many were handed to the network and, if not
-// all, an error matching ErrLinkDown (and Options.LinkDownError). offset must
-// be at least HeaderRoom. Safe for concurrent use.
+// WriteBatch sends packets bufs[i][offset:] to the peer, in order, one data
+// record each. It may overwrite bufs[i][:offset] (the record header goes
+// just before offset) and 16 bytes of each buffer's tail capacity (the
+// tag). It returns how many were handed to the network and, if not all, an
+// error: one matching ErrLinkDown (and Options.LinkDownError) when the link
+// cannot carry traffic now, ErrBadOffset or ErrPacketTooLarge for a bad
+// packet (the packets before it were sent). offset must be at least
+// HeaderRoom. Safe for concurrent use.
 //
 // borrowed: bufs belong to the caller and are not retained.
 func (l *Link) WriteBatch(bufs [][]byte, offset int) (int, error) {
 	if offset < HeaderRoom {
 		return 0, ErrBadOffset
 	}
-	c := l.conn.Load()
-	if c == nil {
+	ks, rt := l.keys.Load(), l.route.Load()
+	if ks == nil || rt == nil {
 		l.sendErrors.Add(uint64(len(bufs)))
 		return 0, l.m.errLinkDown
 	}
-	var bytes uint64
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	l.txMu.Lock()
+	defer l.txMu.Unlock()
+	tx := &l.tx
+	if tx.keys != ks {
+		tx.keys, tx.sealer = ks, ks.rs.NewSealer()
+	}
+	tx.reserveSpill(bufs, offset)
+	var (
+		n     = len(bufs)
+		err   error
+		bytes uint64
+		spill int
+	)
 	for i, b := range bufs {
 		if offset > len(b) {
-			l.packetsSent.Add(uint64(i))
-			l.bytesSent.Add(bytes)
-			return i, ErrBadOffset
+			n, err = i, ErrBadOffset
+			break
 		}
-		if _, err := c.dtls.Write(b[offset:]); err != nil {
-			l.packetsSent.Add(uint64(i))
-			l.bytesSent.Add(bytes)
-			l.sendErrors.Add(uint64(len(bufs) - i))
-			return i, &linkDownError{alias: l.m.opts.LinkDownError, cause: err}
+		size := len(b) - offset
+		buf, off := b, offset
+		if cap(b)-len(b) < record.TagLen {
+			end := spill + record.HeaderLen + size
+			buf, off = tx.arena[spill:end:end+record.TagLen], record.HeaderLen
+			copy(buf[off:], b[offset:])
+			spill = end + record.TagLen
 		}
-		bytes += uint64(len(b) - offset)
+		rec, e := tx.sealer.SealInPlace(buf, off, size)
+		if e != nil {
+			n, err = i, l.sealError(e)
+			break
+		}
+		tx.recs = append(tx.recs, rec)
+		bytes += uint64(size)
 	}
-	l.packetsSent.Add(uint64(len(bufs)))
+	if len(tx.recs) > 0 {
+		if e := l.sendRecords(tx, rt); e != nil {
+			n, err, bytes = 0, &linkDownError{alias: l.m.opts.LinkDownError, cause: e}, 0
+		}
+	}
+	clear(tx.recs) // borrowed: keep nothing of the caller's buffers
+	tx.recs = tx.recs[:0]
+	l.packetsSent.Add(uint64(n))
 	l.bytesSent.Add(bytes)
-	return len(bufs), nil
+	if n < len(bufs) {
+		l.sendErrors.Add(uint64(len(bufs) - n))
+	}
+	return n, err
+}
+
+// reserveSpill sizes the spill arena for the packets of bufs that have no
+// room for the tag, before any is copied (growing it later would move
+// records already sealed into it).
+func (tx *txState) reserveSpill(bufs [][]byte, offset int) {
+	need := 0
+	for _, b := range bufs {
+		if cap(b)-len(b) < record.TagLen && len(b) >= offset {
+			need += record.Overhead + len(b) - offset
+		}
+	}
+	if need > len(tx.arena) {
+		tx.arena = make([]byte, need)
+	}
+}
+
+func (l *Link) sealError(err error) error {
+	switch err {
+	case record.ErrTooLarge:
+		return ErrPacketTooLarge
+	case record.ErrShortBuffer:
+		return ErrBadOffset
+	default: // ErrClosed (keys dropped), ErrRecordLimit (rekey overdue)
+		return &linkDownError{alias: l.m.opts.LinkDownError, cause: err}
+	}
+}
+
+// sendRecords puts the sealed records on the wire by the route.
+func (l *Link) sendRecords(tx *txState, rt *route) error {
+	if rt.sock != nil {
+		return rt.sock.sendRecords(&tx.fast, tx.recs, rt)
+	}
+	for _, r := range tx.recs {
+		if _, err := rt.ice.Write(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setRoute points the link's records at the selected pair sel of session
+// s (nil: no path). Run goroutine only.
+func (l *Link) setRoute(s *session, sel *pairView) {
+	o := &l.o
+	var next *route
+	if sel != nil && s != nil && s.iceConn != nil {
+		next = &route{local: sel.local, remote: sel.remote}
+		if sel.local.Type == "relay" {
+			next.ice = s.iceConn
+		} else if sel.remote.Addr.IsValid() {
+			next.dst = sel.remote.Addr
+			next.sock = l.m.socks.forDst(next.dst)
+			next.dstUDP = net.UDPAddrFromAddrPort(next.dst)
+			if next.sock == nil {
+				next = nil // no socket of that family: nothing to send with
+			}
+		} else {
+			next = nil
+		}
+	}
+	cur := l.route.Load()
+	if cur != nil && next != nil && cur.local == next.local && cur.remote == next.remote && cur.ice == next.ice {
+		return
+	}
+	l.route.Store(next)
+	// The route table maps the current direct address and the previous
+	// one to the link, so that records still in flight on the path just
+	// left (or sent by a peer that switches a little later) are accepted.
+	var addr netip.AddrPort
+	if next != nil && next.ice == nil {
+		addr = next.dst
+	}
+	switch {
+	case addr == o.routeAddrs[0]:
+	case addr == o.routeAddrs[1]:
+		o.routeAddrs[0], o.routeAddrs[1] = addr, o.routeAddrs[0]
+	default:
+		l.m.routes.update(l, addr, o.routeAddrs[1])
+		o.routeAddrs[0], o.routeAddrs[1] = addr, o.routeAddrs[0]
+	}
+}
+
+// stopDataPath closes the link for data: no keys, no route, no addresses
+// in the route table. Run goroutine only.
+func (l *Link) stopDataPath() {
+	l.keys.Store(nil)
+	l.route.Store(nil)
+	if a := l.o.routeAddrs; a[0].IsValid() || a[1].IsValid() {
+		l.m.routes.update(l, netip.AddrPort{}, a[0], a[1])
+		l.o.routeAddrs = [2]netip.AddrPort{}
+	}
 }
 
 // receiver is the installed ReceiveFunc (boxed for atomic.Pointer).
@@ -114,8 +246,12 @@ type receiver struct {
 
 // SetReceiver installs where the link delivers what it receives: packet i
 // is bufs[i][offset:] with offset == HeaderRoom. nil discards. Safe for
-// concurrent use; the function is called from the link's deliverer
-// goroutine, one batch at a time.
+// concurrent use. The function is called from the socket reader (or, on a
+// relayed path, the session's ICE reader) that received the batch, one
+// batch at a time for this link.
+//
+// borrowed: the buffers belong to the link and are valid during the call
+// only; the function may overwrite them, including their spare capacity.
 func (l *Link) SetReceiver(fn func(bufs [][]byte, offset int)) {
 	if fn == nil {
 		l.recv.Store(nil)
@@ -124,195 +260,26 @@ func (l *Link) SetReceiver(fn func(bufs [][]byte, offset int)) {
 	l.recv.Store(&receiver{fn: fn})
 }
 
-// readLoop reads records from the session's DTLS conn until it closes and
-// queues them for deliverLoop. It closes q when done and reports why to the
-// owner.
-func (l *Link) readLoop(s *session, c *dtls.Conn, q chan<- *recvBuf) {
-	defer close(q)
-	for {
-		rb := recvPool.Get().(*recvBuf)
-		n, err := c.Read(rb.b[HeaderRoom:])
-		if err != nil {
-			recvPool.Put(rb)
-			if isConnClosed(err) {
-				l.post(s, evReaderDone{gen: s.gen, err: err})
-				return
-			}
-			// Non-fatal: a warning alert, a record too large for the
-			// buffer, an undecodable datagram after the handshake.
-			l.receiveErrors.Add(1)
-			continue
-		}
-		rb.n = n
-		select {
-		case q <- rb:
-		case <-s.ctx.Done():
-			recvPool.Put(rb)
-			return
-		}
+// deliver hands one batch of opened packets to the receiver. rxMu makes
+// batches of this link arriving through different readers take turns, as
+// the overlay expects; it is taken once per batch.
+func (l *Link) deliver(bufs [][]byte, bytes uint64) {
+	l.packetsReceived.Add(uint64(len(bufs)))
+	l.bytesReceived.Add(bytes)
+	r := l.recv.Load()
+	if r == nil {
+		return
 	}
-}
-
-// deliverLoop hands queued records to the receiver in batches.
-func (l *Link) deliverLoop(q <-chan *recvBuf) {
-	var (
-		held [maxRecvBatch]*recvBuf
-		bufs = make([][]byte, 0, maxRecvBatch)
-	)
-	for rb := range q {
-		held[0] = rb
-		k := 1
-	drain:
-		for k < maxRecvBatch {
-			select {
-			case more, ok := <-q:
-				if !ok {
-					break drain
-				}
-				held[k] = more
-				k++
-			default:
-				break drain
-			}
-		}
-		bufs = bufs[:0]
-		var bytes uint64
-		for i := 0; i < k; i++ {
-			bufs = append(bufs, held[i].b[:HeaderRoom+held[i].n])
-			bytes += uint64(held[i].n)
-		}
-		l.packetsReceived.Add(uint64(k))
-		l.bytesReceived.Add(bytes)
-		if r := l.recv.Load(); r != nil {
-			r.fn(bufs, HeaderRoom)
-		}
-		for i := 0; i < k; i++ {
-			held[i].n = 0
-			recvPool.Put(held[i])
-			held[i] = nil
-			bufs[i] = nil
-		}
-	}
+	l.rxMu.Lock()
+	r.fn(bufs, HeaderRoom)
+	l.rxMu.Unlock()
 }
 
 // isConnClosed reports whether a dtls.Conn.Read error means the session is
 // over (closed locally, close_notify or a fatal alert from the peer, or the
-// ICE transport gone) rather than one bad record.
+// transport gone) rather than one bad record.
 func isConnClosed(err error) bool {
 	var fe *dtls.FatalError
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe) ||
 		errors.Is(err, dtls.ErrConnClosed) || errors.As(err, &fe)
-}
-
-// recordConn adapts the session's ice.Conn to the net.PacketConn pion/dtls
-// reads and writes, and counts replayed records on the way in. Close is a
-// no-op: the session closes the ICE agent itself, after DTLS has sent its
-// close_notify.
-type recordConn struct {
-	ice    *ice.Conn
-	replay replayWindow // owned by the single DTLS read goroutine
-	onDup  func()
-}
-
-func (c *recordConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, err := c.ice.Read(b)
-	if err != nil {
-		return n, nil, err
-	}
-	if dups := c.replay.observe(b[:n]); dups > 0 {
-		for i := 0; i < dups; i++ {
-			c.onDup()
-		}
-	}
-	return n, c.remoteAddr(), nil
-}
-
-func (c *recordConn) WriteTo(b []byte, _ net.Addr) (int, error) { return c.ice.Write(b) }
-func (c *recordConn) Close() error                              { return nil }
-func (c *recordConn) LocalAddr() net.Addr {
-	if a := c.ice.LocalAddr(); a != nil {
-		return a
-	}
-	return &net.UDPAddr{}
-}
-func (c *recordConn) remoteAddr() net.Addr {
-	if a := c.ice.RemoteAddr(); a != nil {
-		return a
-	}
-	return &net.UDPAddr{}
-}
-func (c *recordConn) SetDeadline(t time.Time) error      { return c.ice.SetDeadline(t) }
-func (c *recordConn) SetReadDeadline(t time.Time) error  { return c.ice.SetReadDeadline(t) }
-func (c *recordConn) SetWriteDeadline(t time.Time) error { return c.ice.SetWriteDeadline(t) }
-
-// replayWindow tracks the (epoch, sequence) of encrypted DTLS records seen
-// on one session, with the same window as DTLS's own replay protection, so
-// that what it counts as replayed is what DTLS discards.
-type replayWindow struct {
-	epoch uint16
-	top   uint64 // highest sequence number seen in epoch
-	seen  [ReplayWindow / 64]uint64
-	any   bool
-}
-
-// observe walks the records of a datagram and returns how many are
-// duplicates or older than the window. Plaintext (epoch 0) records are
-// handshake retransmissions and are not counted.
-func (w *replayWindow) observe(b []byte) int {
-	dups := 0
-	for len(b) >= dtlsRecordHeaderLen {
-		epoch := binary.BigEndian.Uint16(b[3:5])
-		seq := uint64(b[5])<<40 | uint64(b[6])<<32 | uint64(binary.BigEndian.Uint32(b[7:11]))
-		l := int(binary.BigEndian.Uint16(b[11:13]))
-		if dtlsRecordHeaderLen+l > len(b) {
-			break
-		}
-		b = b[dtlsRecordHeaderLen+l:]
-		if epoch == 0 {
-			continue
-		}
-		if !w.check(epoch, seq) {
-			dups++
-		}
-	}
-	return dups
-}
-
-// check marks (epoch, seq) seen and reports whether it was new.
-func (w *replayWindow) check(epoch uint16, seq uint64) bool {
-	if !w.any || epoch > w.epoch {
-		w.any, w.epoch, w.top = true, epoch, seq
-		w.seen = [ReplayWindow / 64]uint64{}
-		w.set(seq)
-		return true
-	}
-	if epoch < w.epoch {
-		return false
-	}
-	switch {
-	case seq > w.top:
-		if seq-w.top >= ReplayWindow {
-			w.seen = [ReplayWindow / 64]uint64{}
-		} else {
-			for s := w.top + 1; s <= seq; s++ {
-				w.clear(s)
-			}
-		}
-		w.top = seq
-		w.set(seq)
-		return true
-	case w.top-seq >= ReplayWindow:
-		return false
-	case w.isSet(seq):
-		return false
-	default:
-		w.set(seq)
-		return true
-	}
-}
-
-func (w *replayWindow) set(seq uint64)   { w.seen[(seq/64)%(ReplayWindow/64)] |= 1 << (seq % 64) }
-func (w *replayWindow) clear(seq uint64) { w.seen[(seq/64)%(ReplayWindow/64)] &^= 1 << (seq % 64) }
-func (w *replayWindow) isSet(seq uint64) bool {
-	return w.seen[(seq/64)%(ReplayWindow/64)]&(1<<(seq%64)) != 0
 }

@@ -1,11 +1,12 @@
 // Package tunnel owns a node's peer links: for each peer one ICE agent
 // (pion/ice) that finds a path (host, server-reflexive, or relayed through
-// TURN), and one DTLS session (pion/dtls) over the pair it selects, with both
+// TURN), one DTLS session (pion/dtls) over the pair it selects, with both
 // certificates checked by pki.Verifier against the peer the registry says
-// this is. A Manager holds the node's one UDP socket (shared by every link
-// through pion's UDP mux, so a firewall needs one hole), its credentials, the
-// STUN/TURN servers and the signaling hooks; Manager.Link returns the Link
-// for a peer, which satisfies overlay.PeerConn.
+// this is, and the data keys derived from that session. A Manager holds the
+// node's UDP port (one socket per address family, shared by every link, so a
+// firewall needs one hole), its credentials, the STUN/TURN servers and the
+// signaling hooks; Manager.Link returns the Link for a peer, which satisfies
+// overlay.PeerConn.
 //
 // Each link is a state machine run by one goroutine (fsm.go): it signals
 // (signal.go documents the wire format), gathers and checks candidates,
@@ -32,13 +33,36 @@
 //     prefix, so no link runs over the overlay.
 //   - Manager.Link for each registry peer, Manager.Remove for peers that left;
 //     Link.SetReceiver to hand received packets to the overlay.
+//   - Options.Cipher, Timers.RekeyInterval and Options.RekeyAfterRecords from
+//     the [data] settings (record.ParseCipher parses the cipher names).
 //   - Manager.Recheck after Verifier.UpdateCRL, so links to peers the new
 //     CRL revokes end at once (it also runs every 10 s).
 //
 // # Data path
 //
-// This version sends one DTLS application record per packet through the
-// pion/dtls connection (datapath.go); the batch-shaped WriteBatch/SetReceiver
-// boundary stays when a zero-allocation record path replaces the insides.
+// DTLS authenticates and agrees keys; packets do not go through it. After
+// each handshake both sides derive per-direction AEAD keys with the RFC 5705
+// exporter (package record) and carry every packet as one data record:
+// DTLS-1.2-shaped, in an epoch range pion never uses, sealed and opened in
+// place in the caller's or the reader's buffers. The dtls.Conn stays open as
+// the session's control channel (alerts, close_notify, rekey messages).
+// Rekeying is a fresh DTLS handshake on the same ICE connection, on a timer
+// and a record count, with the old epoch accepted during an overlap
+// (keys.go).
+//
+// The pipeline, file by file:
+//
+//   - socket.go, socket_linux.go: the sockets, read and written in batches
+//     on Linux (recvmmsg/sendmmsg, UDP_GRO/UDP_SEGMENT), no allocation;
+//   - demux.go: the receive side: datagrams classified by first byte and
+//     epoch; STUN and DTLS to pion's ICE mux (muxconn.go), data records to
+//     the link their source address routes to, opened, and delivered as one
+//     batch per link per socket batch;
+//   - datapath.go: WriteBatch seals a batch in place and sends it with one
+//     sendmmsg (GSO) on a direct path, through the TURN allocation
+//     (ice.Conn) on a relayed one;
+//   - dtlsconn.go: what arrives on the ICE connection (DTLS, and records of
+//     relayed paths), the DTLS transports and control readers.
+//
 // MaxOverhead is what a link adds per packet.
 package tunnel

@@ -27,6 +27,9 @@ var (
 	// ErrBadOffset: WriteBatch was called with offset < HeaderRoom or beyond
 	// a buffer.
 	ErrBadOffset = errors.New("tunnel: bad packet offset")
+	// ErrPacketTooLarge: WriteBatch was given a packet larger than one data
+	// record carries (record.MaxPlaintext, 16 KiB).
+	ErrPacketTooLarge = errors.New("tunnel: packet larger than a data record carries")
 
 	// ErrBadSignal: a signal does not decode (truncated, trailing bytes,
 	// unknown kind, invalid field).

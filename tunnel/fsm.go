@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -37,8 +38,10 @@ type owner struct {
 	sess        *session // nil when there is none
 	attempts    int      // consecutive failures, for backoff
 	lastStart   time.Time
-	timer       *time.Timer  // the current state's deadline
-	pathTick    *time.Ticker // controlling and connected: path policy
+	timer       *time.Timer       // the current state's deadline
+	pathTick    *time.Ticker      // controlling and connected: path policy
+	rekeyTick   *time.Ticker      // connected: rekey checks (keys.go)
+	routeAddrs  [2]netip.AddrPort // current and previous direct address in the manager's route table
 	policy      pathPolicy
 	early       earlyCandidates
 	logged      map[string]bool // failure reasons logged since the last success
@@ -69,9 +72,12 @@ func (l *Link) run() {
 	defer o.timer.Stop()
 	l.begin()
 	for o.state != StateClosed {
-		var pathC <-chan time.Time
+		var pathC, rekeyC <-chan time.Time
 		if o.pathTick != nil {
 			pathC = o.pathTick.C
+		}
+		if o.rekeyTick != nil {
+			rekeyC = o.rekeyTick.C
 		}
 		select {
 		case <-l.ctx.Done():
@@ -82,6 +88,8 @@ func (l *Link) run() {
 			l.onDeadline()
 		case <-pathC:
 			l.onPathTick()
+		case <-rekeyC:
+			l.onRekeyTick()
 		}
 	}
 }
@@ -105,10 +113,14 @@ func (l *Link) enter(next State, err error) {
 	prev := o.state
 	connected := func(s State) bool { return s == StateConnected || s == StateDisconnected }
 	if connected(prev) && !connected(next) {
-		l.conn.Store(nil)
+		l.stopDataPath()
 		if o.pathTick != nil {
 			o.pathTick.Stop()
 			o.pathTick = nil
+		}
+		if o.rekeyTick != nil {
+			o.rekeyTick.Stop()
+			o.rekeyTick = nil
 		}
 	}
 	t := l.m.timers
@@ -125,6 +137,9 @@ func (l *Link) enter(next State, err error) {
 			o.policy.reset()
 			o.pathTick = time.NewTicker(max(t.KeepaliveInterval/3, 10*time.Millisecond))
 		}
+		if o.rekeyTick == nil {
+			o.rekeyTick = time.NewTicker(t.rekeyCheckInterval())
+		}
 	case StateDisconnected:
 		o.timer.Stop()
 	case StateFailed:
@@ -140,6 +155,10 @@ func (l *Link) enter(next State, err error) {
 		if o.pathTick != nil {
 			o.pathTick.Stop()
 			o.pathTick = nil
+		}
+		if o.rekeyTick != nil {
+			o.rekeyTick.Stop()
+			o.rekeyTick = nil
 		}
 	}
 	o.state = next
@@ -339,6 +358,22 @@ func (l *Link) handle(m any) {
 		if m.gen == s.gen && o.state == StateHandshaking {
 			l.onHandshake(s, m)
 		}
+	case evRekeyDone:
+		if m.gen == s.gen {
+			l.onRekeyDone(s, m)
+		} else {
+			closeRekey(m)
+		}
+	case evPeerRekey:
+		if m.gen == s.gen {
+			l.onPeerRekey(s, m.t)
+		} else {
+			_ = m.t.Close()
+		}
+	case evControl:
+		if m.gen == s.gen {
+			l.onControl(s, m)
+		}
 	case evReaderDone:
 		if m.gen == s.gen && (o.state == StateConnected || o.state == StateDisconnected) {
 			err := fmt.Errorf("%w: %w", ErrPeerClosed, m.err)
@@ -397,7 +432,10 @@ func (l *Link) onHandshake(s *session, ev evHandshake) {
 		l.enter(StateFailed, fmt.Errorf("%w: %w", ErrHandshake, ev.err))
 		return
 	}
-	l.startDataPath(s)
+	if err := l.startDataPath(s); err != nil {
+		l.enter(StateFailed, err)
+		return
+	}
 	o.logged = nil
 	now := time.Now()
 	suite, peerFP := s.describe()
@@ -423,6 +461,7 @@ func (l *Link) onHandshake(s *session, ev evHandshake) {
 func (l *Link) refreshPath(s *session, v pairsView) {
 	o := &l.o
 	sel := v.selectedPair()
+	l.setRoute(s, sel)
 	path := sel.path()
 	var local, remote Candidate
 	if sel != nil {

@@ -24,7 +24,10 @@ const outboxLen = 256
 // Manager.Link and closed by Manager.Remove or Manager.Close.
 //
 // Lock order: Manager.mu before Link.mu; nothing is called out to while
-// holding Link.mu.
+// holding Link.mu. txMu, rxMu and the manager's routes.mu are leaves, taken
+// once per batch (or per path change) with no other tunnel lock held. The
+// receiver runs under rxMu, so it must not wait for another delivery of the
+// same link.
 type Link struct {
 	// Immutable after newLink.
 	m     *Manager
@@ -37,8 +40,10 @@ type Link struct {
 	done  chan struct{} // closed when every goroutine of the link has returned
 	wg    sync.WaitGroup
 
-	// Data path: atomics, read without locks.
-	conn            atomic.Pointer[dataConn] // non-nil while packets can flow
+	// Data path: atomics, read without locks. keys and route are both
+	// non-nil while packets can flow.
+	keys            atomic.Pointer[keyState]
+	route           atomic.Pointer[route]
 	recv            atomic.Pointer[receiver]
 	bytesSent       atomic.Uint64
 	bytesReceived   atomic.Uint64
@@ -46,6 +51,12 @@ type Link struct {
 	packetsReceived atomic.Uint64
 	sendErrors      atomic.Uint64
 	receiveErrors   atomic.Uint64
+	rekeys          atomic.Uint64
+	// txMu serializes WriteBatch calls (once per batch) and guards tx.
+	txMu sync.Mutex
+	tx   txState
+	// rxMu makes receiver calls of this link take turns (once per batch).
+	rxMu sync.Mutex
 	// gen is the current session generation, for the sender to skip
 	// signals of sessions that are gone.
 	gen atomic.Uint64
@@ -186,6 +197,12 @@ func (l *Link) Status() Status {
 		Failures:          sn.failures,
 		PathChanges:       sn.pathChanges,
 		LastError:         sn.lastErr,
+		Rekeys:            l.rekeys.Load(),
+	}
+	if ks := l.keys.Load(); ks != nil {
+		if in, err := ks.rs.Info(); err == nil {
+			st.DataCipher, st.Epoch, st.KeyAge = in.Cipher.String(), in.Epoch, in.Age
+		}
 	}
 	if sn.agent != nil {
 		// The agent is safe for concurrent use; if the session is being

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -19,13 +20,16 @@ import (
 // of known source addresses and the periodic certificate recheck.
 const housekeepingInterval = 10 * time.Second
 
-// Manager owns a node's links: the one UDP socket they share (through
-// pion's ICE UDP mux), the node's credentials and verifier, the STUN/TURN
-// servers, the signaling hooks and the event notifier. One per node.
+// Manager owns a node's links: the UDP port they share (one socket per
+// address family, read in batches; ICE through pion's UDP mux, data records
+// straight to the links), the route table from remote addresses to links,
+// the node's credentials and verifier, the STUN/TURN servers, the signaling
+// hooks and the event notifier. One per node.
 //
-// Lifecycle: NewManager validates; Start opens the socket and starts the
-// links; Close tears every link down (DTLS close_notify, ICE agents, TURN
-// allocations), closes the socket and waits for every goroutine.
+// Lifecycle: NewManager validates; Start opens the sockets and starts their
+// readers and the links; Close tears every link down (DTLS close_notify,
+// ICE agents, TURN allocations), closes the sockets and waits for every
+// goroutine.
 //
 // Lock order: Manager.mu, then Link.mu.
 type Manager struct {
@@ -41,7 +45,9 @@ type Manager struct {
 	counters    counters
 
 	// Set by Start, immutable until Close.
-	sock         *sharedSocket
+	socks        *socketSet
+	known        *knownSources
+	muxc         *muxConn
 	mux          *sharedMux
 	networkTypes []ice.NetworkType
 	remoteFilter func(netip.Addr) bool
@@ -49,6 +55,10 @@ type Manager struct {
 	stopNotify   chan struct{}
 	wg           sync.WaitGroup
 	done         chan struct{}
+	closing      atomic.Bool
+
+	// routes maps remote addresses to links for the socket readers.
+	routes routes
 
 	mu      sync.Mutex // guards the following
 	links   map[string]*Link
@@ -100,59 +110,40 @@ func (m *Manager) Start(ctx context.Context) error {
 	case m.started:
 		return fmt.Errorf("tunnel: manager already started")
 	}
-	conn := m.opts.PacketConn
-	if conn == nil {
-		addr := m.opts.ListenAddr
-		if !addr.IsValid() {
-			addr = netip.IPv4Unspecified()
-		}
-		network := "udp4"
-		switch {
-		case addr.Is6() && addr.IsUnspecified():
-			network = "udp" // dual-stack: IPv4 and IPv6 candidates on one port
-		case addr.Is6() && !addr.Is4In6():
-			network = "udp6"
-		}
-		laddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr.Unmap(), uint16(m.opts.ListenPort)))
-		var err error
-		if m.opts.Net != nil {
-			conn, err = m.opts.Net.ListenPacket(network, laddr.String())
-		} else {
-			conn, err = net.ListenUDP(network, laddr)
-		}
-		if err != nil {
-			return fmt.Errorf("tunnel: listen on %s: %w", laddr, err)
-		}
+	socks, err := openSockets(&m.opts)
+	if err != nil {
+		return err
 	}
-	if uc, ok := conn.(*net.UDPConn); ok && m.opts.SocketBuffer >= 0 {
-		size := m.opts.SocketBuffer
-		if size == 0 {
-			size = 4 << 20
-		}
-		// Best effort: the kernel caps these at net.core.[rw]mem_max.
-		_ = uc.SetReadBuffer(size)
-		_ = uc.SetWriteBuffer(size)
-	}
-	local := conn.LocalAddr().(*net.UDPAddr)
+	local := socks.local
 	localIP, _ := netip.AddrFromSlice(local.IP)
+	localIP = localIP.Unmap()
 	unspecified := !localIP.IsValid() || localIP.IsUnspecified()
 	switch {
-	case localIP.Is6() && !localIP.Is4In6() && unspecified:
+	case localIP.Is6() && unspecified:
 		m.networkTypes = []ice.NetworkType{ice.NetworkTypeUDP4, ice.NetworkTypeUDP6}
-	case localIP.Is6() && !localIP.Is4In6():
+	case localIP.Is6():
 		m.networkTypes = []ice.NetworkType{ice.NetworkTypeUDP6}
 	default:
 		m.networkTypes = []ice.NetworkType{ice.NetworkTypeUDP4}
 	}
 	m.remoteFilter = addrFilter(unspecified, m.opts.ExcludePrefixes)
-	m.sock = newSharedSocket(conn, &m.counters)
+	m.socks = socks
+	m.known = newKnownSources()
+	m.muxc = newMuxConn(socks, m.known, &m.counters)
 	m.mux = &sharedMux{
 		UniversalUDPMuxDefault: ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{
 			Logger:  m.pionLogs.NewLogger("udpmux"),
-			UDPConn: m.sock,
+			UDPConn: m.muxc,
 			Net:     m.opts.Net,
 		}),
 		keep: addrFilter(unspecified, m.opts.ExcludePrefixes),
+	}
+	for _, s := range socks.socks {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.readLoop(s)
+		}()
 	}
 	m.stopHK = make(chan struct{})
 	m.stopNotify = make(chan struct{})
@@ -169,7 +160,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	for _, l := range m.links {
 		l.start()
 	}
-	m.log.Info("tunnel manager started", "listen", local.String(), "fingerprint", m.self.Fingerprint)
+	m.log.Info("tunnel manager started", append([]any{"listen", local.String(), "fingerprint", m.self.Fingerprint}, socks.describe()...)...)
 	return nil
 }
 
@@ -181,7 +172,7 @@ func (m *Manager) housekeeping() {
 		case <-m.stopHK:
 			return
 		case now := <-t.C:
-			m.sock.tick(now)
+			m.known.tick(now)
 			m.Recheck()
 		}
 	}
@@ -211,9 +202,11 @@ func (m *Manager) Close() error {
 	for _, l := range links {
 		l.close(started)
 	}
+	m.closing.Store(true)
 	if started {
 		close(m.stopHK)
-		_ = m.mux.Close() // closes the socket
+		_ = m.mux.Close() // closes muxConn: the mux's reader returns
+		m.socks.close()   // the socket readers return
 		close(m.stopNotify)
 		m.wg.Wait()
 	} else if m.opts.PacketConn != nil {
@@ -230,10 +223,10 @@ func (m *Manager) Done() <-chan struct{} { return m.done }
 func (m *Manager) LocalAddr() net.Addr {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.sock == nil {
+	if m.socks == nil {
 		return nil
 	}
-	return m.sock.LocalAddr()
+	return m.socks.local
 }
 
 // Link returns the link to peer p, creating (and, once the manager is
@@ -346,12 +339,33 @@ func (m *Manager) Stats() Stats {
 		DroppedMalformed:     m.counters.malformed.Load(),
 		DroppedUnknownSource: m.counters.unknownSource.Load(),
 		ReplayedRecords:      m.counters.replayed.Load(),
+		DroppedTampered:      m.counters.tampered.Load(),
+		DroppedOldEpoch:      m.counters.oldEpoch.Load(),
+		DroppedUnknownEpoch:  m.counters.unknownEpoch.Load(),
+		DroppedTruncated:     m.counters.truncated.Load(),
+		DroppedControl:       m.counters.ctrlDropped.Load(),
+		SocketOverflows:      m.socketOverflows(),
+		ReadErrors:           m.counters.readErrors.Load(),
 		SignalsInvalid:       m.counters.signalsInvalid.Load(),
 		SignalsUnknownPeer:   m.counters.signalsUnknown.Load(),
 		SignalsDropped:       m.counters.signalsDropped.Load(),
 		EventsDropped:        m.notifier.dropped.Load(),
 	}
 }
+
+// socketOverflows reads the kernel's drop counters of the sockets.
+func (m *Manager) socketOverflows() uint64 {
+	m.mu.Lock()
+	socks := m.socks
+	m.mu.Unlock()
+	if socks == nil {
+		return 0
+	}
+	return socks.overflows()
+}
+
+// isClosing reports whether Close has begun (socket errors are expected).
+func (m *Manager) isClosing() bool { return m.closing.Load() }
 
 // logOnce logs a configuration-level warning the first time key is seen.
 func (m *Manager) logOnce(key, msg string, args ...any) {

@@ -12,6 +12,7 @@ import (
 	"github.com/pion/transport/v5"
 
 	"github.com/meshd/meshd/pki"
+	"github.com/meshd/meshd/tunnel/record"
 )
 
 // Signaler carries signals (this package's wire format, see SignalVersion) to
@@ -79,6 +80,13 @@ type Timers struct {
 	RetryMax time.Duration
 	// SignalTimeout bounds one Signaler.SendSignal call.
 	SignalTimeout time.Duration
+	// RekeyInterval is the age of a link's data keys after which it runs a
+	// fresh DTLS handshake and moves to new keys (also after
+	// Options.RekeyAfterRecords records).
+	RekeyInterval time.Duration
+	// RekeyOverlap is how long after a rekey records of the previous epoch
+	// are still accepted (stragglers, and the peer switching a little later).
+	RekeyOverlap time.Duration
 }
 
 // DefaultTimers returns the production timer values.
@@ -98,6 +106,8 @@ func DefaultTimers() Timers {
 		RetryMin:            500 * time.Millisecond,
 		RetryMax:            30 * time.Second,
 		SignalTimeout:       5 * time.Second,
+		RekeyInterval:       record.DefaultRekeyAfterTime,
+		RekeyOverlap:        record.DefaultOverlap,
 	}
 }
 
@@ -123,6 +133,8 @@ func (t Timers) withDefaults() Timers {
 	set(&t.RetryMin, d.RetryMin)
 	set(&t.RetryMax, d.RetryMax)
 	set(&t.SignalTimeout, d.SignalTimeout)
+	set(&t.RekeyInterval, d.RekeyInterval)
+	set(&t.RekeyOverlap, d.RekeyOverlap)
 	return t
 }
 
@@ -134,6 +146,7 @@ func (t Timers) validate() error {
 		"ConnectTimeout": t.ConnectTimeout, "HandshakeTimeout": t.HandshakeTimeout,
 		"FlightInterval": t.FlightInterval, "GatherTimeout": t.GatherTimeout,
 		"RetryMin": t.RetryMin, "RetryMax": t.RetryMax, "SignalTimeout": t.SignalTimeout,
+		"RekeyInterval": t.RekeyInterval, "RekeyOverlap": t.RekeyOverlap,
 	} {
 		if v < 0 {
 			return fmt.Errorf("%w: Timers.%s is negative (%v)", ErrInvalidOptions, name, v)
@@ -171,11 +184,23 @@ type Options struct {
 	ListenPort int
 	// PacketConn, if not nil, is the shared socket instead of one opened
 	// from ListenAddr/ListenPort. The manager owns it and closes it. Its
-	// LocalAddr must be a *net.UDPAddr.
+	// LocalAddr must be a *net.UDPAddr. A *net.UDPConn is read and written
+	// in batches on Linux; other conns one datagram at a time.
 	PacketConn net.PacketConn
-	// SocketBuffer is the receive and send buffer size requested for the
-	// shared socket; 0 means 4 MiB, negative leaves the OS default.
+	// SocketBuffer is the receive and send buffer size requested for each
+	// socket; 0 means 8 MiB, negative leaves the OS default. On Linux the
+	// size is forced past net.core.[rw]mem_max when the process has
+	// CAP_NET_ADMIN, else capped there.
 	SocketBuffer int
+
+	// Cipher is this node's data-cipher preference; the zero value
+	// (record.CipherAuto) means AES-128-GCM where the CPU has AES
+	// instructions, else ChaCha20-Poly1305. The DTLS handshake settles one
+	// cipher for both peers (record.PreferredSuites).
+	Cipher record.Cipher
+	// RekeyAfterRecords is the number of records sealed under one data key
+	// after which the link rekeys; 0 means record.DefaultRekeyAfterRecords.
+	RekeyAfterRecords uint64
 
 	// Net is the network stack used to enumerate interfaces and reach
 	// STUN/TURN servers; nil means the host's. Tests pass a pion vnet.
@@ -230,6 +255,12 @@ func (o *Options) validate() error {
 		if _, ok := o.PacketConn.LocalAddr().(*net.UDPAddr); !ok {
 			return fmt.Errorf("%w: PacketConn's local address is %T, want *net.UDPAddr", ErrInvalidOptions, o.PacketConn.LocalAddr())
 		}
+	}
+	if _, err := record.PreferredSuites(o.Cipher); err != nil {
+		return fmt.Errorf("%w: Cipher: %w", ErrInvalidOptions, err)
+	}
+	if o.RekeyAfterRecords > record.RecordLimit {
+		return fmt.Errorf("%w: RekeyAfterRecords %d exceeds the record limit %d", ErrInvalidOptions, o.RekeyAfterRecords, uint64(record.RecordLimit))
 	}
 	for _, p := range o.ExcludePrefixes {
 		if !p.IsValid() {

@@ -18,15 +18,17 @@ import (
 )
 
 // session is one ICE generation of a link: the agent, the ICE connection
-// once checks start, and the DTLS connection over it. The run goroutine owns
-// it; pion callbacks and the session's goroutines (handshake, reader,
-// deliverer) only post events and stop when ctx is canceled.
+// once checks start, the DTLS control connection over it and the data keys
+// derived from it. The run goroutine owns it; pion callbacks and the
+// session's goroutines (ICE reader, handshakes, control readers) only post
+// events and stop when ctx is canceled.
 type session struct {
-	gen     uint64
-	ctx     context.Context
-	cancel  context.CancelFunc
-	agent   *ice.Agent
-	servers []ICEServer // as used for this session (for naming the relay)
+	gen         uint64
+	ctx         context.Context
+	cancel      context.CancelFunc
+	agent       *ice.Agent
+	servers     []ICEServer // as used for this session (for naming the relay)
+	controlling bool        // this side is ICE-controlling and DTLS client
 
 	// Owned by the run goroutine.
 	localUfrag, localPwd string
@@ -37,13 +39,23 @@ type session struct {
 	remoteDone           bool      // the peer sent end-of-candidates
 	iceState             ice.ConnectionState
 	handshaking          bool
+	ctrlT                *dtlsTransport // transport of the control conn (or of the first handshake)
+	rekeyT               *dtlsTransport // transport of a running rekey handshake
+	rekeying             bool
+	keys                 *keyState // data keys, once the first handshake completed
+	installAt            time.Time // install the staged epoch by then at the latest (keys.go)
+	lastRekeyRequest     time.Time // server: when it last asked for a rekey
 
-	mu     sync.Mutex // guards dconn and closed (the handshake goroutine sets dconn)
-	dconn  *dtls.Conn
-	closed bool
+	// active is the transport DTLS records go to (the ICE reader loads it).
+	active atomic.Pointer[dtlsTransport]
+
+	mu        sync.Mutex // guards dconn, rekeyConn and closed (handshake goroutines set them)
+	dconn     *dtls.Conn // the control conn (the first handshake's until a rekey replaces it)
+	rekeyConn *dtls.Conn // a rekey handshake's conn until it completes
+	closed    bool
 
 	peerCert atomic.Pointer[pki.NodeCert] // the certificate the handshake accepted
-	wg       sync.WaitGroup               // handshake, reader and deliverer goroutines
+	wg       sync.WaitGroup               // ICE reader, handshake and control-reader goroutines
 }
 
 // Session events, posted to the run goroutine.
@@ -86,7 +98,7 @@ const neverRenominate = 100 * 365 * 24 * time.Hour
 func (l *Link) newSession(gen uint64) (*session, error) {
 	m := l.m
 	ctx, cancel := context.WithCancel(l.ctx)
-	s := &session{gen: gen, ctx: ctx, cancel: cancel}
+	s := &session{gen: gen, ctx: ctx, cancel: cancel, controlling: l.o.controlling}
 	if m.opts.Servers != nil {
 		s.servers = m.opts.Servers()
 	}
@@ -215,73 +227,25 @@ func (m *Manager) iceURLs(ctx context.Context, servers []ICEServer) ([]*stun.URI
 	return urls, dialer
 }
 
-// startHandshake runs the DTLS handshake over the session's ICE connection
-// on its own goroutine and posts evHandshake when it ends. The controlling
-// side is the DTLS client.
+// startHandshake starts the session's ICE reader and runs the first DTLS
+// handshake over the session's ICE connection on its own goroutine; it
+// posts evHandshake when it ends. The controlling side is the DTLS client.
 func (l *Link) startHandshake(s *session, p Peer, controlling bool) {
 	s.handshaking = true
-	s.wg.Add(1)
+	t := newDTLSTransport(s.iceConn, &l.m.counters)
+	s.ctrlT = t
+	s.active.Store(t)
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		l.iceReadLoop(s)
+	}()
 	go func() {
 		defer s.wg.Done()
 		start := time.Now()
-		err := l.handshake(s, p, controlling)
+		_, err := l.handshake(s, t, p, controlling, false)
 		l.post(s, evHandshake{gen: s.gen, err: err, dur: time.Since(start)})
 	}()
-}
-
-func (l *Link) handshake(s *session, p Peer, controlling bool) error {
-	m := l.m
-	rc := &recordConn{ice: s.iceConn, onDup: func() { m.counters.replayed.Add(1) }}
-	want := p.expect()
-	if m.opts.Now != nil {
-		want.Now = m.opts.Now()
-	}
-	shared := []dtls.Option{
-		dtls.WithCertificates(m.tlsCert),
-		// ECDHE with AEAD only; both are ECDSA-authenticated suites, which
-		// pion also uses for Ed25519 certificates.
-		dtls.WithCipherSuites(dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, dtls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256),
-		dtls.WithExtendedMasterSecret(dtls.RequireExtendedMasterSecret),
-		// pki.Verifier does the whole check (chain to the mesh CA, validity,
-		// CRL, expected name and address) in VerifyPeerCertificate.
-		dtls.WithInsecureSkipVerify(true),
-		dtls.WithVerifyPeerCertificate(m.opts.Verifier.VerifyPeerCertificate(want, &s.peerCert)),
-		dtls.WithFlightInterval(m.timers.FlightInterval),
-		dtls.WithReplayProtectionWindow(ReplayWindow),
-		dtls.WithLoggerFactory(m.pionLogs),
-	}
-	var (
-		c   *dtls.Conn
-		err error
-	)
-	if controlling {
-		opts := make([]dtls.ClientOption, 0, len(shared))
-		for _, o := range shared {
-			opts = append(opts, o)
-		}
-		c, err = dtls.ClientWithOptions(rc, rc.remoteAddr(), opts...)
-	} else {
-		opts := make([]dtls.ServerOption, 0, len(shared)+1)
-		for _, o := range shared {
-			opts = append(opts, o)
-		}
-		opts = append(opts, dtls.WithClientAuth(dtls.RequireAnyClientCert))
-		c, err = dtls.ServerWithOptions(rc, rc.remoteAddr(), opts...)
-	}
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		_ = c.Close()
-		return context.Canceled
-	}
-	s.dconn = c
-	s.mu.Unlock()
-	ctx, cancel := context.WithTimeout(s.ctx, m.timers.HandshakeTimeout)
-	defer cancel()
-	return c.HandshakeContext(ctx)
 }
 
 // describe returns the negotiated cipher suite and the fingerprint of the
@@ -301,23 +265,21 @@ func (s *session) describe() (suite, peerFingerprint string) {
 	return suite, peerFingerprint
 }
 
-// startDataPath starts the session's reader and deliverer and opens the
-// link for WriteBatch.
-func (l *Link) startDataPath(s *session) {
+// startDataPath derives the session's data keys from its finished first
+// handshake, opens the link for WriteBatch and starts the control reader.
+func (l *Link) startDataPath(s *session) error {
 	s.mu.Lock()
 	c := s.dconn
 	s.mu.Unlock()
-	q := make(chan *recvBuf, recvQueueLen)
-	s.wg.Add(2)
-	go func() {
-		defer s.wg.Done()
-		l.readLoop(s, c, q)
-	}()
-	go func() {
-		defer s.wg.Done()
-		l.deliverLoop(q)
-	}()
-	l.conn.Store(&dataConn{dtls: c})
+	ks, err := l.newKeyState(c, s.controlling)
+	if err != nil {
+		return err
+	}
+	s.keys = ks
+	s.ctrlT.established.Store(true)
+	l.keys.Store(ks)
+	l.startControlReader(s, c, s.ctrlT)
+	return nil
 }
 
 // teardown closes the session: the data path first, then DTLS (which sends
@@ -327,15 +289,26 @@ func (l *Link) teardown(s *session) {
 	if s == nil {
 		return
 	}
-	l.conn.Store(nil)
+	l.stopDataPath()
 	s.cancel()
 	s.mu.Lock()
 	s.closed = true
-	c := s.dconn
+	c, rc := s.dconn, s.rekeyConn
 	s.mu.Unlock()
+	if rc != nil {
+		_ = rc.Close()
+	}
 	if c != nil {
 		_ = c.Close()
 	}
 	_ = s.agent.GracefulClose()
+	for _, t := range []*dtlsTransport{s.ctrlT, s.rekeyT, s.active.Load()} {
+		if t != nil {
+			_ = t.Close()
+		}
+	}
 	s.wg.Wait()
+	if s.keys != nil {
+		s.keys.close()
+	}
 }

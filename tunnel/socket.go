@@ -1,316 +1,362 @@
 package tunnel
 
-/* The shared UDP socket
+/* The node's UDP sockets
  *
- * One socket per node serves every link (so a firewall needs one hole):
+ * One UDP port serves every link, so a firewall needs one hole. The manager
+ * opens one socket per address family on it (openSockets):
  *
- *   kernel socket ── sharedSocket (screens each datagram, counts drops)
- *                 ── pion UniversalUDPMux (STUN by ufrag, everything else by source address)
- *                 ── one ice.Agent per link ── DTLS
+ *   ListenAddr ::            an IPv4 socket and an IPv6-only socket, same port
+ *   ListenAddr other / zero  one socket of that family (zero: 0.0.0.0)
+ *   Options.PacketConn       that conn;  Options.Net (pion vnet): one from it
  *
- * sharedSocket drops, before the mux sees them, datagrams that no link
- * could use (RFC 7983 demultiplexing by first byte):
- *   - garbage: the first byte is neither STUN (0..3) nor DTLS (20..63);
- *   - malformed: STUN or DTLS framing that does not hold (truncated
- *     records, a length that overruns the datagram, unknown record version);
- *   - unknown source: DTLS from an address no link has sent anything to
- *     (the mux would drop it too; counting it here makes it visible).
- * STUN from new addresses passes: that is how peer-reflexive candidates and
- * restarted peers are found.
+ * A *net.UDPConn on Linux becomes a fastConn (socket_linux.go: batched
+ * recvmmsg/sendmmsg, UDP_GRO/UDP_SEGMENT, buffers forced past rmem_max when
+ * CAP_NET_ADMIN allows); any other conn (vnet, test doubles, other systems)
+ * is read and written one datagram at a time through the same stages.
  *
- * Relayed paths use their own sockets towards the TURN servers (opened by
- * pion's gatherer), not this one.
+ * Each socket has one reader goroutine (Manager.readLoop) that fills an
+ * rxBatch and hands it to the demultiplexer (demux.go) in the same
+ * goroutine; senders write from their own goroutines (WriteBatch, and pion's
+ * mux through muxConn).
  */
 
 import (
-	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
-	"sync"
-	"sync/atomic"
-	"time"
+	"syscall"
 
 	"github.com/pion/ice/v4"
-	"github.com/pion/stun/v4"
+	"github.com/pion/transport/v5"
 )
 
-// Stats are counters of a Manager.
-type Stats struct {
-	// DroppedGarbage counts datagrams on the shared port whose first byte is
-	// neither STUN nor DTLS.
-	DroppedGarbage uint64
-	// DroppedMalformed counts STUN or DTLS datagrams with broken framing
-	// (truncated, bad length or version).
-	DroppedMalformed uint64
-	// DroppedUnknownSource counts DTLS datagrams from addresses no link has
-	// sent to.
-	DroppedUnknownSource uint64
-	// ReplayedRecords counts DTLS records that arrived on a link with an
-	// epoch and sequence number already seen (or older than the replay
-	// window); DTLS discards them. Counted before authentication, so forged
-	// duplicates count too.
-	ReplayedRecords uint64
-	// SignalsInvalid counts received signals that did not decode.
-	SignalsInvalid uint64
-	// SignalsUnknownPeer counts signals from peers without a link.
-	SignalsUnknownPeer uint64
-	// SignalsDropped counts signals dropped because a link's inbox was full.
-	SignalsDropped uint64
-	// EventsDropped counts events dropped because subscribers were too slow.
-	EventsDropped uint64
+// defaultSocketBuffer is the kernel buffer size requested per socket when
+// Options.SocketBuffer is 0: room for several full GSO bursts, so that a
+// burst does not overflow the receive queue while the reader is busy.
+const defaultSocketBuffer = 8 << 20
+
+// rxBatchSize is how many datagrams a fast socket's reader handles per
+// batch (wireguard/conn's IdealBatchSize).
+const rxBatchSize = 128
+
+// Receive slots: each goroutine that opens records has its own Opener per
+// key state (record.Opener is single-goroutine). Socket readers use slots
+// 0 and 1, the session's ICE reader (relayed paths) slot 2.
+const (
+	slotICE  = 2
+	rxSlotsN = 3
+)
+
+// errWrongFamily is returned when a socket is asked to reach an address of
+// the other family.
+var errWrongFamily = errors.New("tunnel: no socket of the destination's address family")
+
+// sock is one of the node's UDP sockets.
+type sock struct {
+	slot int
+	fast *fastConn                // batched Linux socket, or nil
+	pc   net.PacketConn           // generic conn when fast is nil
+	apr  ice.AddrPortReaderWriter // pc's allocation-free form, if it has one
 }
 
-// counters are the Manager's Stats, updated atomically from any goroutine.
-type counters struct {
-	garbage, malformed, unknownSource, replayed    atomic.Uint64
-	signalsInvalid, signalsUnknown, signalsDropped atomic.Uint64
+// socketSet is the node's sockets and which one serves each family.
+type socketSet struct {
+	socks  []*sock
+	v4, v6 *sock
+	local  *net.UDPAddr // the address the mux and Manager.LocalAddr report
 }
 
-// knownSourceTTL is how long an address the socket sent to stays "known"
-// without further sends. Links send keepalives every second or so.
-const knownSourceTTL = 10 * time.Minute
-
-// sharedSocket wraps the node's UDP socket under pion's mux (see the file
-// comment). It implements ice.AddrPortReaderWriter so the mux stays
-// allocation-free on *net.UDPConn.
-type sharedSocket struct {
-	net.PacketConn              // LocalAddr, Close, deadlines pass through
-	udp            *net.UDPConn // the same socket when it is a *net.UDPConn, else nil
-	counters       *counters
-
-	// clock is a coarse time (unix seconds) updated by the manager's
-	// housekeeping, so that writes do not call time.Now per packet.
-	clock atomic.Int64
-	// known maps netip.AddrPort -> *atomic.Int64 (clock of the last send).
-	known sync.Map
-}
-
-var _ ice.AddrPortReaderWriter = (*sharedSocket)(nil)
-
-func newSharedSocket(conn net.PacketConn, c *counters) *sharedSocket {
-	s := &sharedSocket{PacketConn: conn, counters: c}
-	s.udp, _ = conn.(*net.UDPConn)
-	s.clock.Store(time.Now().Unix())
-	return s
-}
-
-// tick advances the coarse clock and forgets addresses not sent to for
-// knownSourceTTL. Called by the manager's housekeeping goroutine.
-func (s *sharedSocket) tick(now time.Time) {
-	s.clock.Store(now.Unix())
-	cutoff := now.Add(-knownSourceTTL).Unix()
-	s.known.Range(func(k, v any) bool {
-		if v.(*atomic.Int64).Load() < cutoff {
-			s.known.Delete(k)
+// openSockets opens (or adopts) the node's sockets as the file comment
+// describes.
+func openSockets(opts *Options) (*socketSet, error) {
+	bufSize := opts.SocketBuffer
+	if bufSize == 0 {
+		bufSize = defaultSocketBuffer
+	}
+	if bufSize < 0 {
+		bufSize = 0
+	}
+	if opts.PacketConn != nil {
+		return adoptConn(opts.PacketConn, bufSize)
+	}
+	addr := opts.ListenAddr
+	if !addr.IsValid() {
+		addr = netip.IPv4Unspecified()
+	}
+	if opts.Net != nil {
+		network := "udp4"
+		switch {
+		case addr.Is6() && addr.IsUnspecified():
+			network = "udp"
+		case addr.Is6() && !addr.Is4In6():
+			network = "udp6"
 		}
-		return true
-	})
-}
-
-func (s *sharedSocket) remember(ap netip.AddrPort) {
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	now := s.clock.Load()
-	if v, ok := s.known.Load(ap); ok {
-		if t := v.(*atomic.Int64); t.Load() != now {
-			t.Store(now)
-		}
-		return
-	}
-	t := new(atomic.Int64)
-	t.Store(now)
-	s.known.Store(ap, t)
-}
-
-func (s *sharedSocket) isKnown(ap netip.AddrPort) bool {
-	_, ok := s.known.Load(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
-	return ok
-}
-
-func (s *sharedSocket) readRaw(b []byte) (int, netip.AddrPort, error) {
-	if s.udp != nil {
-		return s.udp.ReadFromUDPAddrPort(b)
-	}
-	n, addr, err := s.PacketConn.ReadFrom(b)
-	if err != nil {
-		return n, netip.AddrPort{}, err
-	}
-	ua, ok := addr.(*net.UDPAddr)
-	if !ok {
-		return 0, netip.AddrPort{}, errors.New("tunnel: shared socket returned a non-UDP address")
-	}
-	return n, ua.AddrPort(), nil
-}
-
-// ReadFromAddrPort returns the next datagram that passes the screen.
-func (s *sharedSocket) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
-	for {
-		n, ap, err := s.readRaw(b)
+		laddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr.Unmap(), uint16(opts.ListenPort)))
+		pc, err := listenPacket(opts.Net, network, laddr)
 		if err != nil {
-			return n, ap, err
+			return nil, err
 		}
-		switch s.screen(b[:n], ap) {
-		case dropNone:
-			return n, ap, nil
-		case dropGarbage:
-			s.counters.garbage.Add(1)
-		case dropMalformed:
-			s.counters.malformed.Add(1)
-		case dropUnknownSource:
-			s.counters.unknownSource.Add(1)
-		}
+		return adoptConn(pc, bufSize)
 	}
-}
-
-// ReadFrom is ReadFromAddrPort for callers that want a net.Addr.
-func (s *sharedSocket) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, ap, err := s.ReadFromAddrPort(b)
+	if addr.Is6() && addr.IsUnspecified() {
+		return openDualStack(opts.ListenPort, bufSize)
+	}
+	network := "udp4"
+	if addr.Is6() && !addr.Is4In6() {
+		network = "udp6"
+	}
+	laddr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr.Unmap(), uint16(opts.ListenPort)))
+	uc, err := net.ListenUDP(network, laddr)
 	if err != nil {
-		return n, nil, err
+		return nil, fmt.Errorf("tunnel: listen on %s: %w", laddr, err)
 	}
-	return n, net.UDPAddrFromAddrPort(ap), nil
+	return adoptConn(uc, bufSize)
 }
 
-// WriteToAddrPort sends b to ap and remembers ap as a known source.
-func (s *sharedSocket) WriteToAddrPort(b []byte, ap netip.AddrPort) (int, error) {
-	s.remember(ap)
-	if s.udp != nil {
-		return s.udp.WriteToUDPAddrPort(b, ap)
+func listenPacket(n transport.Net, network string, laddr *net.UDPAddr) (net.PacketConn, error) {
+	pc, err := n.ListenPacket(network, laddr.String())
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: listen on %s: %w", laddr, err)
 	}
-	return s.PacketConn.WriteTo(b, net.UDPAddrFromAddrPort(ap))
+	return pc, nil
 }
 
-// WriteTo is WriteToAddrPort for callers with a net.Addr.
-func (s *sharedSocket) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if ua, ok := addr.(*net.UDPAddr); ok {
-		s.remember(ua.AddrPort())
-	}
-	return s.PacketConn.WriteTo(b, addr)
-}
-
-type dropReason int
-
-const (
-	dropNone dropReason = iota
-	dropGarbage
-	dropMalformed
-	dropUnknownSource
-)
-
-// DTLS record layer constants (RFC 6347 section 4.1).
-const (
-	dtlsRecordHeaderLen  = 13
-	dtlsContentMin       = 20 // change_cipher_spec
-	dtlsContentMax       = 23 // application_data; meshd uses no CID (25) or heartbeat (24) records
-	dtlsVersionMajor     = 0xfe
-	dtlsVersion12Minor   = 0xfd
-	dtlsVersion10Minor   = 0xff // ClientHello records may carry DTLS 1.0
-	stunHeaderLen        = 20
-	rfc7983DTLSFirstByte = 20
-	rfc7983DTLSLastByte  = 63
-)
-
-// screen decides whether a datagram from src may go up to the mux.
-func (s *sharedSocket) screen(b []byte, src netip.AddrPort) dropReason {
-	if len(b) == 0 {
-		return dropGarbage
-	}
-	switch c := b[0]; {
-	case c <= 3:
-		if !validSTUNFrame(b) {
-			return dropMalformed
+// openDualStack opens an IPv6-only and an IPv4 socket on one port.
+func openDualStack(port, bufSize int) (*socketSet, error) {
+	for tries := 0; ; tries++ {
+		c6, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6unspecified, Port: port})
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: listen on [::]:%d: %w", port, err)
 		}
-		return dropNone
-	case c >= rfc7983DTLSFirstByte && c <= rfc7983DTLSLastByte:
-		if !validDTLSFrame(b) {
-			return dropMalformed
+		p := c6.LocalAddr().(*net.UDPAddr).Port
+		c4, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero, Port: p})
+		if err != nil {
+			_ = c6.Close()
+			if port == 0 && errors.Is(err, syscall.EADDRINUSE) && tries < 16 {
+				continue
+			}
+			return nil, fmt.Errorf("tunnel: listen on 0.0.0.0:%d: %w", p, err)
 		}
-		if !s.isKnown(src) {
-			return dropUnknownSource
-		}
-		return dropNone
-	default:
-		return dropGarbage
-	}
-}
-
-// validSTUNFrame checks the STUN header: magic cookie, zero top bits, and a
-// length field that matches the datagram (RFC 8489 section 5).
-func validSTUNFrame(b []byte) bool {
-	if !stun.IsMessage(b) || b[0]&0xc0 != 0 {
-		return false
-	}
-	l := int(binary.BigEndian.Uint16(b[2:4]))
-	return l%4 == 0 && stunHeaderLen+l == len(b)
-}
-
-// validDTLSFrame walks the records of a datagram: each needs a full header,
-// a known content type and version, and a length inside the datagram.
-func validDTLSFrame(b []byte) bool {
-	for len(b) > 0 {
-		if len(b) < dtlsRecordHeaderLen {
-			return false
-		}
-		if b[0] < dtlsContentMin || b[0] > dtlsContentMax {
-			return false
-		}
-		if b[1] != dtlsVersionMajor || (b[2] != dtlsVersion12Minor && b[2] != dtlsVersion10Minor) {
-			return false
-		}
-		l := int(binary.BigEndian.Uint16(b[11:13]))
-		if l == 0 || dtlsRecordHeaderLen+l > len(b) {
-			return false
-		}
-		b = b[dtlsRecordHeaderLen+l:]
-	}
-	return true
-}
-
-// sharedMux is pion's universal mux with the host-candidate addresses
-// filtered: when the socket listens on an unspecified address pion offers
-// every interface address, including loopback, link-local and the overlay
-// itself, none of which a peer on another host can (or should) use.
-type sharedMux struct {
-	*ice.UniversalUDPMuxDefault
-	keep func(netip.Addr) bool
-}
-
-// GetListenAddresses returns the host-candidate addresses, filtered.
-func (m *sharedMux) GetListenAddresses() []net.Addr {
-	all := m.UniversalUDPMuxDefault.GetListenAddresses()
-	out := make([]net.Addr, 0, len(all))
-	for _, a := range all {
-		ua, ok := a.(*net.UDPAddr)
-		if !ok {
-			continue
-		}
-		ip, ok := netip.AddrFromSlice(ua.IP)
-		if !ok || !m.keep(ip.Unmap()) {
-			continue
-		}
-		out = append(out, a)
-	}
-	return out
-}
-
-// addrFilter returns the rule for local and remote candidate addresses.
-// When bound to a specific address that address is used as is (tests bind
-// loopback); on an unspecified bind loopback and link-local addresses are
-// skipped. Excluded prefixes (the overlay) are always skipped.
-func addrFilter(bindUnspecified bool, exclude []netip.Prefix) func(netip.Addr) bool {
-	return func(ip netip.Addr) bool {
-		ip = ip.Unmap()
-		if !ip.IsValid() || ip.IsUnspecified() || ip.IsMulticast() {
-			return false
-		}
-		if bindUnspecified && (ip.IsLoopback() || ip.IsLinkLocalUnicast()) {
-			return false
-		}
-		for _, p := range exclude {
-			if p.Contains(ip) {
-				return false
+		s6, err := newSock(c6, bufSize, 0)
+		if err == nil {
+			var s4 *sock
+			if s4, err = newSock(c4, bufSize, 1); err == nil {
+				return &socketSet{
+					socks: []*sock{s6, s4}, v4: s4, v6: s6,
+					local: &net.UDPAddr{IP: net.IPv6unspecified, Port: p},
+				}, nil
 			}
 		}
-		return true
+		_ = c4.Close()
+		_ = c6.Close()
+		return nil, err
+	}
+}
+
+// adoptConn wraps one conn, serving both families (v4-mapped on a
+// dual-stack IPv6 socket; a single-family socket refuses the other family
+// when sending).
+func adoptConn(pc net.PacketConn, bufSize int) (*socketSet, error) {
+	local, ok := pc.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		_ = pc.Close()
+		return nil, fmt.Errorf("%w: the socket's local address is %T, want *net.UDPAddr", ErrInvalidOptions, pc.LocalAddr())
+	}
+	s, err := newSock(pc, bufSize, 0)
+	if err != nil {
+		_ = pc.Close()
+		return nil, err
+	}
+	return &socketSet{socks: []*sock{s}, v4: s, v6: s, local: local}, nil
+}
+
+func newSock(pc net.PacketConn, bufSize, slot int) (*sock, error) {
+	s := &sock{slot: slot}
+	if uc, ok := pc.(*net.UDPConn); ok {
+		if fastSocketsSupported {
+			f, err := newFastConn(uc, bufSize)
+			if err != nil {
+				return nil, err
+			}
+			s.fast = f
+			return s, nil
+		}
+		if bufSize > 0 {
+			// Best effort: the kernel caps these at net.core.[rw]mem_max.
+			_ = uc.SetReadBuffer(bufSize)
+			_ = uc.SetWriteBuffer(bufSize)
+		}
+	}
+	s.pc = pc
+	s.apr, _ = pc.(ice.AddrPortReaderWriter)
+	if uc, ok := pc.(*net.UDPConn); ok {
+		s.apr = udpConnAddrPort{uc}
+	}
+	return s, nil
+}
+
+// udpConnAddrPort gives a *net.UDPConn the AddrPort methods (its own are
+// named ...UDPAddrPort).
+type udpConnAddrPort struct{ c *net.UDPConn }
+
+func (u udpConnAddrPort) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
+	return u.c.ReadFromUDPAddrPort(b)
+}
+func (u udpConnAddrPort) WriteToAddrPort(b []byte, ap netip.AddrPort) (int, error) {
+	return u.c.WriteToUDPAddrPort(b, ap)
+}
+
+// batchSize is how many datagrams the socket's reader handles at once.
+func (s *sock) batchSize() int {
+	if s.fast != nil {
+		return rxBatchSize
+	}
+	return 1
+}
+
+// forDst returns the socket that reaches ap, or nil.
+func (ss *socketSet) forDst(ap netip.AddrPort) *sock {
+	if ap.Addr().Unmap().Is4() {
+		return ss.v4
+	}
+	return ss.v6
+}
+
+// writeTo sends one datagram to ap (control traffic).
+func (ss *socketSet) writeTo(b []byte, ap netip.AddrPort) (int, error) {
+	s := ss.forDst(ap)
+	if s == nil {
+		return 0, errWrongFamily
+	}
+	return s.writeTo(b, ap)
+}
+
+func (s *sock) writeTo(b []byte, ap netip.AddrPort) (int, error) {
+	if s.fast != nil {
+		return s.fast.writeTo(b, ap)
+	}
+	if s.apr != nil {
+		return s.apr.WriteToAddrPort(b, ap)
+	}
+	return s.pc.WriteTo(b, net.UDPAddrFromAddrPort(ap))
+}
+
+// sendRecords sends sealed records to the route's destination: one
+// sendmmsg with GSO on a fast socket, one write per record otherwise.
+// borrowed: recs are not retained.
+func (s *sock) sendRecords(tx *fastTx, recs [][]byte, rt *route) error {
+	if s.fast != nil {
+		return s.fast.send(tx, recs, rt.dst)
+	}
+	for _, r := range recs {
+		var err error
+		if s.apr != nil {
+			_, err = s.apr.WriteToAddrPort(r, rt.dst)
+		} else {
+			_, err = s.pc.WriteTo(r, rt.dstUDP)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readBatch fills rx with datagrams and returns how many.
+func (s *sock) readBatch(frx *fastRx, rx *rxBatch) (int, error) {
+	if s.fast != nil {
+		return s.fast.readBatch(frx, rx)
+	}
+	b := rx.recvViews[0]
+	var (
+		n   int
+		ap  netip.AddrPort
+		err error
+	)
+	if s.apr != nil {
+		n, ap, err = s.apr.ReadFromAddrPort(b)
+	} else {
+		var addr net.Addr
+		n, addr, err = s.pc.ReadFrom(b)
+		if err == nil {
+			ua, ok := addr.(*net.UDPAddr)
+			if !ok {
+				return 0, nil // not UDP: nothing this node can answer
+			}
+			ap = ua.AddrPort()
+		}
+	}
+	if err != nil {
+		return 0, err
+	}
+	rx.sizes[0], rx.srcs[0] = n, unmapAddrPort(ap)
+	return 1, nil
+}
+
+func (s *sock) close() error {
+	if s.fast != nil {
+		return s.fast.conn.Close()
+	}
+	return s.pc.Close()
+}
+
+func (ss *socketSet) close() {
+	for _, s := range ss.socks {
+		_ = s.close()
+	}
+}
+
+// overflows sums the kernel's receive-queue drops of the fast sockets.
+func (ss *socketSet) overflows() uint64 {
+	var n uint64
+	for _, s := range ss.socks {
+		if s.fast != nil {
+			n += uint64(s.fast.overflows())
+		}
+	}
+	return n
+}
+
+// describe returns log attributes: offloads and buffer sizes.
+func (ss *socketSet) describe() []any {
+	for _, s := range ss.socks {
+		if s.fast != nil {
+			gso, gro := s.fast.offloads()
+			rcv, snd := s.fast.bufferSizes()
+			return []any{"batched", true, "gso", gso, "gro", gro, "rcvbuf", rcv, "sndbuf", snd}
+		}
+	}
+	return []any{"batched", false}
+}
+
+// readLoop is a socket's reader goroutine: read a batch, demultiplex it,
+// repeat, until the socket closes.
+func (m *Manager) readLoop(s *sock) {
+	rx := newRxBatch(s.batchSize())
+	var frx *fastRx
+	if s.fast != nil {
+		frx = s.fast.newRx(len(rx.bufs))
+	}
+	failures := 0
+	for {
+		n, err := s.readBatch(frx, rx)
+		if n > 0 {
+			m.demux(rx, n, s.slot)
+		}
+		if err == nil {
+			failures = 0
+			continue
+		}
+		if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || m.isClosing() {
+			return
+		}
+		failures++
+		m.counters.readErrors.Add(1)
+		if failures >= 100 {
+			m.log.Error("the shared UDP socket keeps failing; no more packets are read from it", "error", err)
+			return
+		}
 	}
 }

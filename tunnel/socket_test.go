@@ -27,6 +27,9 @@ type tapConn struct {
 	mu       sync.Mutex
 	record   func(d datagram) bool
 	recorded []datagram
+	// out records datagrams this socket sends when it returns true.
+	out      func(b []byte, to net.Addr) bool
+	outgoing []datagram
 }
 
 type datagram struct {
@@ -81,11 +84,32 @@ func (c *tapConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
-func (c *tapConn) WriteTo(b []byte, a net.Addr) (int, error) { return c.conn.WriteTo(b, a) }
-func (c *tapConn) LocalAddr() net.Addr                       { return c.conn.LocalAddr() }
-func (c *tapConn) SetDeadline(t time.Time) error             { return c.conn.SetDeadline(t) }
-func (c *tapConn) SetReadDeadline(t time.Time) error         { return nil }
-func (c *tapConn) SetWriteDeadline(t time.Time) error        { return c.conn.SetWriteDeadline(t) }
+func (c *tapConn) WriteTo(b []byte, a net.Addr) (int, error) {
+	c.mu.Lock()
+	if c.out != nil && c.out(b, a) {
+		c.outgoing = append(c.outgoing, datagram{b: bytes.Clone(b), from: a})
+	}
+	c.mu.Unlock()
+	return c.conn.WriteTo(b, a)
+}
+
+// startRecordingOut records what this socket sends for which keep is true.
+func (c *tapConn) startRecordingOut(keep func(b []byte, to net.Addr) bool) {
+	c.mu.Lock()
+	c.out, c.outgoing = keep, nil
+	c.mu.Unlock()
+}
+
+func (c *tapConn) stopRecordingOut() []datagram {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.out = nil
+	return c.outgoing
+}
+func (c *tapConn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
+func (c *tapConn) SetDeadline(t time.Time) error      { return c.conn.SetDeadline(t) }
+func (c *tapConn) SetReadDeadline(t time.Time) error  { return nil }
+func (c *tapConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
 func (c *tapConn) Close() error {
 	c.once.Do(func() { close(c.closed) })
 	err := c.conn.Close()
@@ -232,7 +256,7 @@ func TestSharedPortDropsBadDatagrams(t *testing.T) {
 }
 
 func TestScreen(t *testing.T) {
-	s := newSharedSocket(nil, &counters{})
+	s := newKnownSources()
 	known := netip.MustParseAddrPort("192.0.2.1:4000")
 	s.remember(known)
 	stranger := netip.MustParseAddrPort("192.0.2.9:4000")
@@ -261,23 +285,34 @@ func TestScreen(t *testing.T) {
 	}
 }
 
-func TestReplayWindow(t *testing.T) {
-	var w replayWindow
-	steps := []struct {
-		epoch uint16
-		seq   uint64
-		fresh bool
-	}{
-		{1, 10, true}, {1, 10, false}, {1, 9, true}, {1, 9, false}, {1, 11, true},
-		{1, 11 + ReplayWindow, true}, {1, 11, false}, // now outside the window
-		{1, 10 + ReplayWindow, true}, {1, 10 + ReplayWindow, false}, {1, 12, true}, {1, 11, false},
-		{1, 1 << 40, true}, {1, 1<<40 - 5, true}, {1, 1<<40 - 5, false},
-		{0, 1, false}, // an older epoch
-		{2, 0, true}, {2, 0, false},
+func TestControlMessages(t *testing.T) {
+	for _, kind := range []byte{ctrlKeysInstalled, ctrlRekeyRequest, ctrlKeysStaged} {
+		b := marshalControl(kind, 0x4abc)
+		k, e, err := parseControl(b)
+		if err != nil || k != kind || e != 0x4abc {
+			t.Fatalf("round trip of kind %d: %d %#x %v", kind, k, e, err)
+		}
 	}
-	for i, s := range steps {
-		if got := w.check(s.epoch, s.seq); got != s.fresh {
-			t.Fatalf("step %d (epoch %d seq %d): fresh = %v, want %v", i, s.epoch, s.seq, got, s.fresh)
+	for _, b := range [][]byte{nil, {1, 1, 0}, {2, 1, 0, 0}, {1, 9, 0, 0}, {1, 1, 0, 0, 0}} {
+		if _, _, err := parseControl(b); err == nil {
+			t.Errorf("parseControl(%v) accepted a bad message", b)
+		}
+	}
+}
+
+func TestIsClientHello(t *testing.T) {
+	hello := []byte{22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0}
+	if !isClientHello(hello) {
+		t.Fatal("a ClientHello was not recognized")
+	}
+	for _, b := range [][]byte{
+		{22, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0}, // epoch 1 (encrypted)
+		{22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 2, 0, 0, 0}, // ServerHello
+		{23, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0}, // application data
+		hello[:13],
+	} {
+		if isClientHello(b) {
+			t.Errorf("isClientHello(%v) = true", b)
 		}
 	}
 }

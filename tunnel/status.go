@@ -133,6 +133,10 @@ type Status struct {
 	HandshakeDuration time.Duration // of the last successful handshake
 	LastHandshake     time.Time     // when it completed
 	CipherSuite       string        // negotiated by the last handshake
+	DataCipher        string        // of the data records ("aes-128-gcm", "chacha20-poly1305"); empty when down
+	Epoch             uint16        // current data-record epoch (0x4000 after the first handshake, +1 per rekey); 0 when down
+	KeyAge            time.Duration // since the current data keys were installed
+	Rekeys            uint64        // rekeys completed on this link (all sessions)
 	PeerFingerprint   string        // of the certificate the peer presented in it
 	Attempts          uint64        // sessions started (offers made or accepted)
 	Failures          uint64        // sessions that failed

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/pki"
+	"github.com/meshd/meshd/tunnel/record"
 )
 
 func TestBackoff(t *testing.T) {
@@ -73,6 +74,9 @@ func TestOptionsValidation(t *testing.T) {
 		func(o *Options) { o.Timers.CheckInterval = -1 },
 		func(o *Options) { o.Timers.PathTimeout = 500 * time.Millisecond }, // <= keepalive (1s)
 		func(o *Options) { o.ExcludePrefixes = []netip.Prefix{{}} },
+		func(o *Options) { o.Cipher = record.Cipher(9) },
+		func(o *Options) { o.RekeyAfterRecords = record.RecordLimit + 1 },
+		func(o *Options) { o.Timers.RekeyOverlap = -time.Second },
 	}
 	for i, f := range bad {
 		o := base()

@@ -310,3 +310,38 @@ func testDirectPathCut(t *testing.T, timers Timers) {
 		t.Errorf("path events %+v: want relay then direct", paths)
 	}
 }
+
+// TestVNetRelayedLinkRekeys: on a relayed path (symmetric NATs) records go
+// through the TURN allocation both ways and are opened by the session's
+// ICE reader, including across rekeys.
+func TestVNetRelayedLinkRekeys(t *testing.T) {
+	testutil.LeakCheck(t)
+	hardTimeout(t, 60*time.Second)
+	nat := &vnet.NATType{MappingBehavior: vnet.EndpointAddrPortDependent, FilteringBehavior: vnet.EndpointAddrPortDependent}
+	v := buildVNet(t, nat, nat)
+	timers := testTimers()
+	timers.RekeyInterval = 300 * time.Millisecond
+	timers.RekeyOverlap = time.Second
+	ab, ba, _, _ := vnetPair(t, v, []ICEServer{stunServer(), turnServer()}, timers)
+	var atA, atB collector
+	ab.SetReceiver(atA.receive)
+	ba.SetReceiver(atB.receive)
+	testutil.WaitFor(t, 20*time.Second, "links connected", func() bool {
+		return ab.State() == StateConnected && ba.State() == StateConnected
+	})
+	if ab.Status().Path != PathRelay || ba.Status().Path != PathRelay {
+		t.Fatalf("paths %v / %v, want relay", ab.Status().Path, ba.Status().Path)
+	}
+	round := 0
+	testutil.WaitFor(t, 20*time.Second, "two rekeys with traffic flowing", func() bool {
+		round++
+		exchange(t, ab, &atB, fmt.Sprintf("relay-ab-%d", round), 5*time.Second)
+		exchange(t, ba, &atA, fmt.Sprintf("relay-ba-%d", round), 5*time.Second)
+		return ab.Status().Rekeys >= 2 && ba.Status().Rekeys >= 2
+	})
+	for _, l := range []*Link{ab, ba} {
+		if st := l.Status(); st.Failures != 0 || st.Path != PathRelay || st.Epoch < 0x4002 {
+			t.Errorf("%s: %d failures (last %v), path %v, epoch %#04x", st.Peer, st.Failures, st.LastError, st.Path, st.Epoch)
+		}
+	}
+}

@@ -1,0 +1,156 @@
+//go:build linux
+
+package tunnel
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func listenFast(t *testing.T, network, addr string) *fastConn {
+	t.Helper()
+	ua, err := net.ResolveUDPAddr(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uc, err := net.ListenUDP(network, ua)
+	if err != nil {
+		t.Skipf("cannot listen on %s: %v", addr, err)
+	}
+	f, err := newFastConn(uc, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = uc.Close() })
+	return f
+}
+
+// TestFastSocketBatches: records of mixed sizes sent in one call come out
+// as the same datagrams, in order, whether the receiver coalesces (UDP_GRO)
+// or not, and whether the sender segments (UDP_SEGMENT) or not.
+func TestFastSocketBatches(t *testing.T) {
+	sizes := []int{1400, 1400, 1400, 700, 1400, 1400, 90, 90, 90, 90, 1, 1600, 1600}
+	for i := 0; i < 150; i++ { // more than a GSO message and a receive batch hold
+		sizes = append(sizes, 1200)
+	}
+	for _, tc := range []struct {
+		name         string
+		network, lo  string
+		gso, gro     bool
+		receiveBatch int
+	}{
+		{"v4 gso+gro", "udp4", "127.0.0.1:0", true, true, rxBatchSize},
+		{"v4 gso, no gro", "udp4", "127.0.0.1:0", true, false, rxBatchSize},
+		{"v4 plain", "udp4", "127.0.0.1:0", false, false, 7},
+		{"v4 gro, small batches", "udp4", "127.0.0.1:0", true, true, 5},
+		{"v6 gso+gro", "udp6", "[::1]:0", true, true, rxBatchSize},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tx, rx := listenFast(t, tc.network, tc.lo), listenFast(t, tc.network, tc.lo)
+			if !tx.gso.Load() || !rx.gro {
+				t.Skip("this kernel lacks UDP_SEGMENT or UDP_GRO")
+			}
+			tx.gso.Store(tc.gso)
+			if !tc.gro {
+				_ = rx.rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 0) })
+				rx.gro = false
+			}
+			dst := rx.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+			src := tx.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+			recs := make([][]byte, len(sizes))
+			for i, n := range sizes {
+				recs[i] = bytes.Repeat([]byte{byte(i)}, n)
+				copy(recs[i], fmt.Sprintf("%03d", i))
+			}
+			var scratch fastTx
+			if err := tx.send(&scratch, recs, dst); err != nil {
+				t.Fatal(err)
+			}
+			batch := newRxBatch(tc.receiveBatch)
+			frx := rx.newRx(len(batch.bufs))
+			got := 0
+			for got < len(recs) {
+				n, err := rx.readBatch(frx, batch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := 0; i < n; i++ {
+					if batch.srcs[i] != src {
+						t.Fatalf("datagram %d from %v, want %v", got, batch.srcs[i], src)
+					}
+					d := batch.recvViews[i][:batch.sizes[i]]
+					if !bytes.Equal(d, recs[got]) {
+						t.Fatalf("datagram %d: %d bytes starting %q, want %d bytes starting %q",
+							got, len(d), d[:min(3, len(d))], len(recs[got]), recs[got][:min(3, len(recs[got]))])
+					}
+					got++
+				}
+			}
+			if o := rx.overflows(); o != 0 {
+				t.Errorf("socket overflows = %d", o)
+			}
+		})
+	}
+}
+
+// TestFastSocketFamilies: an IPv4 socket refuses IPv6 destinations; an
+// IPv6 socket reaches IPv4 ones v4-mapped only when dual-stack.
+func TestFastSocketFamilies(t *testing.T) {
+	v4 := listenFast(t, "udp4", "127.0.0.1:0")
+	var scratch fastTx
+	err := v4.send(&scratch, [][]byte{{1}}, netip.MustParseAddrPort("[::1]:9"))
+	if err != errWrongFamily {
+		t.Fatalf("v4 socket sending to ::1: %v, want errWrongFamily", err)
+	}
+}
+
+func TestOpenSocketsDualStack(t *testing.T) {
+	if c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+		t.Skipf("no IPv6 here: %v", err)
+	} else {
+		_ = c.Close()
+	}
+	ss, err := openSockets(&Options{ListenAddr: netip.IPv6Unspecified()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.close()
+	if len(ss.socks) != 2 || ss.v4 == ss.v6 || ss.v4 == nil || ss.v6 == nil {
+		t.Fatalf("want one socket per family, got %d", len(ss.socks))
+	}
+	p4 := ss.v4.fast.conn.LocalAddr().(*net.UDPAddr)
+	p6 := ss.v6.fast.conn.LocalAddr().(*net.UDPAddr)
+	if p4.Port != p6.Port || ss.local.Port != p4.Port || !ss.local.IP.IsUnspecified() {
+		t.Fatalf("ports differ: v4 %v v6 %v reported %v", p4, p6, ss.local)
+	}
+	if ss.v4.fast.v6 || !ss.v6.fast.v6 || ss.v4.slot == ss.v6.slot {
+		t.Fatalf("families or slots wrong: v4 is v6=%v slot %d, v6 is v6=%v slot %d", ss.v4.fast.v6, ss.v4.slot, ss.v6.fast.v6, ss.v6.slot)
+	}
+	// Each family is served by its own socket.
+	for _, tc := range []struct {
+		s  *sock
+		to string
+	}{{ss.v4, "127.0.0.1"}, {ss.v6, "::1"}} {
+		peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(tc.to)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ss.forDst(peer.LocalAddr().(*net.UDPAddr).AddrPort()); got != tc.s {
+			t.Errorf("forDst(%s) picked the wrong socket", tc.to)
+		}
+		if _, err := ss.writeTo([]byte("hi"), peer.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+			t.Errorf("write to %s: %v", tc.to, err)
+		}
+		buf := make([]byte, 16)
+		n, from, err := peer.ReadFromUDPAddrPort(buf)
+		if err != nil || string(buf[:n]) != "hi" || int(from.Port()) != p4.Port {
+			t.Errorf("peer on %s read %q from %v: %v", tc.to, buf[:n], from, err)
+		}
+		_ = peer.Close()
+	}
+}
