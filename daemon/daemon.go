@@ -173,12 +173,8 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 // warnUnsupported logs settings the leaves cannot apply yet, so an operator
 // who sets them is not misled.
 func (d *Daemon) warnUnsupported(cfg *config.Config) {
-	def := config.Default()
 	if len(cfg.ICE.IncludeInterfaces) > 0 || len(cfg.ICE.ExcludeInterfaces) > 0 {
 		d.log.Warn("ice.include_interfaces and ice.exclude_interfaces are not supported yet and are ignored")
-	}
-	if cfg.Data != def.Data {
-		d.log.Warn("the [data] settings (cipher, rekey_interval, rekey_records) are not supported yet and are ignored; links use DTLS records with its own rekeying")
 	}
 }
 
@@ -208,7 +204,11 @@ func (d *Daemon) build(p *prepared) error {
 	}
 	d.ov = ov
 
-	timers := tunnelTimers(cfg.ICE)
+	timers := tunnelTimers(cfg.ICE, cfg.Data)
+	cipher, err := dataCipher(cfg.Data)
+	if err != nil {
+		return configErr("data.cipher: %v", err)
+	}
 	tOpts := tunnel.Options{
 		Logger:          d.log,
 		Credentials:     p.creds,
@@ -220,7 +220,10 @@ func (d *Daemon) build(p *prepared) error {
 		ExcludePrefixes: d.self.meshPrefixes(),
 		LinkDownError:   overlay.ErrLinkDown,
 		Timers:          timers,
-		Now:             d.now,
+		Cipher:          cipher,
+		// config bounds rekey_records to a positive int64.
+		RekeyAfterRecords: uint64(cfg.Data.RekeyRecords),
+		Now:               d.now,
 	}
 	if tu := d.opts.Tuning; tu != nil {
 		tOpts.ListenAddr = tu.ICEListenAddr

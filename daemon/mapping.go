@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha1"
 	"encoding/base64"
+	"github.com/meshd/meshd/tunnel/record"
 	"math"
 	"net/netip"
 	"slices"
@@ -91,8 +92,9 @@ func rulesFrom(rs []config.Rule) []overlay.Rule {
 // tunnelTimers maps [ice] onto the link timers. The path timeout (how long
 // the selected pair may go unanswered before traffic moves) must exceed the
 // keepalive interval; it follows the keepalive when that is configured long.
-func tunnelTimers(ice config.ICE) tunnel.Timers {
+func tunnelTimers(ice config.ICE, data config.Data) tunnel.Timers {
 	t := tunnel.DefaultTimers()
+	t.RekeyInterval = data.RekeyInterval.Std()
 	t.CheckInterval = ice.CheckInterval.Std()
 	t.KeepaliveInterval = ice.KeepaliveInterval.Std()
 	t.DisconnectedTimeout = ice.DisconnectedTimeout.Std()
@@ -101,6 +103,12 @@ func tunnelTimers(ice config.ICE) tunnel.Timers {
 		t.PathTimeout = 2 * t.KeepaliveInterval
 	}
 	return t
+}
+
+// dataCipher maps data.cipher onto the record layer's preference. config
+// has already validated the value, so an error here is a schema drift.
+func dataCipher(data config.Data) (record.Cipher, error) {
+	return record.ParseCipher(string(data.Cipher))
 }
 
 // coordinatorOptions maps [coordinator] onto the embedded coordinator.

@@ -150,7 +150,7 @@ func TestDenyAllOutbound(t *testing.T) {
 
 func TestTunnelTimers(t *testing.T) {
 	ice := config.Default().ICE
-	tt := tunnelTimers(ice)
+	tt := tunnelTimers(ice, config.Default().Data)
 	if tt.CheckInterval != ice.CheckInterval.Std() || tt.KeepaliveInterval != ice.KeepaliveInterval.Std() ||
 		tt.DisconnectedTimeout != ice.DisconnectedTimeout.Std() || tt.FailedTimeout != ice.FailedTimeout.Std() {
 		t.Errorf("timers %+v do not follow [ice] %+v", tt, ice)

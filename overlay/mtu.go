@@ -72,7 +72,8 @@ func TunnelMTU(underlayMTU int, o PathOverhead) int {
 }
 
 // DefaultMTU is the TUN MTU used when Options.MTU is zero: a 1500-byte
-// underlay in the worst case meshd supports on UDP (IPv6, relayed, records
-// with an explicit nonce): 1500 - (40+8+4+13+8+16) = 1411.
+// underlay in the worst case meshd supports on UDP (IPv6, relayed) with
+// meshd's data records, which carry no explicit nonce:
+// 1500 - (40+8+4+13+16) = 1419.
 const DefaultMTU = 1500 - (outerIPv6Header + outerUDPHeader + turnChannelData +
-	dtlsRecordHeader + aeadExplicitNonce + aeadTag)
+	dtlsRecordHeader + aeadTag)
