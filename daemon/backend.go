@@ -92,19 +92,25 @@ func (d *Daemon) drops() map[string]uint64 {
 	o := d.ov.Stats().Drops
 	t := d.tm.Stats()
 	return map[string]uint64{
-		"no_route":       o.NoRoute,
-		"not_local":      o.NotLocal,
-		"spoofed":        o.Spoofed,
-		"firewall_in":    o.FirewallIn,
-		"firewall_out":   o.FirewallOut,
-		"malformed":      o.Malformed,
-		"link_down":      o.LinkDown,
-		"too_big":        o.TooBig,
-		"udp_garbage":    t.DroppedGarbage,
-		"udp_malformed":  t.DroppedMalformed,
-		"unknown_source": t.DroppedUnknownSource,
-		"replayed":       t.ReplayedRecords,
-		"probe_refused":  d.probes.dropped.Load(),
+		"no_route":        o.NoRoute,
+		"not_local":       o.NotLocal,
+		"spoofed":         o.Spoofed,
+		"firewall_in":     o.FirewallIn,
+		"firewall_out":    o.FirewallOut,
+		"malformed":       o.Malformed,
+		"link_down":       o.LinkDown,
+		"too_big":         o.TooBig,
+		"udp_garbage":     t.DroppedGarbage,
+		"udp_malformed":   t.DroppedMalformed,
+		"unknown_source":  t.DroppedUnknownSource,
+		"replayed":        t.ReplayedRecords,
+		"tampered":        t.DroppedTampered,
+		"old_epoch":       t.DroppedOldEpoch,
+		"unknown_epoch":   t.DroppedUnknownEpoch,
+		"truncated":       t.DroppedTruncated,
+		"control":         t.DroppedControl,
+		"socket_overflow": t.SocketOverflows,
+		"probe_refused":   d.probes.dropped.Load(),
 	}
 }
 
