@@ -188,7 +188,8 @@ type TURN struct {
 	// Realm is coordinator.turn.realm, default "meshd".
 	Realm string `toml:"realm"`
 	// UserQuota is coordinator.turn.user_quota, the maximum concurrent
-	// allocations per username (node); 0 means unlimited; default 10.
+	// allocations per username (node); 0 means unlimited; default 1024
+	// (a link may hold one allocation per announced TURN URL: two per peer).
 	UserQuota int `toml:"user_quota"`
 }
 
@@ -347,7 +348,7 @@ func Default() *Config {
 				RelayPortMax:  65535,
 				CredentialTTL: Duration(24 * time.Hour),
 				Realm:         "meshd",
-				UserQuota:     10,
+				UserQuota:     1024,
 			},
 		},
 		ICE: ICE{

@@ -59,7 +59,7 @@ func TestMinimalFileYieldsDocumentedDefaults(t *testing.T) {
 		{"coordinator.turn.relay_port_max", cfg.Coordinator.TURN.RelayPortMax, 65535},
 		{"coordinator.turn.credential_ttl", cfg.Coordinator.TURN.CredentialTTL.Std(), 24 * time.Hour},
 		{"coordinator.turn.realm", cfg.Coordinator.TURN.Realm, "meshd"},
-		{"coordinator.turn.user_quota", cfg.Coordinator.TURN.UserQuota, 10},
+		{"coordinator.turn.user_quota", cfg.Coordinator.TURN.UserQuota, 1024},
 		{"ice.port", cfg.ICE.Port, 51830},
 		{"ice.disconnected_timeout", cfg.ICE.DisconnectedTimeout.Std(), 3 * time.Second},
 		{"ice.failed_timeout", cfg.ICE.FailedTimeout.Std(), 7 * time.Second},

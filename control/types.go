@@ -43,7 +43,9 @@ const (
 
 // LinkState is a peer link's state as tunnel's state machine names it:
 // new → gathering → checking → handshaking → up → failed/closed. "idle" is a
-// lazy peer that no packet has asked for yet.
+// lazy peer that no packet has asked for yet; "offline" is a peer in the
+// registry whose session no coordinator holds (stopped or unreachable), so
+// no link is tried.
 type LinkState string
 
 // Link states.
@@ -56,6 +58,7 @@ const (
 	LinkUp          LinkState = "up"
 	LinkFailed      LinkState = "failed"
 	LinkClosed      LinkState = "closed"
+	LinkOffline     LinkState = "offline"
 )
 
 // NATBehavior is the mapping behaviour of the NAT in front of a node, in RFC

@@ -155,7 +155,7 @@ func peerDoc(p *peerPlan, lc *linkConn) control.Peer {
 	case lc == nil && p.Idle:
 		out.State = control.LinkIdle
 	case lc == nil:
-		out.State, out.LastError = control.LinkClosed, "peer offline: no coordinator holds its session"
+		out.State, out.LastError = control.LinkOffline, "no coordinator holds its session"
 	default:
 		s := lc.link.Status()
 		out.State = linkState(s.State)

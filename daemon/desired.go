@@ -115,6 +115,45 @@ type desired struct {
 	Dropped []droppedRoute
 }
 
+// addressClaims decides who owns each overlay address that more than one
+// usable peer claims. The earliest-issued certificate keeps it (then the
+// smaller fingerprint), whatever the peers' names or whether they are online:
+// a second certificate for an address already in use, signed by mistake or
+// stolen, must not take a live node's traffic, and a rival that merely sorts
+// first by name must not either. Every node decides the same way.
+func addressClaims(in desiredInput) map[netip.Addr]string {
+	var cands []*discovery.Record
+	for i := range in.Records {
+		r := &in.Records[i]
+		if r.Name == "" || r.Name == in.Self.Name || r.Left || r.Cert == nil {
+			continue
+		}
+		c := r.Cert.Cert
+		if (in.Revoked != nil && in.Revoked(c.SerialNumber)) || in.Now.After(c.NotAfter) || in.Now.Before(c.NotBefore) {
+			continue
+		}
+		cands = append(cands, r)
+	}
+	slices.SortFunc(cands, func(a, b *discovery.Record) int {
+		if c := a.Cert.Cert.NotBefore.Compare(b.Cert.Cert.NotBefore); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Cert.Fingerprint, b.Cert.Fingerprint)
+	})
+	owner := map[netip.Addr]string{}
+	for _, r := range cands {
+		id := r.Cert.Identity
+		for _, p := range []netip.Prefix{id.Addr, id.Addr6} {
+			if p.IsValid() {
+				if _, taken := owner[p.Addr()]; !taken {
+					owner[p.Addr()] = r.Name
+				}
+			}
+		}
+	}
+	return owner
+}
+
 // computeDesired turns the registry and the configuration into the desired
 // state. It is deterministic: the same input gives the same output, whatever
 // order the records come in.
@@ -142,7 +181,7 @@ func computeDesired(in desiredInput) desired {
 	for _, a := range in.Self.Addrs {
 		ours[a.Addr()] = true
 	}
-	addrOwner := map[netip.Addr]string{}
+	addrOwner := addressClaims(in)
 	routeOwner := map[netip.Prefix]string{}
 	for i := range recs {
 		r := &recs[i]
@@ -165,7 +204,7 @@ func computeDesired(in desiredInput) desired {
 			plan.Excluded = excludeNoAddress
 		case ours[plan.Addr] || (plan.Addr6.IsValid() && ours[plan.Addr6]):
 			plan.Excluded = excludeSelfAddress
-		case addrOwner[plan.Addr] != "" || (plan.Addr6.IsValid() && addrOwner[plan.Addr6] != ""):
+		case addrOwner[plan.Addr] != r.Name || (plan.Addr6.IsValid() && addrOwner[plan.Addr6] != r.Name):
 			plan.Excluded = excludeAddrConflict
 		}
 		if plan.Excluded != "" {
@@ -173,10 +212,8 @@ func computeDesired(in desiredInput) desired {
 			continue
 		}
 		addrs := []netip.Prefix{netip.PrefixFrom(plan.Addr, plan.Addr.BitLen())}
-		addrOwner[plan.Addr] = r.Name
 		if plan.Addr6.IsValid() {
 			addrs = append(addrs, netip.PrefixFrom(plan.Addr6, plan.Addr6.BitLen()))
-			addrOwner[plan.Addr6] = r.Name
 		}
 		// Anti-spoofing accepts what the certificate allows; routing sends
 		// only what the peer advertises and this node accepts.

@@ -33,6 +33,19 @@ func TestComputeDesired(t *testing.T) {
 	twin := m.node(t, "twin", 1, nodeSpec{}) // same address as self
 	clash := m.node(t, "zz", 2, nodeSpec{})  // same address as a
 	b2 := m.node(t, "b2", 6, nodeSpec{})     // revoked
+	// Certificates carry whole seconds: make the rivals of a visibly younger
+	// so that the earliest-issued rule, not fingerprint order, decides.
+	issuedAfter := func(n, ref *testNode) {
+		nc, x := *n.cert, *n.cert.Cert
+		x.NotBefore = ref.cert.Cert.NotBefore.Add(time.Second)
+		nc.Cert = &x
+		n.cert = &nc
+	}
+	issuedAfter(clash, a)
+	// hijack holds a valid certificate for a's address, issued after a's,
+	// with a name that sorts first.
+	hijack := m.node(t, "0hijack", 2, nodeSpec{})
+	issuedAfter(hijack, a)
 	rec := func(n *testNode, online bool, routes ...string) discovery.Record {
 		return discovery.Record{Name: n.name, Cert: n.cert, Addrs: []netip.Addr{n.cert.Identity.Addr.Addr()},
 			Groups: n.cert.Identity.Groups, Routes: pfx(routes...), Presence: discovery.Presence{Online: online}}
@@ -205,6 +218,16 @@ func TestComputeDesired(t *testing.T) {
 			peers:    []overlay.PeerConfig{peerA},
 			links:    []string{"a"},
 			excluded: map[string]string{"twin": excludeSelfAddress, "zz": excludeAddrConflict},
+		},
+		{
+			name: "a later certificate for a live address does not take it, online or not, whatever its name",
+			in: func() desiredInput {
+				in := base()
+				in.Records = []discovery.Record{rec(hijack, true), rec(a, false)}
+				return in
+			},
+			peers:    []overlay.PeerConfig{peerA},
+			excluded: map[string]string{"0hijack": excludeAddrConflict},
 		},
 		{
 			name: "lazy: only wanted peers or existing links",
