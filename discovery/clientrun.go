@@ -462,7 +462,7 @@ func (c *Client) welcome(s *clientSession, f frame) {
 	s.coord, s.since = f.name, fromUnixNano(f.since)
 	s.keepalive = f.period
 	if s.keepalive <= 0 {
-		s.keepalive = 15 * time.Second
+		s.keepalive = 5 * time.Second
 	}
 	s.readTimeout.Store(int64(3 * s.keepalive))
 	if c.everUp {
