@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 BIN     := bin
 
-.PHONY: all build test unit e2e lab-deps vet fuzz clean bench
+.PHONY: all build test unit e2e lab-deps vet fuzz clean bench demo
 
 all: build
 
@@ -25,10 +25,15 @@ lab-deps:
 	bash scripts/lab-deps.sh
 
 e2e: lab-deps build
-	$(GO) test -tags e2e -count=1 -timeout 15m ./e2e/... ./packaging/...
+	$(GO) test -tags e2e -count=1 -p 1 -timeout 15m ./e2e/... ./packaging/...
 	$(GO) test -tags 'e2e bench' -count=1 -skip TestBench ./e2e/bench/
 
 test: lab-deps vet unit e2e
+
+# The main job: a coordinator and two nodes behind different NATs in network
+# namespaces, real meshd/meshctl, status, peers and a ping across; always torn down.
+demo: lab-deps
+	$(GO) test -tags e2e -count=1 -v -run '^TestDemo$$' ./e2e/demo/
 
 # Short fuzzing of every target (CI runs the seed corpora as part of `unit`).
 FUZZTIME ?= 20s

@@ -121,8 +121,18 @@ func certLine(c control.CertInfo, now time.Time) string {
 	switch {
 	case !now.Before(c.NotAfter):
 		return "EXPIRED on " + date
+	case c.Warning != "" && c.DaysLeft < 1:
+		return fmt.Sprintf("EXPIRES IN %s (%s)", strings.ToUpper(c.NotAfter.Sub(now).Round(time.Minute).String()), date)
 	case c.Warning != "":
-		return fmt.Sprintf("EXPIRES IN %d DAYS (%s)", c.DaysLeft, date)
+		return fmt.Sprintf("EXPIRES IN %s (%s)", strings.ToUpper(plural(c.DaysLeft, "day")), date)
 	}
-	return fmt.Sprintf("valid until %s (%d days left)", date, c.DaysLeft)
+	return fmt.Sprintf("valid until %s (%s left)", date, plural(c.DaysLeft, "day"))
+}
+
+// plural is "1 day" or "3 days".
+func plural(n int, unit string) string {
+	if n == 1 {
+		return "1 " + unit
+	}
+	return fmt.Sprintf("%d %ss", n, unit)
 }

@@ -1,0 +1,516 @@
+//go:build e2e
+
+package scenarios
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/control"
+	"github.com/meshd/meshd/e2e/lab"
+	"github.com/meshd/meshd/internal/testutil"
+)
+
+// natClass is how a matrix node sees the internet, in the terms of LAB.md
+// §3's expected-outcome table (a double NAT or a LAN host is classified by
+// the behaviour its site shows).
+type natClass int
+
+const (
+	classOpen natClass = iota
+	classFirewall
+	classFullCone
+	classAddrRestricted
+	classPortRestricted
+	classSymmetric
+	classUDPBlocked
+)
+
+// expectation is a cell of the expected outcome matrix.
+type expectation struct {
+	path       control.Path
+	determined bool // false: the "*" cells, recorded but not asserted
+	why        string
+}
+
+// expectedTable is LAB.md §3 (upper triangle, indexed by natClass up to
+// classSymmetric): D direct, R relay, * depends on check timing.
+var expectedTable = [6][6]string{
+	classOpen:           {"D", "D", "D", "D", "D", "D"},
+	classFirewall:       {"", "D", "D", "D", "D", "R*"},
+	classFullCone:       {"", "", "D", "D", "D", "D"},
+	classAddrRestricted: {"", "", "", "D", "D", "D*"},
+	classPortRestricted: {"", "", "", "", "D", "R"},
+	classSymmetric:      {"", "", "", "", "", "R"},
+}
+
+// expect returns the outcome LAB.md §3 predicts for two matrix nodes.
+func expect(a, b *matrixNode) expectation {
+	switch {
+	case a.host.Site() != nil && a.host.Site() == b.host.Site():
+		return expectation{control.PathDirect, true, "same LAN: host candidates"}
+	case a.class == classUDPBlocked || b.class == classUDPBlocked:
+		return expectation{control.PathRelay, true, "no UDP at all: TURN over TCP"}
+	}
+	x, y := a.class, b.class
+	if x > y {
+		x, y = y, x
+	}
+	cell := expectedTable[x][y]
+	e := expectation{determined: !strings.HasSuffix(cell, "*"), why: "LAB.md §3"}
+	if strings.HasPrefix(cell, "D") {
+		e.path = control.PathDirect
+	} else {
+		e.path = control.PathRelay
+	}
+	return e
+}
+
+// matrixNode is one node of the matrix with what it stands for.
+type matrixNode struct {
+	*node
+	label string // kind, for the table
+	class natClass
+	// ownRelayLinks is how many of its matrix links have a relay candidate
+	// of the node's own (gathered from the coordinator's TURN).
+	ownRelayLinks int
+}
+
+// pairResult is what the matrix saw for one pair.
+type pairResult struct {
+	a, b        *matrixNode
+	want        expectation
+	firstReply  time.Duration // from the later daemon start to the first overlay ping reply
+	replyErr    error
+	viewA       control.Peer // a's peer entry for b, after settling
+	viewB       control.Peer // b's peer entry for a
+	transfer    time.Duration
+	transferErr error
+	relayCands  int // candidate pairs of the link with a relay candidate on either side
+	problems    []string
+}
+
+func (r *pairResult) fail(format string, args ...any) {
+	r.problems = append(r.problems, fmt.Sprintf(format, args...))
+}
+
+// TestNATMatrix starts one coordinator and one node behind each kind of NAT
+// the lab has, all at once, and checks every pair: a kernel ping over the
+// overlay (timed from daemon start to the first reply), a 1 MiB TCP
+// transfer checked end to end, and the path `meshctl peers --json` reports,
+// asserted where LAB.md §3 determines it. It writes docs/nat-matrix.md.
+func TestNATMatrix(t *testing.T) {
+	testutil.LeakCheck(t)
+	l := lab.New(t, lab.Options{})
+	m := newMesh(t, l)
+	// The coordinator also relays over TCP, for the UDP-blocked node.
+	coord := m.addNode(l.AddHost(t, "coord", lab.HostOptions{}), nodeOpts{coordinator: true, turnTCP: true})
+	join := nodeOpts{join: []*node{coord}}
+
+	var nodes []*matrixNode
+	add := func(h *lab.Host, label string, class natClass) {
+		nodes = append(nodes, &matrixNode{node: m.addNode(h, join), label: label, class: class})
+	}
+	add(l.AddNode(t, "pub", lab.NATNone, lab.HostOptions{}), "no NAT", classOpen)
+	add(l.AddNode(t, "fw", lab.NATFirewall, lab.HostOptions{}), "public + stateful firewall", classFirewall)
+	add(l.AddNode(t, "full", lab.NATFullCone, lab.HostOptions{}), "full cone", classFullCone)
+	add(l.AddNode(t, "addr", lab.NATAddressRestricted, lab.HostOptions{}), "address-restricted cone", classAddrRestricted)
+	add(l.AddNode(t, "port", lab.NATPortRestricted, lab.HostOptions{}), "port-restricted cone", classPortRestricted)
+	add(l.AddNode(t, "sym", lab.NATSymmetric, lab.HostOptions{}), "symmetric", classSymmetric)
+	// The carrier is the deterministic port-restricted recipe: a MASQUERADE
+	// carrier keeps the port only while it is free, and a peer's check that
+	// arrives first takes it (conntrack), after which the double NAT maps
+	// per destination like a symmetric one and the fw pair goes relayed.
+	dbl := l.AddSite(t, "dbl", lab.SiteOptions{NAT: lab.NATFullCone, Carrier: lab.NATPortRestricted})
+	add(dbl.AddHost(t, "dbl", lab.HostOptions{}), "double NAT: full cone behind a port-restricted carrier NAT", classPortRestricted)
+	add(l.AddNode(t, "udpb", lab.NATUDPBlocked, lab.HostOptions{}), "UDP blocked (TCP only)", classUDPBlocked)
+	lan := l.AddSite(t, "lan", lab.SiteOptions{NAT: lab.NATSymmetric})
+	add(lan.AddHost(t, "lan1", lab.HostOptions{}), "same LAN #1, behind symmetric NAT", classSymmetric)
+	add(lan.AddHost(t, "lan2", lab.HostOptions{}), "same LAN #2, behind symmetric NAT", classSymmetric)
+	t.Logf("topology:\n%s", l.Describe())
+
+	var pairs []*pairResult
+	for i := range nodes {
+		for j := i + 1; j < len(nodes); j++ {
+			pairs = append(pairs, &pairResult{a: nodes[i], b: nodes[j], want: expect(nodes[i], nodes[j])})
+		}
+	}
+
+	// All daemons at once; the coordinator first by a hair. Each pair pings
+	// as soon as its first node's overlay address is up (before that the
+	// kernel would pick the LAN address as the source), and the first reply
+	// is the time to connect, from the later of the two daemon starts.
+	coord.start()
+	for _, n := range nodes {
+		n.start()
+	}
+	ready := map[*matrixNode]chan error{}
+	for _, n := range nodes {
+		ch := make(chan error, 1)
+		ready[n] = ch
+		go func() { ch <- n.controlUp(20 * time.Second) }()
+	}
+	var wg sync.WaitGroup
+	for _, p := range pairs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ch := ready[p.a]
+			err := <-ch
+			ch <- err // for the next pair of this node
+			if err != nil {
+				p.replyErr = err
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+			defer cancel()
+			at, err := firstReply(ctx, p.a.host.Namespace, p.b.addr, 40*time.Second)
+			if err != nil {
+				p.replyErr = err
+				return
+			}
+			_, sa := p.a.process()
+			_, sb := p.b.process()
+			p.firstReply = at.Sub(later(sa, sb))
+		}()
+	}
+	wg.Wait()
+	for _, n := range nodes {
+		n.startSink(t)
+	}
+	for _, n := range append(nodes, &matrixNode{node: coord}) {
+		n.alive(t)
+	}
+
+	// Let the paths settle: a link may start on the relay and move to a
+	// direct pair (UpgradeHold), so the determined cells get time to reach
+	// their expected path before the snapshot.
+	views := map[string]map[string]control.Peer{}
+	snapshot := func() {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, n := range nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ps, err := n.peers(context.Background())
+				if err != nil {
+					return
+				}
+				v := map[string]control.Peer{}
+				for _, p := range ps {
+					v[p.Name] = p
+				}
+				mu.Lock()
+				views[n.name] = v
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		for _, p := range pairs {
+			p.viewA, p.viewB = views[p.a.name][p.b.name], views[p.b.name][p.a.name]
+		}
+	}
+	settled, _, ok := waitUntil(30*time.Second, 500*time.Millisecond, func() (bool, string) {
+		snapshot()
+		for _, p := range pairs {
+			if !p.want.determined || p.replyErr != nil {
+				continue
+			}
+			if !p.viewA.Online || p.viewA.Path != p.want.path || p.viewB.Path != p.want.path {
+				return false, ""
+			}
+		}
+		return true, ""
+	})
+	t.Logf("paths settled after %v more (all determined cells as expected: %v)", settled.Round(time.Millisecond), ok)
+
+	// 1 MiB over TCP for every pair, a few at a time.
+	sem := make(chan struct{}, 3)
+	for _, p := range pairs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+			defer cancel()
+			if p.replyErr != nil {
+				p.transferErr = errors.New("not attempted: the pair never answered a ping")
+				return
+			}
+			r, err := send(ctx, p.a.host.Namespace, m.tool, p.b.addr, 1<<20, 0, 40*time.Second)
+			p.transfer, p.transferErr = r.Duration, err
+		}()
+	}
+	wg.Wait()
+	snapshot() // the path the transfer used
+
+	// Every link must keep a relayed candidate pair: it is what the link
+	// falls back to when its direct path breaks (TestPaths/relay-fallback).
+	// Each side gathers its own relay candidates from the coordinator's
+	// TURN for every link, so the count of links with a relay candidate of
+	// the node's own also shows what the TURN allocation quota allows a node
+	// with ten peers.
+	ownRelay := map[*matrixNode]int{}
+	var mu sync.Mutex
+	for _, p := range pairs {
+		for _, side := range [2][2]*matrixNode{{p.a, p.b}, {p.b, p.a}} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var why control.PeerWhy
+				if err := side[0].ctlJSON(context.Background(), &why, "peers", "--why", side[1].name); err != nil {
+					mu.Lock()
+					p.fail("%s: peers --why %s: %v", side[0].name, side[1].name, err)
+					mu.Unlock()
+					return
+				}
+				own, any := false, 0
+				for _, cp := range why.Pairs {
+					if cp.Local.Type == control.CandidateRelay || cp.Remote.Type == control.CandidateRelay {
+						any++
+					}
+					own = own || cp.Local.Type == control.CandidateRelay
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if side[0] == p.a {
+					p.relayCands = any
+				}
+				if own {
+					ownRelay[side[0]]++
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	for _, n := range nodes {
+		n.ownRelayLinks = ownRelay[n]
+		t.Logf("%s: %d of its %d peer links have a relay candidate of its own", n.name, ownRelay[n], len(nodes)-1)
+	}
+
+	for _, p := range pairs {
+		judge(p)
+		for _, pr := range p.problems {
+			t.Errorf("%s ↔ %s: %s", p.a.name, p.b.name, pr)
+		}
+		t.Logf("%-5s ↔ %-5s want %-6s%s got %-6s first reply %-8s 1 MiB %-8s relay pairs %2d | %s | %s", p.a.name, p.b.name,
+			p.want.path, map[bool]string{true: " ", false: "*"}[p.want.determined], p.viewA.Path,
+			durCell(p.firstReply, p.replyErr), durCell(p.transfer, p.transferErr), p.relayCands, describePeer(p.viewA), describePeer(p.viewB))
+	}
+	for _, n := range append(nodes, &matrixNode{node: coord}) {
+		n.alive(t)
+	}
+	doc := renderMatrix(nodes, pairs, t.Failed())
+	if err := os.WriteFile(filepath.Join(l.ArtifactDir(), "nat-matrix.md"), []byte(doc), 0o644); err != nil {
+		t.Error(err)
+	}
+	path := filepath.Join(moduleRoot(), "docs", "nat-matrix.md")
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Errorf("writing %s: %v", path, err)
+	}
+	t.Logf("wrote %s", path)
+}
+
+// judge checks one pair against the expectations.
+func judge(p *pairResult) {
+	if p.replyErr != nil {
+		p.fail("overlay ping: %v", p.replyErr)
+	}
+	if p.transferErr != nil {
+		p.fail("1 MiB TCP transfer: %v", p.transferErr)
+	}
+	if !p.viewA.Online || !p.viewB.Online {
+		p.fail("link not up in peers --json: %s / %s", describePeer(p.viewA), describePeer(p.viewB))
+		return
+	}
+	if p.relayCands == 0 {
+		p.fail("no relayed candidate pair on the link: nothing to fall back to if the path breaks")
+	}
+	if p.viewA.Path != p.viewB.Path {
+		p.fail("the two sides disagree on the path: %s says %s, %s says %s", p.a.name, p.viewA.Path, p.b.name, p.viewB.Path)
+	}
+	if p.want.determined && p.viewA.Path != p.want.path {
+		p.fail("path %s, want %s (%s): %s", p.viewA.Path, p.want.path, p.want.why, describePeer(p.viewA))
+	}
+	if s := p.a.host.Site(); s != nil && s == p.b.host.Site() {
+		for _, v := range []control.Peer{p.viewA, p.viewB} {
+			if !s.LAN().Contains(v.Endpoint.Addr()) {
+				p.fail("same-LAN pair uses endpoint %v, not an address of the LAN %v", v.Endpoint, s.LAN())
+			}
+		}
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func durCell(d time.Duration, err error) string {
+	if err != nil {
+		return "FAIL"
+	}
+	if d < 10*time.Second {
+		return fmt.Sprintf("%.2f s", d.Seconds())
+	}
+	return fmt.Sprintf("%.1f s", d.Seconds())
+}
+
+// renderMatrix writes the grid and the per-pair details as Markdown.
+func renderMatrix(nodes []*matrixNode, pairs []*pairResult, failed bool) string {
+	byPair := map[[2]string]*pairResult{}
+	for _, p := range pairs {
+		byPair[[2]string{p.a.name, p.b.name}] = p
+		byPair[[2]string{p.b.name, p.a.name}] = p
+	}
+	var b strings.Builder
+	b.WriteString("# NAT traversal matrix\n\n")
+	b.WriteString("Generated by `TestNATMatrix` (`e2e/scenarios/matrix_test.go`); do not edit by hand.\n")
+	b.WriteString("Regenerate with `sudo go test -tags e2e -count=1 -run TestNATMatrix ./e2e/scenarios/`.\n\n")
+	fmt.Fprintf(&b, "- **Run:** %s, meshd %s, %s/%s, kernel %s, %d CPUs.\n", time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		gitVersion(), runtime.GOOS, runtime.GOARCH, kernelRelease(), runtime.NumCPU())
+	verdict := "every pair connected and every determined cell had its expected path"
+	if failed {
+		verdict = "**FAILED** — see the cells marked ✗ and the notes below"
+	}
+	fmt.Fprintf(&b, "- **Result:** %s.\n", verdict)
+	b.WriteString("- **Method:** one network-namespace lab (`e2e/lab`): a backbone \"internet\" (198.51.100.0/24), one coordinator on it " +
+		"(real `meshd` with `coordinator.enabled`, embedded STUN and TURN on UDP and TCP :3478), and one real `meshd` (kernel TUN) per row, " +
+		"each behind the NAT the lab builds with nftables/iptables (recipes and measured RFC 4787 behaviour: `e2e/README.md`). " +
+		"All daemons start at once, so every pair connects at the same time (a full mesh). For every pair the test pings the peer's " +
+		"overlay address with the kernel's `ping` from the first node's namespace, sends 1 MiB over TCP through the overlay " +
+		"(`labtool send`, byte count and SHA-256 checked by the receiver), and reads the path from `meshctl peers --json` on both sides.\n")
+	b.WriteString("- **Cells:** path (**D** direct, **R** relayed through the coordinator's TURN) and the time from daemon start to the " +
+		"first overlay ping reply. ✓ = the path is determined by LAB.md §3 (RFC 4787 behaviour) and was asserted; " +
+		"`*` = depends on check timing, recorded only; ✗ = failed (see the notes).\n\n")
+
+	b.WriteString("| |")
+	for _, n := range nodes {
+		fmt.Fprintf(&b, " %s |", n.name)
+	}
+	b.WriteString("\n|---|")
+	for range nodes {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	for _, row := range nodes {
+		fmt.Fprintf(&b, "| **%s** (%s) |", row.name, row.label)
+		for _, col := range nodes {
+			if row == col {
+				b.WriteString(" — |")
+				continue
+			}
+			fmt.Fprintf(&b, " %s |", cell(byPair[[2]string{row.name, col.name}]))
+		}
+		b.WriteString("\n")
+	}
+
+	b.WriteString("\n## Pairs\n\n")
+	b.WriteString("| pair | expected | path | candidates (first → second) | endpoint or relay | first reply | 1 MiB TCP | notes |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	for _, p := range pairs {
+		want := string(p.want.path)
+		if !p.want.determined {
+			want += " *"
+		}
+		via := "-"
+		if p.viewA.Online {
+			via = p.viewA.Endpoint.String()
+			if p.viewA.Path == control.PathRelay && p.viewA.Relay != "" {
+				via = "relay " + p.viewA.Relay
+			}
+		}
+		cands := "-"
+		if p.viewA.Online {
+			cands = fmt.Sprintf("%s/%s", p.viewA.LocalCandidate, p.viewA.RemoteCandidate)
+		}
+		notes := strings.Join(p.problems, "; ")
+		if notes == "" {
+			notes = p.want.why
+		}
+		fmt.Fprintf(&b, "| %s ↔ %s | %s | %s | %s | %s | %s | %s | %s |\n", p.a.name, p.b.name, want, orDash(string(p.viewA.Path)),
+			cands, via, durCell(p.firstReply, p.replyErr), durCell(p.transfer, p.transferErr), strings.ReplaceAll(notes, "|", "\\|"))
+	}
+	b.WriteString("\n## Nodes\n\n")
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "- **%s**: %s; LAN address %v, public address %v, overlay %v; %d of %d links with a relay candidate of its own\n",
+			n.name, n.label, n.host.IP(), n.host.PublicIP(), n.addr, n.ownRelayLinks, len(nodes)-1)
+	}
+	return b.String()
+}
+
+func cell(p *pairResult) string {
+	if p == nil {
+		return "?"
+	}
+	mark := "✓"
+	switch {
+	case len(p.problems) > 0:
+		mark = "✗"
+	case !p.want.determined:
+		mark = "*"
+	}
+	path := "?"
+	switch p.viewA.Path {
+	case control.PathDirect:
+		path = "D"
+	case control.PathRelay:
+		path = "R"
+	}
+	if p.replyErr != nil {
+		return "✗ no reply"
+	}
+	return fmt.Sprintf("%s %s %s", path, durCell(p.firstReply, nil), mark)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// moduleRoot is the checkout: the first directory with go.mod above the
+// package directory go test runs in.
+func moduleRoot() string {
+	dir, _ := os.Getwd()
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			return dir
+		}
+	}
+}
+
+func gitVersion() string {
+	cmd := exec.Command("git", "describe", "--tags", "--always", "--dirty")
+	cmd.Dir = moduleRoot()
+	out, err := cmd.Output()
+	if err != nil {
+		return "(no git)"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func kernelRelease() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
+}
