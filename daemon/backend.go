@@ -110,6 +110,7 @@ func (d *Daemon) drops() map[string]uint64 {
 		"truncated":       t.DroppedTruncated,
 		"control":         t.DroppedControl,
 		"socket_overflow": t.SocketOverflows,
+		"relay_foreign":   t.DroppedRelayForeign,
 		"probe_refused":   d.probes.dropped.Load(),
 	}
 }

@@ -51,6 +51,8 @@ type Manager struct {
 	mux          *sharedMux
 	networkTypes []ice.NetworkType
 	remoteFilter func(netip.Addr) bool
+	relayBind    netip.Addr // address for TURN client sockets; invalid: pion's choice
+	relays       *relayGuard
 	stopHK       chan struct{}
 	stopNotify   chan struct{}
 	wg           sync.WaitGroup
@@ -127,6 +129,10 @@ func (m *Manager) Start(ctx context.Context) error {
 		m.networkTypes = []ice.NetworkType{ice.NetworkTypeUDP4}
 	}
 	m.remoteFilter = addrFilter(unspecified, m.opts.ExcludePrefixes)
+	if !unspecified {
+		m.relayBind = localIP
+	}
+	m.relays = newRelayGuard(&m.counters.relayForeign)
 	m.socks = socks
 	m.known = newKnownSources()
 	m.muxc = newMuxConn(socks, m.known, &m.counters)
@@ -344,6 +350,7 @@ func (m *Manager) Stats() Stats {
 		DroppedUnknownEpoch:  m.counters.unknownEpoch.Load(),
 		DroppedTruncated:     m.counters.truncated.Load(),
 		DroppedControl:       m.counters.ctrlDropped.Load(),
+		DroppedRelayForeign:  m.counters.relayForeign.Load(),
 		SocketOverflows:      m.socketOverflows(),
 		ReadErrors:           m.counters.readErrors.Load(),
 		SignalsInvalid:       m.counters.signalsInvalid.Load(),

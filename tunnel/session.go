@@ -13,6 +13,7 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/ice/v4"
 	"github.com/pion/stun/v4"
+	"github.com/pion/transport/v5/stdnet"
 
 	"github.com/meshd/meshd/pki"
 )
@@ -102,7 +103,11 @@ func (l *Link) newSession(gen uint64) (*session, error) {
 	if m.opts.Servers != nil {
 		s.servers = m.opts.Servers()
 	}
-	opts := m.agentOptions(ctx, s.servers)
+	opts, err := m.agentOptions(ctx, s.servers)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
 	agent, err := ice.NewAgentWithOptions(opts...)
 	if err != nil {
 		cancel()
@@ -130,7 +135,7 @@ func (l *Link) newSession(gen uint64) (*session, error) {
 }
 
 // agentOptions are the pion agent options every session uses.
-func (m *Manager) agentOptions(ctx context.Context, servers []ICEServer) []ice.AgentOption {
+func (m *Manager) agentOptions(ctx context.Context, servers []ICEServer) ([]ice.AgentOption, error) {
 	t := m.timers
 	types := []ice.CandidateType{ice.CandidateTypeHost, ice.CandidateTypeServerReflexive, ice.CandidateTypeRelay}
 	relayWait := t.RelayWait
@@ -172,13 +177,20 @@ func (m *Manager) agentOptions(ctx context.Context, servers []ICEServer) []ice.A
 		}),
 		ice.WithLoggerFactory(m.pionLogs),
 	}
-	if m.opts.Net != nil {
-		opts = append(opts, ice.WithNet(m.opts.Net))
+	// A fresh host stack per agent, as pion would make, so that each
+	// attempt sees the current interfaces.
+	base := m.opts.Net
+	if base == nil {
+		var err error
+		if base, err = stdnet.NewNet(); err != nil {
+			return nil, fmt.Errorf("tunnel: list network interfaces: %w", err)
+		}
 	}
+	opts = append(opts, ice.WithNet(&relayNet{Net: base, bind: m.relayBind, guard: m.relays}))
 	if dialer != nil {
 		opts = append(opts, ice.WithProxyDialer(dialer))
 	}
-	return opts
+	return opts, nil
 }
 
 // parseICEURL parses a server's URL and attaches its credentials.

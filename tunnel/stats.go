@@ -34,6 +34,10 @@ type Stats struct {
 	// DroppedControl counts STUN and DTLS datagrams dropped because the
 	// queue to pion (ICE mux, a DTLS connection) was full.
 	DroppedControl uint64
+	// DroppedRelayForeign counts datagrams dropped on the sockets of UDP
+	// TURN clients because they came from an address other than one the
+	// socket sent to (its TURN server); see relaynet.go.
+	DroppedRelayForeign uint64
 	// SocketOverflows counts datagrams the kernel dropped because a socket's
 	// receive buffer was full (SO_RXQ_OVFL; batched Linux sockets only).
 	SocketOverflows uint64
@@ -54,6 +58,6 @@ type Stats struct {
 type counters struct {
 	garbage, malformed, unknownSource, replayed    atomic.Uint64
 	tampered, oldEpoch, unknownEpoch, truncated    atomic.Uint64
-	ctrlDropped, readErrors                        atomic.Uint64
+	ctrlDropped, readErrors, relayForeign          atomic.Uint64
 	signalsInvalid, signalsUnknown, signalsDropped atomic.Uint64
 }

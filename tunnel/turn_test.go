@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -173,5 +174,116 @@ func TestTURNBadCertificateIsRefused(t *testing.T) {
 	testutil.WaitFor(t, 20*time.Second, "attempt fails", func() bool { return ab.Status().Failures >= 1 })
 	if st := ab.Status(); st.State == StateConnected || srv.server.AllocationCount() != 0 {
 		t.Fatalf("connected through an untrusted TURN server: %+v, %d allocations", st, srv.server.AllocationCount())
+	}
+}
+
+// TestTURNRelayIgnoresForeignDatagrams: datagrams from strangers to a TURN
+// client's socket (junk, broken or unexpected STUN, ChannelData on an
+// unbound channel) are dropped and counted before pion's TURN client sees
+// them: any of them would end its read loop and cut the relayed link.
+func TestTURNRelayIgnoresForeignDatagrams(t *testing.T) {
+	testutil.LeakCheck(t)
+	hardTimeout(t, 60*time.Second)
+	srv := startLoopbackTURN(t)
+	ca := newTestCA(t, "mesh")
+	a, b := ca.node(t, "alpha", 1, 0, nil), ca.node(t, "bravo", 2, 0, nil)
+	servers := []ICEServer{{URL: "turn:" + srv.udpAddr + "?transport=udp", Username: "user", Password: "pass"}}
+	sig := newMemSignals()
+	tweak := func(o *Options) {
+		o.ForceRelay = true
+		o.Servers = func() []ICEServer { return servers }
+	}
+	ma := startManager(t, sig, a, tweak)
+	mb := startManager(t, sig, b, tweak)
+	ab, ba := mustLink(t, ma, b.peer), mustLink(t, mb, a.peer)
+	var atA, atB collector
+	ab.SetReceiver(atA.receive)
+	ba.SetReceiver(atB.receive)
+	testutil.WaitFor(t, 20*time.Second, "links connected", func() bool {
+		return ab.State() == StateConnected && ba.State() == StateConnected
+	})
+	exchange(t, ab, &atB, "a-to-b", 5*time.Second)
+	exchange(t, ba, &atA, "b-to-a", 5*time.Second)
+
+	var targets []net.Addr
+	for _, m := range []*Manager{ma, mb} {
+		addrs := m.relays.addrs()
+		if len(addrs) == 0 {
+			t.Fatal("no open TURN client socket")
+		}
+		for _, ad := range addrs {
+			// Bound to Options.ListenAddr, not pion's 0.0.0.0.
+			if ua, ok := ad.(*net.UDPAddr); !ok || !ua.IP.Equal(net.IPv4(127, 0, 0, 1)) {
+				t.Errorf("TURN client socket on %v, want 127.0.0.1", ad)
+			}
+		}
+		targets = append(targets, addrs...)
+	}
+
+	junk := make([]byte, 200)
+	_, _ = rand.Read(junk)
+	stunHeader := func(typ uint16, length uint16) []byte {
+		h := []byte{byte(typ >> 8), byte(typ), byte(length >> 8), byte(length), 0x21, 0x12, 0xa4, 0x42}
+		return append(h, junk[:12]...) // transaction ID
+	}
+	datagrams := map[string][]byte{
+		"random":            junk,
+		"truncated STUN":    stunHeader(0x0101, 64),                           // success response claiming 64 bytes of attributes, has none
+		"STUN request":      stunHeader(0x0001, 0),                            // binding request: a TURN client refuses requests
+		"unbound channel":   {0x4f, 0xff, 0x00, 0x04, 0xde, 0xad, 0xbe, 0xef}, // ChannelData on channel 0x4fff
+		"non-STUN, 1 byte":  {0x17},
+		"ChannelData short": {0x40, 0x00, 0x00, 0x40},
+	}
+	stranger, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	before := ma.Stats().DroppedRelayForeign + mb.Stats().DroppedRelayForeign
+	genA, genB := ab.Status().Generation, ba.Status().Generation
+	sent := uint64(0)
+	for name, d := range datagrams {
+		for _, to := range targets {
+			if _, err := stranger.WriteTo(d, to); err != nil {
+				t.Fatalf("send %s to %v: %v", name, to, err)
+			}
+			sent++
+		}
+	}
+	testutil.WaitFor(t, 5*time.Second, "foreign datagrams counted", func() bool {
+		return ma.Stats().DroppedRelayForeign+mb.Stats().DroppedRelayForeign >= before+sent
+	})
+	exchange(t, ab, &atB, "after-junk-a-to-b", 5*time.Second)
+	exchange(t, ba, &atA, "after-junk-b-to-a", 5*time.Second)
+	for l, gen := range map[*Link]uint64{ab: genA, ba: genB} {
+		if st := l.Status(); st.State != StateConnected || st.Path != PathRelay || st.Generation != gen {
+			t.Errorf("%s after junk: state %v path %v generation %d (was %d); want the same relayed session connected",
+				st.Peer, st.State, st.Path, st.Generation, gen)
+		}
+	}
+}
+
+// TestRelayBindAddress: TURN client sockets move from pion's wildcard
+// address to the shared socket's address when the families agree.
+func TestRelayBindAddress(t *testing.T) {
+	v4, v6 := netip.MustParseAddr("10.0.0.7"), netip.MustParseAddr("2001:db8::7")
+	tests := []struct {
+		bind             netip.Addr
+		network, in, out string
+	}{
+		{v4, "udp4", "0.0.0.0:0", "10.0.0.7:0"},
+		{v4, "udp", ":0", "10.0.0.7:0"},
+		{v6, "udp6", "[::]:0", "[2001:db8::7]:0"},
+		{v4, "udp6", "[::]:0", "[::]:0"},
+		{v6, "udp4", "0.0.0.0:0", "0.0.0.0:0"},
+		{v4, "udp4", "192.0.2.1:0", "192.0.2.1:0"},
+		{netip.Addr{}, "udp4", "0.0.0.0:0", "0.0.0.0:0"},
+		{v4, "udp4", "garbage", "garbage"},
+	}
+	for _, tc := range tests {
+		n := &relayNet{bind: tc.bind}
+		if got := n.bindAddress(tc.network, tc.in); got != tc.out {
+			t.Errorf("bind %v: %s %q -> %q, want %q", tc.bind, tc.network, tc.in, got, tc.out)
+		}
 	}
 }
