@@ -5,9 +5,12 @@ package lab
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // Default port plan: a host's UDP range is [Port, Port+Ports-1]. Hosts of
@@ -219,7 +222,44 @@ func (h *Host) plug(far *Namespace, br string) error {
 // Pause stops every process on the host with SIGSTOP, by PID: the host
 // still answers ARP and its kernel still replies, but its programs freeze
 // (a hung or suspended node).
-func (h *Host) Pause() error { return h.Signal(syscall.SIGSTOP) }
+//
+// SIGSTOP takes effect when the kernel next schedules each process, so Pause
+// waits (up to 2 s) until every one of them is in the stopped state: a
+// caller that tests "while paused" must not race the signal.
+func (h *Host) Pause() error {
+	if err := h.Signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	pids, err := h.Pids()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for _, pid := range pids {
+		for !processStopped(pid) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("lab: pause %s: pid %d did not stop within 2s", h.Name(), pid)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// processStopped reports whether pid is stopped (T) or gone.
+func processStopped(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true // exited: nothing left to stop
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return false
+	}
+	st := s[i+2]
+	return st == 'T' || st == 't' || st == 'Z' || st == 'X'
+}
 
 // Resume continues the processes Pause stopped (SIGCONT).
 func (h *Host) Resume() error { return h.Signal(syscall.SIGCONT) }
