@@ -51,10 +51,10 @@ func (d *Daemon) Status(ctx context.Context) (*control.Status, error) {
 			st.PublicEndpoints = append(st.PublicEndpoints, ap)
 		}
 	}
-	if nc := d.lastNet.Load(); nc != nil {
-		st.NAT = nc.NAT
-		for _, p := range nc.STUN {
-			add(p.Reflexive)
+	if ns := d.lastNet.Load(); ns != nil {
+		st.NAT = ns.nc.NAT
+		for _, ap := range reflexives(ns.nc) {
+			add(d.iceEndpoint(ns.nc.NAT, ap))
 		}
 	}
 	for _, lc := range d.view.Load().links {
@@ -65,6 +65,34 @@ func (d *Daemon) Status(ctx context.Context) (*control.Status, error) {
 		}
 	}
 	return st, nil
+}
+
+// iceEndpoint turns the reflexive address a netcheck's own socket got into
+// the public endpoint of the ICE socket. Without a NAT the reflexive address
+// is this host's and the ICE socket listens on it, so the endpoint is that
+// address with the ICE port (the probe's port is gone once it closes).
+// Behind a NAT the ICE socket's mapped port cannot be known from another
+// socket; the address is reported as the STUN server saw it, and the links'
+// server-reflexive candidates add the ICE socket's real mappings.
+func (d *Daemon) iceEndpoint(nat control.NATBehavior, reflexive netip.AddrPort) netip.AddrPort {
+	if nat != control.NATNone {
+		return reflexive
+	}
+	la, ok := d.tm.LocalAddr().(interface{ AddrPort() netip.AddrPort })
+	if !ok {
+		return reflexive
+	}
+	ice := la.AddrPort()
+	ip := ice.Addr().Unmap()
+	switch {
+	case ip.IsUnspecified():
+		return netip.AddrPortFrom(reflexive.Addr(), ice.Port())
+	case ip == reflexive.Addr():
+		return netip.AddrPortFrom(ip, ice.Port())
+	}
+	// The ICE socket is bound to another of the host's addresses than the
+	// one the probe left from: nothing says that one is public.
+	return netip.AddrPort{}
 }
 
 func (d *Daemon) coordinatorInfo() control.CoordinatorInfo {
@@ -200,8 +228,8 @@ func (d *Daemon) PeerWhy(ctx context.Context, name string) (*control.PeerWhy, er
 		LocalNAT:  control.NATUnknown,
 		RemoteNAT: control.NATUnknown,
 	}
-	if nc := d.lastNet.Load(); nc != nil {
-		why.LocalNAT = nc.NAT
+	if ns := d.lastNet.Load(); ns != nil {
+		why.LocalNAT = ns.nc.NAT
 	}
 	lc := v.links[name]
 	switch {

@@ -60,14 +60,19 @@ type Daemon struct {
 	kick     chan struct{} // capacity 1: "recompute the desired state"
 	cmds     chan func()   // closures run on the control loop
 	hadCache bool          // a registry cache existed at Start
+	// netKick and netServers (capacity 1) wake the background netcheck:
+	// "run again" and "run again if the STUN servers changed".
+	netKick    chan struct{}
+	netServers chan struct{}
 
 	// ================================================================
 	// Read by any goroutine, swapped whole.
 	run     atomic.Pointer[runConfig]
 	client  atomic.Pointer[discovery.Client]
 	view    atomic.Pointer[view]
-	lastNet atomic.Pointer[control.Netcheck]
-	applied atomic.Bool // the control loop applied a desired state
+	lastNet atomic.Pointer[netSnapshot] // newest netcheck, nil before the first
+	netSeq  atomic.Uint64               // numbers netcheck runs in start order
+	applied atomic.Bool                 // the control loop applied a desired state
 
 	lazyMu     sync.Mutex // guards lazyWanted
 	lazyWanted map[string]bool
@@ -144,6 +149,8 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		probes:     newProber(id.Addr.Addr()),
 		kick:       make(chan struct{}, 1),
 		cmds:       make(chan func()),
+		netKick:    make(chan struct{}, 1),
+		netServers: make(chan struct{}, 1),
 		lazyWanted: map[string]bool{},
 		ready:      make(chan struct{}),
 		done:       make(chan struct{}),
@@ -371,8 +378,9 @@ func (d *Daemon) start() error {
 	if d.ctx.Err() != nil {
 		return ErrClosed
 	}
-	d.wg.Add(4)
+	d.wg.Add(5)
 	go func() { defer d.wg.Done(); d.runLoop() }()
+	go func() { defer d.wg.Done(); d.runNetchecks() }()
 	go func() { defer d.wg.Done(); d.probes.respond(d.ctx.Done()) }()
 	go func() { defer d.wg.Done(); d.watchReady() }()
 	go func() { defer d.wg.Done(); d.watchComponents() }()
@@ -477,7 +485,10 @@ func (d *Daemon) onRegistryChange(ch discovery.Change) {
 	case discovery.PeerRemoved:
 		d.log.Info("peer left the registry", "peer", ch.Peer.Name, "reason", ch.Reason)
 	case discovery.TURNUpdated:
-		return // read at the next ICE attempt; nothing to recompute
+		// Read at the next ICE attempt; nothing to recompute. The STUN
+		// servers may be new: the netcheck re-runs if so.
+		d.serversChanged()
+		return
 	}
 	d.kickLoop()
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,7 +22,22 @@ const (
 	netcheckTimeout = 4 * time.Second
 	stunAttempts    = 3
 	stunRetry       = 400 * time.Millisecond
+	// netcheckInterval paces the background netcheck. NAT behaviour and the
+	// public address rarely change; a failover or new STUN servers re-run it
+	// sooner.
+	netcheckInterval = 10 * time.Minute
 )
+
+// errNetcheckDeadline is the cause of a netcheck's own timeout, told apart
+// from the caller giving up.
+var errNetcheckDeadline = errors.New("netcheck deadline")
+
+// netSnapshot is the cached result of the newest netcheck.
+type netSnapshot struct {
+	nc      *control.Netcheck
+	seq     uint64 // start order of the runs: a run that started later wins
+	servers string // the STUN targets probed (serversKey)
+}
 
 // stunTarget is one UDP server a netcheck sends Binding requests to. The
 // same host:port often serves STUN and TURN (the coordinators' embedded
@@ -38,25 +54,45 @@ type stunTarget struct {
 // times a TCP connect to every coordinator. Different reflexive addresses
 // from different servers mean the NAT maps per destination. The socket is
 // not the shared ICE socket, so the reflexive port is that socket's; the
-// NAT's behaviour is what carries over.
+// NAT's behaviour is what carries over. The result also refreshes the cache
+// Status and PeerWhy read.
 func (d *Daemon) Netcheck(ctx context.Context) (*control.Netcheck, error) {
 	if !d.isStarted() {
 		return nil, control.ErrUnavailable
 	}
-	ctx, cancel := context.WithTimeout(ctx, netcheckTimeout)
+	res, err := d.netcheck(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// netcheck runs one netcheck, bounded by netcheckTimeout, and caches the
+// result unless ctx was canceled first (a cut-short run would read as
+// "UDP blocked"). The background run leaves out the coordinator latencies:
+// each TCP connect is a refused session the coordinators log, and Status
+// does not show them.
+func (d *Daemon) netcheck(ctx context.Context, latencies bool) (*control.Netcheck, error) {
+	seq := d.netSeq.Add(1)
+	ctx, cancel := context.WithTimeoutCause(ctx, netcheckTimeout, errNetcheckDeadline)
 	defer cancel()
 	targets := d.stunTargets()
 	res := &control.Netcheck{STUN: []control.STUNProbe{}, Latencies: []control.ServerLatency{}}
 
 	var wg sync.WaitGroup
 	var coordLat []control.ServerLatency
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		coordLat = d.coordinatorLatencies(ctx)
-	}()
+	if latencies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			coordLat = d.coordinatorLatencies(ctx)
+		}()
+	}
 	answers := probeSTUN(ctx, targets)
 	wg.Wait()
+	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), errNetcheckDeadline) {
+		return nil, fmt.Errorf("netcheck: %w", context.Cause(ctx))
+	}
 
 	local := localAddrs()
 	var mapped []netip.AddrPort
@@ -84,8 +120,112 @@ func (d *Daemon) Netcheck(ctx context.Context) (*control.Netcheck, error) {
 	res.Latencies = append(res.Latencies, coordLat...)
 	res.NAT, res.MappingVariesByDest = classifyNAT(len(targets), mapped, local)
 	res.Verdict = verdict(res.NAT, len(targets))
-	d.lastNet.Store(res)
+	d.publishNetcheck(&netSnapshot{nc: res, seq: seq, servers: serversKey(targets)})
 	return res, nil
+}
+
+// publishNetcheck caches s unless a run that started later is already
+// cached, and logs the verdict when it differs from the cached one (so
+// a steady NAT is logged once, not every interval).
+func (d *Daemon) publishNetcheck(s *netSnapshot) {
+	var old *netSnapshot
+	for {
+		old = d.lastNet.Load()
+		if old != nil && old.seq > s.seq {
+			return
+		}
+		if d.lastNet.CompareAndSwap(old, s) {
+			break
+		}
+	}
+	if old == nil || old.nc.Verdict != s.nc.Verdict {
+		// The addresses only: the probe socket's ports are not the ICE
+		// socket's (Status shows the endpoints).
+		var public []netip.Addr
+		for _, ap := range reflexives(s.nc) {
+			if !slices.Contains(public, ap.Addr()) {
+				public = append(public, ap.Addr())
+			}
+		}
+		d.log.Info("netcheck: "+s.nc.Verdict, "nat", string(s.nc.NAT), "udp", s.nc.UDP, "publicAddrs", public)
+	}
+}
+
+// reflexives are the distinct reflexive addresses in nc, in probe order.
+func reflexives(nc *control.Netcheck) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, p := range nc.STUN {
+		if p.Reflexive.IsValid() && !slices.Contains(out, p.Reflexive) {
+			out = append(out, p.Reflexive)
+		}
+	}
+	return out
+}
+
+// serversKey names a target list, to notice that the servers changed.
+func serversKey(targets []stunTarget) string {
+	hps := make([]string, len(targets))
+	for i, t := range targets {
+		hps[i] = t.hostPort
+	}
+	slices.Sort(hps)
+	return strings.Join(hps, ",")
+}
+
+// runNetchecks is the background netcheck: once the node is ready, then
+// every netcheckInterval, on netKick (a coordinator session came up or
+// failed over: the node may have moved) and on netServers when the STUN
+// servers differ from the last run's (TURN credentials arrived after the
+// first run). Each run is bounded by netcheckTimeout and canceled by Close.
+func (d *Daemon) runNetchecks() {
+	select {
+	case <-d.ctx.Done():
+		return
+	case <-d.ready:
+	}
+	t := time.NewTicker(netcheckInterval)
+	defer t.Stop()
+	for {
+		// A kick that came before this run is answered by it.
+		select {
+		case <-d.netKick:
+		default:
+		}
+		if _, err := d.netcheck(d.ctx, false); err != nil {
+			return // only Close cancels d.ctx
+		}
+		t.Reset(netcheckInterval)
+		for again := false; !again; {
+			select {
+			case <-d.ctx.Done():
+				return
+			case <-t.C:
+				again = true
+			case <-d.netKick:
+				again = true
+			case <-d.netServers:
+				last := d.lastNet.Load()
+				again = last == nil || last.servers != serversKey(d.stunTargets())
+			}
+		}
+	}
+}
+
+// kickNetcheck asks for a background netcheck; it never blocks.
+func (d *Daemon) kickNetcheck() {
+	select {
+	case d.netKick <- struct{}{}:
+	default:
+	}
+}
+
+// serversChanged tells the background netcheck that the STUN servers may
+// have changed; it never blocks (it runs on the session's notifier).
+func (d *Daemon) serversChanged() {
+	select {
+	case d.netServers <- struct{}{}:
+	default:
+	}
 }
 
 // stunTargets lists the UDP STUN/TURN servers from the current ICE servers.

@@ -122,6 +122,9 @@ func (d *Daemon) reload(ctx context.Context, res *control.ReloadResult) (*contro
 	if d.opts.LogLevel != nil {
 		d.opts.LogLevel.Set(eff.Log.Level.Slog())
 	}
+	if !slices.Equal(old.cfg.ICE.STUNServers, eff.ICE.STUNServers) {
+		d.kickNetcheck() // the NAT verdict depends on which STUN servers answer
+	}
 	if p.crl != nil {
 		// Pass it on: the coordinator session announces it to the mesh, and
 		// the client's CRLUpdated change recomputes the peer set.

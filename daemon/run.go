@@ -188,8 +188,8 @@ func (d *Daemon) logDropped(dr []droppedRoute) {
 	d.loop.dropped = now
 }
 
-// pollSession notices coordinator failovers and session loss. Control loop
-// only.
+// pollSession notices coordinator failovers and session loss, and asks for
+// a netcheck when a session comes up. Control loop only.
 func (d *Daemon) pollSession() {
 	c := d.client.Load()
 	if c == nil {
@@ -212,6 +212,9 @@ func (d *Daemon) pollSession() {
 			d.log.Info("coordinator session up", "coordinator", st.Coordinator, "address", st.Address)
 		}
 		d.loop.coordEver = true
+		// The node may have moved (a failover often means a new network):
+		// refresh its NAT behaviour and public endpoints.
+		d.kickNetcheck()
 	case !st.Connected && prev.Connected:
 		msg := "session lost"
 		if st.LastError != nil {
@@ -221,6 +224,7 @@ func (d *Daemon) pollSession() {
 		d.events.publish(control.Event{Kind: control.EventCoordinatorFailover, From: prev.Coordinator, Message: msg})
 	case st.Connected && prev.Connected && st.Coordinator != prev.Coordinator:
 		d.events.publish(control.Event{Kind: control.EventCoordinatorFailover, From: prev.Coordinator, To: st.Coordinator})
+		d.kickNetcheck()
 	}
 }
 
