@@ -281,7 +281,13 @@ func relayServerFor(p *pairView, servers []ICEServer) string {
 		for _, s := range servers {
 			if u, err := parseICEURL(s); err == nil && (u.Scheme.String() == "turn" || u.Scheme.String() == "turns") {
 				if ip, err := netip.ParseAddr(u.Host); err == nil && ip.Unmap() == c.Addr.Addr() {
-					return s.URL
+					// host:port/transport reads like the peer-side form
+					// below; the full URL is in the daemon's config.
+					transport := u.Proto.String()
+					if u.Scheme.String() == "turns" {
+						transport = "tls"
+					}
+					return netip.AddrPortFrom(ip.Unmap(), uint16(u.Port)).String() + "/" + transport
 				}
 			}
 		}
@@ -289,5 +295,6 @@ func relayServerFor(p *pairView, servers []ICEServer) string {
 	if !c.Addr.IsValid() {
 		return ""
 	}
-	return c.Addr.Addr().String() + ":" + strconv.Itoa(int(c.Addr.Port()))
+	// The peer's relay: all we know is the address it relays from.
+	return c.Addr.Addr().String() + ":" + strconv.Itoa(int(c.Addr.Port())) + " (peer's relay)"
 }

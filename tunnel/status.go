@@ -121,7 +121,7 @@ type Status struct {
 	Path        Path
 	Local       Candidate // selected pair, local end
 	Remote      Candidate // selected pair, remote end
-	RelayServer string    // the TURN server of a relayed path (URL, or the relay address when the URL is not known)
+	RelayServer string    // a relayed path's relay: "198.51.100.10:3478/udp" for our TURN server, "addr:port (peer's relay)" for the peer's relayed address
 	RTT         time.Duration
 
 	BytesSent, BytesReceived     uint64

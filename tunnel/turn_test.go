@@ -106,11 +106,11 @@ func TestTURNTransports(t *testing.T) {
 	ca := newTestCA(t, "mesh")
 	a, b := ca.node(t, "alpha", 1, 0, nil), ca.node(t, "bravo", 2, 0, nil)
 	tests := []struct {
-		name, url, proto string
+		name, url, proto, relay string
 	}{
-		{"udp", "turn:" + srv.udpAddr + "?transport=udp", "udp"},
-		{"tcp", "turn:" + srv.tcpAddr + "?transport=tcp", "tcp"},
-		{"tls", "turns:" + srv.tlsAddr + "?transport=tcp", "tls"},
+		{"udp", "turn:" + srv.udpAddr + "?transport=udp", "udp", srv.udpAddr + "/udp"},
+		{"tcp", "turn:" + srv.tcpAddr + "?transport=tcp", "tcp", srv.tcpAddr + "/tcp"},
+		{"tls", "turns:" + srv.tlsAddr + "?transport=tcp", "tls", srv.tlsAddr + "/tls"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -137,8 +137,8 @@ func TestTURNTransports(t *testing.T) {
 				if st.Path != PathRelay || st.Local.Type != "relay" || st.Local.RelayProtocol != tc.proto {
 					t.Errorf("%s: path %v local %+v; want relay over %s", st.Peer, st.Path, st.Local, tc.proto)
 				}
-				if st.RelayServer != tc.url {
-					t.Errorf("%s: relay server %q, want %q", st.Peer, st.RelayServer, tc.url)
+				if st.RelayServer != tc.relay {
+					t.Errorf("%s: relay server %q, want %q", st.Peer, st.RelayServer, tc.relay)
 				}
 			}
 			if n := srv.server.AllocationCount(); n < 2 {
