@@ -65,6 +65,7 @@ type column struct {
 
 	unavailable string        // why the path was not measured; "" if it was
 	setup       time.Duration // meshd: daemons' start to first overlay reply
+	direct      time.Duration // meshd direct: daemons' start until the link reports a direct path
 	via         string        // meshd relayed: the TURN server used
 
 	server   *lab.Proc // iperf3 -s on dst

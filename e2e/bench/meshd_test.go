@@ -177,7 +177,14 @@ func (m *meshdMesh) startPair(c *column, want control.Path) (netip.Addr, error) 
 	})
 	_ = ping.Stop()
 	at, perr := firstReply(ping.Stdout())
-	out, werr := m.ctl(c.src.Namespace, src.socket, "wait", "--peer", dst.name, "--timeout", "30s", "--json")
+	// A link may come up relayed and move to a direct pair once one
+	// answers (as Tailscale's do via DERP); the direct column waits for that.
+	args := []string{"wait", "--peer", dst.name, "--timeout", "30s", "--json"}
+	if want == control.PathDirect {
+		args = append(args, "--direct")
+	}
+	out, werr := m.ctl(c.src.Namespace, src.socket, args...)
+	waited := time.Since(t0)
 	var res struct {
 		Ready  bool          `json:"ready"`
 		Reason string        `json:"reason"`
@@ -198,6 +205,9 @@ func (m *meshdMesh) startPair(c *column, want control.Path) (netip.Addr, error) 
 		return netip.Addr{}, fmt.Errorf("link %s → %s is %q, not %q as this column needs", src.name, dst.name, res.Peer.Path, want)
 	}
 	c.setup = at.Sub(t0)
+	if want == control.PathDirect {
+		c.direct = waited
+	}
 	if res.Peer.Relay != "" {
 		c.via = res.Peer.Relay
 	}
