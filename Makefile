@@ -60,6 +60,6 @@ package: build
 	VERSION=$(PKGVER) ARCH=$(ARCH) $(NFPM) pkg --packager rpm --config packaging/nfpm.yaml --target dist/
 
 # meshd vs the underlay, wireguard-go and Nebula in the lab (~3-4 min); rewrites docs/performance-lab.md.
-bench: lab-deps
-	bash scripts/bench-deps.sh
+bench:
+	bash scripts/lab-deps.sh --bench
 	$(GO) test -tags 'e2e bench' -run TestBench -count=1 -timeout 20m -v ./e2e/bench/

@@ -3,10 +3,13 @@
 # (e2e/lab) uses: ip and ss (iproute2), sysctl (procps), iptables and nft for
 # the NAT recipes, conntrack to flush and inspect NAT mappings, iperf3 for
 # throughput scenarios, and coturn (turnserver, turnutils_uclient,
-# turnutils_peer) as the reference TURN server. tshark is not used. It is idempotent: when every tool is already on PATH it does
-# nothing, and it runs `apt-get update` only when something is missing.
+# turnutils_peer) as the reference TURN server. tshark is not used. With
+# --bench it also installs what `make bench` needs: wg (wireguard-tools, to
+# configure wireguard-go) and ping (iputils-ping). It is idempotent: when
+# every tool is already on PATH it does nothing, and it runs `apt-get update`
+# only when something is missing.
 #
-# Usage (as root): scripts/lab-deps.sh
+# Usage (as root): scripts/lab-deps.sh [--bench]
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -27,6 +30,18 @@ declare -A pkg_of=(
 	[turnutils_uclient]=coturn
 	[turnutils_peer]=coturn
 )
+
+case "${1:-}" in
+--bench)
+	pkg_of[wg]=wireguard-tools
+	pkg_of[ping]=iputils-ping
+	;;
+"") ;;
+*)
+	echo "usage: lab-deps.sh [--bench]" >&2
+	exit 2
+	;;
+esac
 
 # Tools may live in sbin directories that a non-login PATH lacks.
 export PATH="$PATH:/usr/sbin:/sbin:/usr/bin:/bin"
@@ -52,6 +67,8 @@ export DEBIAN_FRONTEND=noninteractive
 # servers inside namespaces, so answer no before it asks.
 echo "iperf3 iperf3/start_daemon boolean false" | debconf-set-selections
 
+# --no-install-recommends also keeps wireguard-tools from pulling in the
+# kernel module packages: the bench measures the userspace wireguard-go.
 # Services that packages try to start on install (coturn's turnserver) must not
 # run on the host: the lab starts its own instances inside namespaces.
 policy=/usr/sbin/policy-rc.d

@@ -87,7 +87,7 @@ func TestBench(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, tool := range []string{"iperf3", "ping", "wg", "nft", "ip"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s not found: run scripts/lab-deps.sh and scripts/bench-deps.sh as root", tool)
+			t.Fatalf("%s not found: run scripts/lab-deps.sh --bench as root", tool)
 		}
 	}
 	root, err := moduleRoot()

@@ -26,7 +26,7 @@
 // can build) into a temporary directory, and meshd from this checkout; a
 // path whose program cannot be built or brought up is reported as not
 // available, with the reason, and the others are still measured. The tests
-// need root and scripts/lab-deps.sh plus scripts/bench-deps.sh, and run only
+// need root and scripts/lab-deps.sh --bench, and run only
 // with both the e2e and bench build tags:
 //
 //	sudo go test -tags 'e2e bench' -run TestBench -count=1 -timeout 20m -v ./e2e/bench/
