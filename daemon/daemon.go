@@ -173,16 +173,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.warnCertificate()
-	d.warnUnsupported(cfg)
 	return d, nil
-}
-
-// warnUnsupported logs settings the leaves cannot apply yet, so an operator
-// who sets them is not misled.
-func (d *Daemon) warnUnsupported(cfg *config.Config) {
-	if len(cfg.ICE.IncludeInterfaces) > 0 || len(cfg.ICE.ExcludeInterfaces) > 0 {
-		d.log.Warn("ice.include_interfaces and ice.exclude_interfaces are not supported yet and are ignored")
-	}
 }
 
 // build makes the components. On error the caller closes what was built.
@@ -228,6 +219,7 @@ func (d *Daemon) build(p *prepared) error {
 		LinkDownError:   overlay.ErrLinkDown,
 		Timers:          timers,
 		Cipher:          cipher,
+		InterfaceFilter: interfaceFilter(cfg.ICE),
 		// config bounds rekey_records to a positive int64.
 		RekeyAfterRecords: uint64(cfg.Data.RekeyRecords),
 		Now:               d.now,

@@ -7,6 +7,7 @@ import (
 	"github.com/meshd/meshd/tunnel/record"
 	"math"
 	"net/netip"
+	"path"
 	"slices"
 	"strconv"
 	"time"
@@ -103,6 +104,27 @@ func tunnelTimers(ice config.ICE, data config.Data) tunnel.Timers {
 		t.PathTimeout = 2 * t.KeepaliveInterval
 	}
 	return t
+}
+
+// interfaceFilter maps ice.include_interfaces and ice.exclude_interfaces
+// (shell patterns, validated by config) onto the links' host-candidate
+// filter; nil when neither is set. Exclusion wins over inclusion.
+func interfaceFilter(ice config.ICE) func(string) bool {
+	if len(ice.IncludeInterfaces) == 0 && len(ice.ExcludeInterfaces) == 0 {
+		return nil
+	}
+	match := func(pats []string, name string) bool {
+		for _, p := range pats {
+			if ok, _ := path.Match(p, name); ok {
+				return true
+			}
+		}
+		return false
+	}
+	include, exclude := slices.Clone(ice.IncludeInterfaces), slices.Clone(ice.ExcludeInterfaces)
+	return func(name string) bool {
+		return (len(include) == 0 || match(include, name)) && !match(exclude, name)
+	}
 }
 
 // dataCipher maps data.cipher onto the record layer's preference. config

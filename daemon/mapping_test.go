@@ -200,3 +200,37 @@ func TestProbePackets(t *testing.T) {
 		}
 	}
 }
+
+func TestInterfaceFilter(t *testing.T) {
+	tests := []struct {
+		name             string
+		include, exclude []string
+		allowed, denied  []string
+	}{
+		{name: "nothing set: every interface", allowed: nil},
+		{name: "include only", include: []string{"eth*", "en[0-9]"}, allowed: []string{"eth0", "en1"}, denied: []string{"wlan0", "docker0"}},
+		{name: "exclude only", exclude: []string{"docker*", "veth*"}, allowed: []string{"eth0", "wlan0"}, denied: []string{"docker0", "veth12ab"}},
+		{name: "exclude wins over include", include: []string{"eth*"}, exclude: []string{"eth1"}, allowed: []string{"eth0"}, denied: []string{"eth1", "wlan0"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := interfaceFilter(config.ICE{IncludeInterfaces: tc.include, ExcludeInterfaces: tc.exclude})
+			if len(tc.include) == 0 && len(tc.exclude) == 0 {
+				if f != nil {
+					t.Fatal("want no filter when neither list is set")
+				}
+				return
+			}
+			for _, n := range tc.allowed {
+				if !f(n) {
+					t.Errorf("%s denied, want allowed", n)
+				}
+			}
+			for _, n := range tc.denied {
+				if f(n) {
+					t.Errorf("%s allowed, want denied", n)
+				}
+			}
+		})
+	}
+}

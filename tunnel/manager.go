@@ -144,6 +144,10 @@ func (m *Manager) Start(ctx context.Context) error {
 		}),
 		keep: addrFilter(unspecified, m.opts.ExcludePrefixes),
 	}
+	if f := m.opts.InterfaceFilter; f != nil {
+		base := m.mux.keep
+		m.mux.keep = func(a netip.Addr) bool { return base(a) && interfaceAllowed(a, f) }
+	}
 	for _, s := range socks.socks {
 		m.wg.Add(1)
 		go func() {

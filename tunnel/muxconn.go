@@ -310,6 +310,30 @@ type sharedMux struct {
 	keep func(netip.Addr) bool
 }
 
+// interfaceAllowed reports whether the interface that holds a passes f; an
+// address on no interface (gone since pion listed it) is let through, since
+// pion will fail to use it anyway.
+func interfaceAllowed(a netip.Addr, f func(string) bool) bool {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return true
+	}
+	for _, ifi := range ifs {
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, ad := range addrs {
+			if p, ok := ad.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(p.IP); ok && ip.Unmap() == a {
+					return f(ifi.Name)
+				}
+			}
+		}
+	}
+	return true
+}
+
 // GetListenAddresses returns the host-candidate addresses, filtered.
 func (m *sharedMux) GetListenAddresses() []net.Addr {
 	all := m.UniversalUDPMuxDefault.GetListenAddresses()

@@ -223,6 +223,11 @@ type Options struct {
 	// candidates nor accepted as remote ones. The daemon passes the overlay
 	// prefix so a link never runs over the overlay itself.
 	ExcludePrefixes []netip.Prefix
+	// InterfaceFilter, or nil for every interface, says which network
+	// interfaces (by name) may offer host candidates: addresses of an
+	// interface it rejects are never offered. Checked at every gathering,
+	// so interfaces that come and go are judged when a link connects.
+	InterfaceFilter func(name string) bool
 
 	// LinkDownError is an error value that WriteBatch's link-down error
 	// matches with errors.Is, besides ErrLinkDown. The daemon passes
