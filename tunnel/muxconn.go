@@ -30,6 +30,7 @@ package tunnel
  */
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -372,4 +373,40 @@ func addrFilter(bindUnspecified bool, exclude []netip.Prefix) func(netip.Addr) b
 		}
 		return true
 	}
+}
+
+// errRedundantSrflx: the STUN server saw a host candidate's own address.
+var errRedundantSrflx = errors.New("tunnel: server-reflexive address is a host-candidate address (no NAT)")
+
+// GetXORMappedAddrContext is pion's srflx discovery, minus redundant
+// results. On a host without NAT the mapped address is the host
+// candidate's own address. pion would still add a srflx candidate for it,
+// on its own muxed conn (keyed ufrag+URL) of the same socket; the mux
+// routes a remote's datagrams to whichever of the two conns wrote to it
+// last, and the peer's findRemoteCandidate picks whichever of the two
+// remote candidates came first, so checks of the host pair are credited to
+// srflx pairs and the host pair never succeeds (RFC 8445 5.1.3: drop the
+// redundant candidate).
+func (m *sharedMux) GetXORMappedAddrContext(ctx context.Context, server net.Addr, deadline time.Duration) (*stun.XORMappedAddress, error) {
+	xor, err := m.UniversalUDPMuxDefault.GetXORMappedAddrContext(ctx, server, deadline)
+	if err != nil {
+		return nil, err
+	}
+	mapped, ok := netip.AddrFromSlice(xor.IP)
+	if !ok {
+		return xor, nil
+	}
+	for _, a := range m.GetListenAddresses() {
+		if ua, ok := a.(*net.UDPAddr); ok && ua.Port == xor.Port {
+			if ip, ok := netip.AddrFromSlice(ua.IP); ok && ip.Unmap() == mapped.Unmap() {
+				return nil, errRedundantSrflx
+			}
+		}
+	}
+	return xor, nil
+}
+
+// GetXORMappedAddr is GetXORMappedAddrContext without a context.
+func (m *sharedMux) GetXORMappedAddr(server net.Addr, deadline time.Duration) (*stun.XORMappedAddress, error) {
+	return m.GetXORMappedAddrContext(context.Background(), server, deadline)
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -285,5 +286,32 @@ func TestRelayBindAddress(t *testing.T) {
 		if got := n.bindAddress(tc.network, tc.in); got != tc.out {
 			t.Errorf("bind %v: %s %q -> %q, want %q", tc.bind, tc.network, tc.in, got, tc.out)
 		}
+	}
+}
+
+// TestRedundantSrflxDropped: without NAT the STUN server sees the host
+// candidate's own address. Offering it again as server-reflexive made the
+// host pair's checks count for the srflx twin (same socket, same address)
+// and let a relay pair win on public hosts, so the mux drops it.
+func TestRedundantSrflxDropped(t *testing.T) {
+	testutil.LeakCheck(t)
+	hardTimeout(t, 30*time.Second)
+	srv := startLoopbackTURN(t) // pion's TURN server answers STUN binding requests
+	ca := newTestCA(t, "mesh")
+	m := startManager(t, newMemSignals(), ca.node(t, "alpha", 1, 0, nil), nil)
+	stunAddr, err := net.ResolveUDPAddr("udp4", srv.udpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The unfiltered mux does see the host address: the setup is right.
+	xor, err := m.mux.UniversalUDPMuxDefault.GetXORMappedAddr(stunAddr, 2*time.Second)
+	if err != nil {
+		t.Fatalf("STUN through the shared socket: %v", err)
+	}
+	if got, want := fmt.Sprintf("%s:%d", xor.IP, xor.Port), m.LocalAddr().String(); got != want {
+		t.Fatalf("mapped address %s, want the socket's own %s (no NAT on loopback)", got, want)
+	}
+	if _, err := m.mux.GetXORMappedAddr(stunAddr, 2*time.Second); !errors.Is(err, errRedundantSrflx) {
+		t.Fatalf("srflx equal to the host candidate: err %v, want errRedundantSrflx", err)
 	}
 }
