@@ -454,18 +454,26 @@ func (c *Client) do(ctx context.Context, fn func()) error {
 	if !c.started.Load() {
 		return ErrClosed
 	}
+	return runOnOwner(ctx, c.ctx, c.cmds, fn)
+}
+
+// runOnOwner hands fn to the goroutine that reads cmds and waits until it
+// has run. It gives up when the caller's ctx ends (before fn was taken) or
+// when the owner stops (owner's ctx; ErrClosed). Client and Coordinator
+// both keep their state on one such goroutine.
+func runOnOwner(ctx, owner context.Context, cmds chan<- func(), fn func()) error {
 	done := make(chan struct{})
 	select {
-	case c.cmds <- func() { fn(); close(done) }:
+	case cmds <- func() { fn(); close(done) }:
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-c.ctx.Done():
+	case <-owner.Done():
 		return ErrClosed
 	}
 	select {
 	case <-done:
 		return nil
-	case <-c.ctx.Done():
+	case <-owner.Done():
 		return ErrClosed
 	}
 }

@@ -520,18 +520,7 @@ func (c *Coordinator) do(fn func()) error {
 	if !c.started.Load() {
 		return ErrClosed
 	}
-	done := make(chan struct{})
-	select {
-	case c.cmds <- func() { fn(); close(done) }:
-	case <-c.ctx.Done():
-		return ErrClosed
-	}
-	select {
-	case <-done:
-		return nil
-	case <-c.ctx.Done():
-		return ErrClosed
-	}
+	return runOnOwner(context.Background(), c.ctx, c.cmds, fn)
 }
 
 // Close stops the coordinator: sessions are told it is shutting down, the
