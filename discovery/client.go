@@ -406,11 +406,8 @@ func (c *Client) UpdateRecord(info LocalInfo) error {
 // PublishCRL installs crl in the Verifier if it is CA-signed and newer, and
 // passes the newest CRL to the coordinator, which spreads it mesh-wide.
 func (c *Client) PublishCRL(crl *pki.CRL) error {
-	if crl == nil {
-		return errors.New("discovery: nil CRL")
-	}
-	if _, err := c.opts.Verifier.UpdateCRL(crl); err != nil {
-		return fmt.Errorf("discovery: CRL not installed: %w", err)
+	if err := installCRL(c.opts.Verifier, crl); err != nil {
+		return err
 	}
 	return c.do(context.Background(), func() {
 		c.checkCRL()
@@ -455,6 +452,18 @@ func (c *Client) do(ctx context.Context, fn func()) error {
 		return ErrClosed
 	}
 	return runOnOwner(ctx, c.ctx, c.cmds, fn)
+}
+
+// installCRL gives crl to v, which keeps it only if it is CA-signed and
+// newer than the one it has; an older one is not an error.
+func installCRL(v *pki.Verifier, crl *pki.CRL) error {
+	if crl == nil {
+		return errors.New("discovery: nil CRL")
+	}
+	if _, err := v.UpdateCRL(crl); err != nil {
+		return fmt.Errorf("discovery: CRL not installed: %w", err)
+	}
+	return nil
 }
 
 // runOnOwner hands fn to the goroutine that reads cmds and waits until it

@@ -269,6 +269,14 @@ func NewCoordinator(opts CoordinatorOptions) (*Coordinator, error) {
 	return c, nil
 }
 
+// override sets *dst to v when v is set (positive): zero GossipTimers fields
+// keep memberlist's defaults.
+func override[T time.Duration | int](dst *T, v T) {
+	if v > 0 {
+		*dst = v
+	}
+}
+
 func setDefault(d *time.Duration, v time.Duration) {
 	if *d <= 0 {
 		*d = v
@@ -346,30 +354,14 @@ func (c *Coordinator) startGossip() error {
 	// may reuse its name once the old incarnation has been dead this long.
 	conf.DeadNodeReclaimTime = 30 * time.Second
 	t := c.opts.Timers
-	if t.ProbeInterval > 0 {
-		conf.ProbeInterval = t.ProbeInterval
-	}
-	if t.ProbeTimeout > 0 {
-		conf.ProbeTimeout = t.ProbeTimeout
-	}
-	if t.GossipInterval > 0 {
-		conf.GossipInterval = t.GossipInterval
-	}
-	if t.PushPullInterval > 0 {
-		conf.PushPullInterval = t.PushPullInterval
-	}
-	if t.TCPTimeout > 0 {
-		conf.TCPTimeout = t.TCPTimeout
-	}
-	if t.SuspicionMult > 0 {
-		conf.SuspicionMult = t.SuspicionMult
-	}
-	if t.RetransmitMult > 0 {
-		conf.RetransmitMult = t.RetransmitMult
-	}
-	if t.GossipToTheDeadTime > 0 {
-		conf.GossipToTheDeadTime = t.GossipToTheDeadTime
-	}
+	override(&conf.ProbeInterval, t.ProbeInterval)
+	override(&conf.ProbeTimeout, t.ProbeTimeout)
+	override(&conf.GossipInterval, t.GossipInterval)
+	override(&conf.PushPullInterval, t.PushPullInterval)
+	override(&conf.TCPTimeout, t.TCPTimeout)
+	override(&conf.SuspicionMult, t.SuspicionMult)
+	override(&conf.RetransmitMult, t.RetransmitMult)
+	override(&conf.GossipToTheDeadTime, t.GossipToTheDeadTime)
 	if c.opts.GossipTransport != nil {
 		conf.Transport = c.opts.GossipTransport
 	} else {
@@ -479,11 +471,8 @@ func (c *Coordinator) Records() []Record {
 // and passes it to every coordinator and session. Revoked nodes' sessions are
 // closed and their records dropped mesh-wide.
 func (c *Coordinator) PublishCRL(crl *pki.CRL) error {
-	if crl == nil {
-		return errors.New("discovery: nil CRL")
-	}
-	if _, err := c.opts.Verifier.UpdateCRL(crl); err != nil {
-		return fmt.Errorf("discovery: CRL not installed: %w", err)
+	if err := installCRL(c.opts.Verifier, crl); err != nil {
+		return err
 	}
 	return c.do(c.checkCRL)
 }
