@@ -1,41 +1,20 @@
 #!/usr/bin/env bash
-# lab-deps.sh installs, with apt-get, the tools the e2e network-namespace lab
-# (e2e/lab) uses: ip and ss (iproute2), sysctl (procps), iptables and nft for
-# the NAT recipes, conntrack to flush and inspect NAT mappings, iperf3 for
-# throughput scenarios, and coturn (turnserver, turnutils_uclient,
-# turnutils_peer) as the reference TURN server. tshark is not used. With
-# --bench it also installs what `make bench` needs: wg (wireguard-tools, to
-# configure wireguard-go) and ping (iputils-ping). It is idempotent: when
-# every tool is already on PATH it does nothing, and it runs `apt-get update`
-# only when something is missing.
+# lab-deps.sh installs, with apt-get, the programs that `make test` and
+# `make demo` (and, with --bench, `make bench`) run, from the one list in
+# scripts/programs.txt ("program package target" per line). A test
+# (internal/programs) fails when Go code runs a program that list lacks, so
+# what this script installs is what the tests need on a machine that has
+# never seen the project. It is idempotent: when every listed program is
+# already on PATH it does nothing, and it runs `apt-get update` only when
+# something is missing.
 #
 # Usage (as root): scripts/lab-deps.sh [--bench]
 set -euo pipefail
 
-if [ "$(id -u)" -ne 0 ]; then
-	echo "lab-deps.sh: must run as root (apt-get install)" >&2
-	exit 1
-fi
-
-# command -> Debian package that ships it.
-declare -A pkg_of=(
-	[ip]=iproute2
-	[ss]=iproute2
-	[sysctl]=procps
-	[iptables]=iptables
-	[nft]=nftables
-	[conntrack]=conntrack
-	[iperf3]=iperf3
-	[turnserver]=coturn
-	[turnutils_uclient]=coturn
-	[turnutils_peer]=coturn
-)
-
+list="$(dirname "$0")/programs.txt"
+targets=" test "
 case "${1:-}" in
---bench)
-	pkg_of[wg]=wireguard-tools
-	pkg_of[ping]=iputils-ping
-	;;
+--bench) targets=" test bench " ;;
 "") ;;
 *)
 	echo "usage: lab-deps.sh [--bench]" >&2
@@ -46,16 +25,37 @@ esac
 # Tools may live in sbin directories that a non-login PATH lacks.
 export PATH="$PATH:/usr/sbin:/sbin:/usr/bin:/bin"
 
-missing=()
-for cmd in "${!pkg_of[@]}"; do
-	if ! command -v "$cmd" >/dev/null 2>&1; then
-		missing+=("${pkg_of[$cmd]}")
+# program -> package, for the programs of the chosen targets.
+declare -A pkg_of=()
+while read -r prog pkg target rest; do
+	case "$prog" in "" | "#"*) continue ;; esac
+	if [ -z "$target" ] || { [ -n "$rest" ] && [ "${rest:0:1}" != "#" ]; }; then
+		echo "lab-deps.sh: $list: bad line: $prog $pkg $target $rest" >&2
+		exit 2
 	fi
+	if [[ "$targets" == *" $target "* ]]; then
+		pkg_of[$prog]=$pkg
+	fi
+done <"$list"
+
+missing=()
+for prog in "${!pkg_of[@]}"; do
+	command -v "$prog" >/dev/null 2>&1 && continue
+	if [ "${pkg_of[$prog]}" = "-" ]; then
+		echo "lab-deps.sh: $prog is not on PATH; install it first (see the README's set-up commands)" >&2
+		exit 1
+	fi
+	missing+=("${pkg_of[$prog]}")
 done
 
 if [ "${#missing[@]}" -eq 0 ]; then
-	echo "lab-deps.sh: all lab tools present"
+	echo "lab-deps.sh: all ${#pkg_of[@]} programs present"
 	exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "lab-deps.sh: must run as root to install ${missing[*]} (apt-get install)" >&2
+	exit 1
 fi
 
 # Deduplicate and sort the package list for a stable log line.
@@ -88,9 +88,9 @@ trap cleanup EXIT
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${pkgs[@]}"
 
-for cmd in "${!pkg_of[@]}"; do
-	if ! command -v "$cmd" >/dev/null 2>&1; then
-		echo "lab-deps.sh: $cmd still missing after installing ${pkg_of[$cmd]}" >&2
+for prog in "${!pkg_of[@]}"; do
+	if ! command -v "$prog" >/dev/null 2>&1; then
+		echo "lab-deps.sh: $prog still missing after installing ${pkg_of[$prog]}" >&2
 		exit 1
 	fi
 done

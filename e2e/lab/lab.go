@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -89,24 +88,18 @@ type Lab struct {
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]{1,20}$`)
 
-// requiredTools are the programs every lab needs; scripts/lab-deps.sh
-// installs them.
-var requiredTools = []string{"ip", "nft", "iptables", "conntrack", "sysctl", "ss"}
-
 // New builds the backbone of a new lab and registers its teardown with
 // t.Cleanup. It skips t unless running as root, and fails t if a tool is
 // missing or the test binary's TestMain does not call Main.
 func New(t testing.TB, opts Options) *Lab {
 	t.Helper()
 	testutil.RequireRoot(t)
-	var missing []string
-	for _, tool := range requiredTools {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
+	missing, err := missingPrograms()
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(missing) > 0 {
-		t.Fatalf("lab: missing tools %v: run scripts/lab-deps.sh as root", missing)
+		t.Fatalf("lab: programs listed in scripts/programs.txt are missing: %v: run scripts/lab-deps.sh as root", missing)
 	}
 	l := &Lab{
 		dir:        opts.ArtifactDir,

@@ -40,6 +40,9 @@ func (n *Namespace) Command(ctx context.Context, name string, args ...string) *e
 	argv := append([]string{"netns", "exec", n.name, name}, args...)
 	cmd := exec.CommandContext(ctx, "ip", argv...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := checkProgram(name); err != nil {
+		cmd.Err = err // Start returns it
+	}
 	return cmd
 }
 
@@ -147,11 +150,13 @@ func (l *Lab) exec(ctx context.Context, netns, stdin string, argv []string) (str
 }
 
 func execCmd(ctx context.Context, log *slog.Logger, netns, stdin string, argv []string) (string, error) {
-	full := argv
-	if netns != "" {
-		full = append([]string{"ip", "netns", "exec", netns}, argv...)
+	if err := checkProgram(argv[0]); err != nil {
+		return "", err
 	}
-	cmd := exec.CommandContext(ctx, full[0], full[1:]...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	if netns != "" {
+		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", netns}, argv...)...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)

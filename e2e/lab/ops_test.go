@@ -335,25 +335,25 @@ func TestProcStop(t *testing.T) {
 
 	// A process group that ignores SIGTERM is SIGKILLed after StopTimeout.
 	stubborn, err := h.StartWith(lab.ProcOptions{Label: "stubborn", StopTimeout: 200 * time.Millisecond},
-		"sh", "-c", `trap "" TERM; echo started; sleep 60 & wait`)
+		lab.Build(t, "github.com/meshd/meshd/e2e/internal/cmd/stubborn"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	stubborn.WaitOutput(t, 5*time.Second, "started", func(out, _ string) bool { return strings.Contains(out, "started") })
 	var pids []int
-	testutil.WaitFor(t, 5*time.Second, "sh and its sleep child in the namespace", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "stubborn and its child in the namespace", func() bool {
 		pids, err = h.Pids()
 		return err == nil && len(pids) == 2
 	})
 	start := time.Now()
 	err = stubborn.Stop()
 	if ws, ok := exitSignal(err); !ok || ws != syscall.SIGKILL {
-		t.Fatalf("Stop of a TERM-ignoring shell: %v, want death by SIGKILL", err)
+		t.Fatalf("Stop of a TERM-ignoring process: %v, want death by SIGKILL", err)
 	}
 	if d := time.Since(start); d < 200*time.Millisecond {
 		t.Errorf("SIGKILL came after %v, before StopTimeout", d)
 	}
-	testutil.WaitFor(t, 5*time.Second, "the shell's child to die with its group", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "the child to die with its group", func() bool {
 		left, err := h.Pids()
 		return err == nil && len(left) == 0
 	})

@@ -67,6 +67,9 @@ func (n *Namespace) StartWith(opts ProcOptions, name string, args ...string) (*P
 	if closed {
 		return nil, ErrClosed
 	}
+	if err := checkProgram(name); err != nil {
+		return nil, err
+	}
 	label := opts.Label
 	if label == "" {
 		label = filepath.Base(name)
