@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -132,6 +133,12 @@ func TestTeardownLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { _ = stray.Wait() }() // reap it once Close kills it
+	// `ip netns exec` enters the namespace a moment after Start: wait for
+	// both sleeps to be the host's, so that Pause has them to stop.
+	testutil.WaitFor(t, 10*time.Second, "both sleeps in the host's namespace", func() bool {
+		pids, err := a.Pids()
+		return err == nil && slices.Contains(pids, tracked.PID()) && slices.Contains(pids, stray.Process.Pid)
+	})
 	if err := a.Pause(); err != nil {
 		t.Fatal(err)
 	}

@@ -223,27 +223,36 @@ func (h *Host) plug(far *Namespace, br string) error {
 // still answers ARP and its kernel still replies, but its programs freeze
 // (a hung or suspended node).
 //
-// SIGSTOP takes effect when the kernel next schedules each process, so Pause
-// waits (up to 2 s) until every one of them is in the stopped state: a
-// caller that tests "while paused" must not race the signal.
+// SIGSTOP takes effect when the kernel next schedules each process, and a
+// process may enter the namespace (`ip netns exec`) after the first signal,
+// so Pause signals again every process not yet stopped until one pass finds
+// them all stopped (for up to 10 s, enough for a loaded machine): a caller
+// that tests "while paused" must not race the signal.
 func (h *Host) Pause() error {
-	if err := h.Signal(syscall.SIGSTOP); err != nil {
-		return err
-	}
-	pids, err := h.Pids()
-	if err != nil {
-		return err
-	}
-	deadline := time.Now().Add(2 * time.Second)
-	for _, pid := range pids {
-		for !processStopped(pid) {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("lab: pause %s: pid %d did not stop within 2s", h.Name(), pid)
-			}
-			time.Sleep(5 * time.Millisecond)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pids, err := h.Pids()
+		if err != nil {
+			return err
 		}
+		var running []int
+		for _, pid := range pids {
+			if processStopped(pid) {
+				continue
+			}
+			running = append(running, pid)
+			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil && err != syscall.ESRCH {
+				return fmt.Errorf("lab: pause %s: SIGSTOP pid %d: %w", h.Name(), pid, err)
+			}
+		}
+		if len(running) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: pause %s: pids %v did not stop within 10s", h.Name(), running)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	return nil
 }
 
 // processStopped reports whether pid is stopped (T) or gone.
