@@ -84,11 +84,11 @@ func TestBadInput(t *testing.T) {
 		n.start()
 	}
 	for _, n := range all {
-		n.waitSession(t, 20*time.Second)
+		n.waitSession(t, sessionTimeout)
 	}
-	mustPeer(t, bob, "alice", isDirect, 20*time.Second, "direct")
-	mustPeer(t, bob, "coord", isDirect, 20*time.Second, "direct")
-	mustPeer(t, bob, "carol", isRelay, 20*time.Second, "relayed (carol: ice.relay_only)")
+	mustPeer(t, bob, "alice", isDirect, linkTimeout, "direct")
+	mustPeer(t, bob, "coord", isDirect, linkTimeout, "direct")
+	mustPeer(t, bob, "carol", isRelay, linkTimeout, "relayed (carol: ice.relay_only)")
 	ctx := context.Background()
 
 	type victim struct {
@@ -218,7 +218,7 @@ func TestBadInput(t *testing.T) {
 	for _, v := range victims {
 		var rss, threads int
 		var drops map[string]uint64
-		took, _, ok := waitUntil(10*time.Second, 250*time.Millisecond, func() (bool, string) {
+		took, _, ok := waitUntil(linkTimeout, 250*time.Millisecond, func() (bool, string) {
 			v.n.alive(t)
 			rss, threads, drops = measure(v)
 			return threads <= v.threads+8 && rss <= v.rss+32*1024, ""
@@ -233,12 +233,12 @@ func TestBadInput(t *testing.T) {
 	if _, err := send(ctx, bob.host.Namespace, m.tool, alice.addr, 1<<20, 0, 20*time.Second); err != nil {
 		t.Errorf("bob → alice transfer after the attack: %v", err)
 	}
-	mustPeer(t, bob, "alice", isDirect, 10*time.Second, "still direct")
-	cctx, cancel := context.WithTimeout(ctx, 35*time.Second)
+	mustPeer(t, bob, "alice", isDirect, linkTimeout, "still direct")
+	cctx, cancel := context.WithTimeout(ctx, linkTimeout+10*time.Second)
 	defer cancel()
-	if at, err := firstReply(cctx, bob.host.Namespace, carol.addr, 30*time.Second); err != nil {
+	if at, err := firstReply(cctx, bob.host.Namespace, carol.addr, linkTimeout); err != nil {
 		p, _, _ := bob.peer(ctx, "carol")
-		t.Errorf("bob → carol (relayed) does not answer 30 s after the attack: %v (peers --json: %s)", err, describePeer(p))
+		t.Errorf("bob → carol (relayed) does not answer %v after the attack: %v (peers --json: %s)", linkTimeout, err, describePeer(p))
 	} else {
 		t.Logf("bob → carol answers again %v after the attack ended", at.Sub(attackEnd).Round(time.Millisecond))
 	}

@@ -51,19 +51,19 @@ func TestCoordinators(t *testing.T) {
 		c.start()
 	}
 	for _, c := range coords {
-		c.waitSession(t, 20*time.Second)
+		c.waitSession(t, sessionTimeout)
 	}
 	nodes := []*node{n1, n2, n3}
 	for _, n := range nodes {
 		n.start()
 	}
 	for _, n := range nodes {
-		n.waitSession(t, 20*time.Second)
+		n.waitSession(t, sessionTimeout)
 		n.startEvents(t)
 	}
-	mustPeer(t, n1, "n2", isDirect, 20*time.Second, "direct")
-	mustPeer(t, n2, "n3", isRelay, 20*time.Second, "relayed")
-	mustPeer(t, n1, "n3", isOnline, 20*time.Second, "up")
+	mustPeer(t, n1, "n2", isDirect, linkTimeout, "direct")
+	mustPeer(t, n2, "n3", isRelay, linkTimeout, "relayed")
+	mustPeer(t, n1, "n3", isOnline, linkTimeout, "up")
 
 	t.Run("failover", func(t *testing.T) { testFailover(t, m, coords, nodes) })
 	if t.Failed() {
@@ -109,7 +109,7 @@ func testFailover(t *testing.T, m *mesh, coords, nodes []*node) {
 	}
 	defer pRelay.Stop()
 	// Let both pings get going before the crash.
-	if _, _, ok := waitUntil(5*time.Second, 100*time.Millisecond, func() (bool, string) {
+	if _, _, ok := waitUntil(linkTimeout, 100*time.Millisecond, func() (bool, string) {
 		return len(parsePingD(pDirect.Stdout())) >= 5 && len(parsePingD(pRelay.Stdout())) >= 5, ""
 	}); !ok {
 		t.Fatalf("pings do not get through before the crash:\n%s\n%s", tailLines(pDirect.Stdout(), 3), tailLines(pRelay.Stdout(), 3))
@@ -119,12 +119,12 @@ func testFailover(t *testing.T, m *mesh, coords, nodes []*node) {
 	victim.kill()
 	t.Logf("%s SIGKILLed", victim.name)
 	for _, n := range nodes {
-		took, _, ok := waitUntil(30*time.Second, 100*time.Millisecond, func() (bool, string) {
+		took, _, ok := waitUntil(linkTimeout, 100*time.Millisecond, func() (bool, string) {
 			c := coordinatorOf(n)
 			return c != "" && c != victim.name, ""
 		})
 		if !ok {
-			t.Errorf("%s did not fail over within 30 s of %s's crash", n.name, victim.name)
+			t.Errorf("%s did not fail over within %v of %s's crash", n.name, linkTimeout, victim.name)
 			continue
 		}
 		t.Logf("%s failed over to %s within %v of the crash", n.name, coordinatorOf(n), took.Round(time.Millisecond))
@@ -133,7 +133,7 @@ func testFailover(t *testing.T, m *mesh, coords, nodes []*node) {
 		// The daemon polls its session a few times a second; the event
 		// follows the failover shortly.
 		var ev *control.Event
-		waitUntil(5*time.Second, 100*time.Millisecond, func() (bool, string) {
+		waitUntil(linkTimeout, 100*time.Millisecond, func() (bool, string) {
 			for _, e := range n.eventsSince(crash) {
 				if e.Kind == control.EventCoordinatorFailover && ev == nil {
 					ev = &e
@@ -142,14 +142,14 @@ func testFailover(t *testing.T, m *mesh, coords, nodes []*node) {
 			return ev != nil, ""
 		})
 		if ev == nil {
-			t.Errorf("%s: events --json reported no coordinator_failover within 5 s", n.name)
+			t.Errorf("%s: events --json reported no coordinator_failover within %v", n.name, linkTimeout)
 		} else {
 			t.Logf("%s: events --json: coordinator_failover %s → %s %v after the crash", n.name, ev.From, ev.To, ev.Time.Sub(crash).Round(time.Millisecond))
 		}
 	}
 	// The relayed link's allocation died with the coordinator: it must be
 	// rebuilt through a surviving coordinator's TURN.
-	took, p, ok := n2.waitPeer(45*time.Second, "n3", func(p control.Peer) bool {
+	took, p, ok := n2.waitPeer(linkTimeout, "n3", func(p control.Peer) bool {
 		return isRelay(p) && !strings.Contains(p.Relay, victim.host.IP().String())
 	})
 	if ok {
@@ -160,7 +160,7 @@ func testFailover(t *testing.T, m *mesh, coords, nodes []*node) {
 	// Keep pinging until the relayed ping has answered a few times after
 	// the recovery, then judge.
 	recovered := time.Now()
-	waitUntil(10*time.Second, 100*time.Millisecond, func() (bool, string) {
+	waitUntil(linkTimeout, 100*time.Millisecond, func() (bool, string) {
 		n := 0
 		for _, r := range parsePingD(pRelay.Stdout()) {
 			if r.at.After(recovered) {
@@ -190,11 +190,11 @@ func testFailover(t *testing.T, m *mesh, coords, nodes []*node) {
 	n4 := m.addNode(m.lab.AddNode(t, "n4", lab.NATAddressRestricted, lab.HostOptions{}), nodeOpts{join: coords})
 	started := time.Now()
 	n4.start()
-	n4.waitSession(t, 30*time.Second)
+	n4.waitSession(t, sessionTimeout)
 	t.Logf("n4 (started after the crash) has a session with %s after %v", coordinatorOf(n4), time.Since(started).Round(time.Millisecond))
 	for _, n := range nodes {
-		ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
-		at, err := firstReply(ctx, n4.host.Namespace, n.addr, 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), linkTimeout+10*time.Second)
+		at, err := firstReply(ctx, n4.host.Namespace, n.addr, linkTimeout)
 		cancel()
 		if err != nil {
 			t.Errorf("new node n4 cannot reach %s: %v", n.name, err)
@@ -210,10 +210,10 @@ func testNodeRestart(t *testing.T, n *node, peers []*node) {
 	killed := time.Now()
 	n.kill()
 	n.start()
-	n.waitSession(t, 30*time.Second)
+	n.waitSession(t, sessionTimeout)
 	for _, p := range peers {
-		ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
-		at, err := firstReply(ctx, p.host.Namespace, n.addr, 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), linkTimeout+10*time.Second)
+		at, err := firstReply(ctx, p.host.Namespace, n.addr, linkTimeout)
 		cancel()
 		if err != nil {
 			pp, _, _ := p.peer(context.Background(), n.name)
@@ -245,10 +245,10 @@ func testCoordinatorRestart(t *testing.T, l *lab.Lab, m *mesh, coords []*node) {
 	}
 	restarted := time.Now()
 	dead.start()
-	dead.waitSession(t, 20*time.Second)
+	dead.waitSession(t, sessionTimeout)
 	n5 := m.addNode(l.AddNode(t, "n5", lab.NATFullCone, lab.HostOptions{}), nodeOpts{join: []*node{dead}})
 	n5.start()
-	n5.waitSession(t, 20*time.Second)
+	n5.waitSession(t, sessionTimeout)
 	if c := coordinatorOf(n5); c != dead.name {
 		t.Fatalf("n5 uses coordinator %q, want %s (its only one)", c, dead.name)
 	}
@@ -263,7 +263,7 @@ func testCoordinatorRestart(t *testing.T, l *lab.Lab, m *mesh, coords []*node) {
 		}
 		want := slices.DeleteFunc(slices.Clone(everyone), func(s string) bool { return s == n.name })
 		var got []string
-		_, _, ok := waitUntil(15*time.Second, 200*time.Millisecond, func() (bool, string) {
+		_, _, ok := waitUntil(linkTimeout, 200*time.Millisecond, func() (bool, string) {
 			ps, err := n.peers(context.Background())
 			if err != nil {
 				return false, err.Error()
@@ -288,8 +288,8 @@ func testCoordinatorRestart(t *testing.T, l *lab.Lab, m *mesh, coords []*node) {
 		t.Errorf("n5 lists the stopped n4 as online: %s", describePeer(p))
 	}
 	for _, name := range []string{"n1", "n2", "n3"} {
-		ctx, cancel := context.WithTimeout(context.Background(), 35*time.Second)
-		_, err := firstReply(ctx, n5.host.Namespace, m.nodeNamed(name).addr, 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), linkTimeout+10*time.Second)
+		_, err := firstReply(ctx, n5.host.Namespace, m.nodeNamed(name).addr, linkTimeout)
 		cancel()
 		if err != nil {
 			t.Errorf("n5 (joined through the restarted %s) cannot reach %s: %v", dead.name, name, err)

@@ -32,13 +32,13 @@ func TestExternalTURN(t *testing.T) {
 		n.start()
 	}
 	for _, n := range []*node{coord, s1, s2} {
-		n.waitSession(t, 20*time.Second)
+		n.waitSession(t, sessionTimeout)
 	}
 	turnIP := turn.Addr.Addr().String()
 	for _, c := range []struct{ n, peer *node }{{s1, s2}, {s2, s1}} {
-		took, p, ok := c.n.waitPeer(30*time.Second, c.peer.name, isRelay)
+		took, p, ok := c.n.waitPeer(linkTimeout, c.peer.name, isRelay)
 		if !ok {
-			t.Fatalf("%s → %s not relayed within 30 s: %s", c.n.name, c.peer.name, describePeer(p))
+			t.Fatalf("%s → %s not relayed within %v: %s", c.n.name, c.peer.name, linkTimeout, describePeer(p))
 		}
 		t.Logf("%s → %s relayed after %v: %s", c.n.name, c.peer.name, took.Round(time.Millisecond), describePeer(p))
 		if !strings.Contains(p.Relay, turnIP) && !strings.Contains(p.Endpoint.String(), turnIP) {

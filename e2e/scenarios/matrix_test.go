@@ -220,7 +220,7 @@ func TestNATMatrix(t *testing.T) {
 			p.viewA, p.viewB = views[p.a.name][p.b.name], views[p.b.name][p.a.name]
 		}
 	}
-	settled, _, ok := waitUntil(30*time.Second, 500*time.Millisecond, func() (bool, string) {
+	settled, _, ok := waitUntil(linkTimeout, 500*time.Millisecond, func() (bool, string) {
 		snapshot()
 		for _, p := range pairs {
 			if !p.want.determined || p.replyErr != nil {

@@ -51,17 +51,17 @@ func TestSubnetRoute(t *testing.T) {
 		n.start()
 	}
 	for _, n := range []*node{coord, gw, laptop, other} {
-		n.waitSession(t, 20*time.Second)
+		n.waitSession(t, sessionTimeout)
 	}
-	p := mustPeer(t, laptop, "gw", isOnline, 20*time.Second, "up")
+	p := mustPeer(t, laptop, "gw", isOnline, linkTimeout, "up")
 	if !slices.Contains(p.Subnets, office.LAN()) {
 		t.Errorf("laptop: peers --json lists gw's subnets as %v, want %v", p.Subnets, office.LAN())
 	}
-	mustPeer(t, other, "gw", isOnline, 20*time.Second, "up")
+	mustPeer(t, other, "gw", isOnline, linkTimeout, "up")
 
 	start := time.Now()
-	cctx, cancel := context.WithTimeout(ctx, 25*time.Second)
-	at, err := firstReply(cctx, laptop.host.Namespace, printer.IP(), 20*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, linkTimeout+10*time.Second)
+	at, err := firstReply(cctx, laptop.host.Namespace, printer.IP(), linkTimeout)
 	cancel()
 	if err != nil {
 		t.Fatalf("laptop cannot ping the printer %v behind gw: %v", printer.IP(), err)
