@@ -13,6 +13,7 @@ build:
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/... ./packaging/...
 	$(GO) vet -tags 'e2e bench' ./e2e/bench/
