@@ -114,20 +114,22 @@ func TestDemo(t *testing.T) {
 		}
 		fmt.Printf("meshd --config %s   (in netns %s; log: %s)\n", n.cfg, n.host.Netns(), filepath.Join(l.ArtifactDir(), n.name+".meshd.stderr"))
 	}
+	// meshctl wait runs for up to 60 s (generous for a loaded machine); the
+	// context must outlast it.
 	ctl := func(n *demoNode, args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
 		return n.host.Output(ctx, meshctl, append([]string{"--socket", n.sock}, args...)...)
 	}
 	for _, n := range nodes[1:] {
-		out, err := ctl(n, "wait", "--timeout", "30s")
+		out, err := ctl(n, "wait", "--timeout", "60s")
 		show("meshctl wait   # on "+n.name, out)
 		if err != nil {
 			t.Fatalf("%s: meshd did not come up: %v", n.name, err)
 		}
 	}
 	alice, bob := nodes[1], nodes[2]
-	out, err := ctl(alice, "wait", "--peer", "bob", "--timeout", "30s")
+	out, err := ctl(alice, "wait", "--peer", "bob", "--timeout", "60s")
 	show("meshctl wait --peer bob   # on alice", out)
 	if err != nil {
 		t.Fatalf("alice ↔ bob did not come up: %v", err)
@@ -149,7 +151,7 @@ func TestDemo(t *testing.T) {
 	}
 
 	say("alice pings bob's overlay address with the kernel's ping (through the TUN and the mesh)")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	out, err = alice.host.Run(ctx, "ping", "-c", "4", "-i", "0.3", "-W", "2", bob.addr.String())
 	cancel()
 	show("ping -c 4 "+bob.addr.String()+"   # in alice's namespace", out)

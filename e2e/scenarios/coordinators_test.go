@@ -46,7 +46,16 @@ func TestCoordinators(t *testing.T) {
 	join := nodeOpts{join: coords}
 	n1 := m.addNode(l.AddNode(t, "n1", lab.NATFullCone, lab.HostOptions{}), join)
 	n2 := m.addNode(l.AddNode(t, "n2", lab.NATPortRestricted, lab.HostOptions{}), join)
-	n3 := m.addNode(l.AddNode(t, "n3", lab.NATSymmetric, lab.HostOptions{}), join)
+	// n3's links are relayed by configuration (ice.relay_only), not only by
+	// its NAT: this scenario is about a relayed link surviving the death of
+	// the coordinator that holds its allocation, and must have one every
+	// run. (Port-restricted ↔ symmetric is relayed by the NATs alone, and
+	// TestNATMatrix asserts that; one fresh run saw this pair direct here,
+	// not reproduced in repeated loaded runs: mustPeer now logs the pairs and both
+	// NATs' mappings should it happen again.)
+	relayOnly := join
+	relayOnly.ice = []string{"relay_only = true"}
+	n3 := m.addNode(l.AddNode(t, "n3", lab.NATSymmetric, lab.HostOptions{}), relayOnly)
 	for _, c := range coords {
 		c.start()
 	}
@@ -62,7 +71,7 @@ func TestCoordinators(t *testing.T) {
 		n.startEvents(t)
 	}
 	mustPeer(t, n1, "n2", isDirect, linkTimeout, "direct")
-	mustPeer(t, n2, "n3", isRelay, linkTimeout, "relayed")
+	mustPeer(t, n2, "n3", isRelay, linkTimeout, "relayed (n3: ice.relay_only)")
 	mustPeer(t, n1, "n3", isOnline, linkTimeout, "up")
 
 	t.Run("failover", func(t *testing.T) { testFailover(t, m, coords, nodes) })

@@ -157,7 +157,7 @@ func TestNATMatrix(t *testing.T) {
 	for _, n := range nodes {
 		ch := make(chan error, 1)
 		ready[n] = ch
-		go func() { ch <- n.controlUp(20 * time.Second) }()
+		go func() { ch <- n.controlUp(sessionTimeout) }()
 	}
 	var wg sync.WaitGroup
 	for _, p := range pairs {
@@ -171,9 +171,9 @@ func TestNATMatrix(t *testing.T) {
 				p.replyErr = err
 				return
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), linkTimeout+10*time.Second)
 			defer cancel()
-			at, err := firstReply(ctx, p.a.host.Namespace, p.b.addr, 40*time.Second)
+			at, err := firstReply(ctx, p.a.host.Namespace, p.b.addr, linkTimeout)
 			if err != nil {
 				p.replyErr = err
 				return
@@ -303,6 +303,9 @@ func TestNATMatrix(t *testing.T) {
 		judge(p)
 		for _, pr := range p.problems {
 			t.Errorf("%s ↔ %s: %s", p.a.name, p.b.name, pr)
+		}
+		if len(p.problems) > 0 {
+			pathDiag(t, p.a.node, p.b.node)
 		}
 		t.Logf("%-5s ↔ %-5s want %-6s%s got %-6s first reply %-8s 1 MiB %-8s relay pairs %2d | %s | %s", p.a.name, p.b.name,
 			p.want.path, map[bool]string{true: " ", false: "*"}[p.want.determined], p.viewA.Path,

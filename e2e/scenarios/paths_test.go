@@ -91,10 +91,34 @@ func mustPeer(t *testing.T, n *node, peer string, cond func(control.Peer) bool, 
 	t.Helper()
 	took, p, ok := n.waitPeer(timeout, peer, cond)
 	if !ok {
+		pathDiag(t, n, n.m.nodeNamed(peer))
 		t.Fatalf("%s → %s not %s within %v: %s", n.name, peer, what, timeout, describePeer(p))
 	}
 	t.Logf("%s → %s %s after %v: %s", n.name, peer, what, took.Round(time.Millisecond), describePeer(p))
 	return p
+}
+
+// pathDiag logs what explains a link's path when it is not the expected
+// one: the node's view of every candidate pair (peers --why --json) and the
+// UDP mappings of both ends' NAT routers (conntrack), so that a run that
+// failed once can be understood from its log.
+func pathDiag(t *testing.T, n, peer *node) {
+	t.Helper()
+	ctx := context.Background()
+	if peer == nil {
+		return
+	}
+	if out, err := n.ctl(ctx, "peers", "--why", peer.name, "--json"); err == nil {
+		t.Logf("%s: peers --why %s --json:\n%s", n.name, peer.name, out)
+	}
+	for _, x := range []*node{n, peer} {
+		site := x.host.Site()
+		if site == nil {
+			continue
+		}
+		out, err := site.Router().Run(ctx, "conntrack", "-L", "-p", "udp")
+		t.Logf("%s's NAT router (%s): conntrack -L -p udp (%v):\n%s", x.name, site.Kind(), err, out)
+	}
 }
 
 // tableRow returns the whitespace-separated cells of the row of a meshctl

@@ -116,7 +116,7 @@ func TestSecurity(t *testing.T) {
 	}
 	for _, g := range []*node{alice, carol} {
 		// bob runs a sink and abe does not: a completed transfer reached bob.
-		if _, err := send(ctx, g.host.Namespace, m.tool, bob.addr, 256<<10, 0, 10*time.Second); err != nil {
+		if _, err := send(ctx, g.host.Namespace, m.tool, bob.addr, 256<<10, 0, 30*time.Second); err != nil {
 			t.Errorf("%s → %v (bob's address) no longer reaches bob: %v", g.name, bob.addr, err)
 		}
 	}
