@@ -215,11 +215,13 @@ type ICE struct {
 	// RelayOnly is ice.relay_only, default false: only relayed candidates.
 	RelayOnly bool `toml:"relay_only"`
 	// IncludeInterfaces is ice.include_interfaces, shell patterns (path.Match)
-	// of interfaces to gather host candidates on; empty (default) means all.
+	// of interfaces to gather host candidates on; empty (default) means the
+	// uplinks: interfaces with the default route and plain NICs, not other
+	// VPNs' tunnels nor container bridges (tunnel.InterfacePolicy).
 	IncludeInterfaces []string `toml:"include_interfaces"`
 	// ExcludeInterfaces is ice.exclude_interfaces, patterns never used
-	// (applied after IncludeInterfaces); default none. The TUN itself is
-	// always excluded.
+	// (applied before IncludeInterfaces); default none. The TUN and any
+	// interface with an address in the mesh prefix are always excluded.
 	ExcludeInterfaces []string `toml:"exclude_interfaces"`
 	// Lazy is ice.lazy, default false: connect to a peer on its first packet
 	// instead of as soon as it is in the registry.

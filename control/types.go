@@ -187,6 +187,9 @@ type Peer struct {
 	Endpoint netip.AddrPort `json:"endpoint,omitzero"`
 	// Relay is the TURN server (host:port) carrying a relayed path.
 	Relay string `json:"relay,omitempty"`
+	// PathChanges counts the link's selected-pair changes while connected
+	// (a steady link keeps it still; see meshd_path_changes_total).
+	PathChanges uint64 `json:"path_changes"`
 
 	RTT       time.Duration `json:"rtt_ns"`
 	RxBytes   uint64        `json:"rx_bytes"`
@@ -299,6 +302,19 @@ type Netcheck struct {
 	Latencies []ServerLatency `json:"latencies"`
 	// Verdict is one sentence: what this means for direct paths.
 	Verdict string `json:"verdict"`
+	// Interfaces are the host's network interfaces and whether each offers
+	// ICE host candidates, with the reason (other VPNs, container bridges
+	// and meshd's own TUN are skipped by default). Empty when the daemon
+	// cannot list them.
+	Interfaces []InterfaceUse `json:"interfaces"`
+}
+
+// InterfaceUse is one network interface as the candidate policy sees it.
+type InterfaceUse struct {
+	Name      string       `json:"name"`
+	Used      bool         `json:"used"`
+	Reason    string       `json:"reason"`
+	Addresses []netip.Addr `json:"addresses"`
 }
 
 // STUNProbe is one STUN server's answer.

@@ -219,7 +219,7 @@ func (d *Daemon) build(p *prepared) error {
 		LinkDownError:   overlay.ErrLinkDown,
 		Timers:          timers,
 		Cipher:          cipher,
-		InterfaceFilter: interfaceFilter(cfg.ICE),
+		Interfaces:      interfacePolicy(cfg.ICE, ov.Name(), d.self.meshPrefixes()),
 		// config bounds rekey_records to a positive int64.
 		RekeyAfterRecords: uint64(cfg.Data.RekeyRecords),
 		Now:               d.now,

@@ -7,7 +7,6 @@ import (
 	"github.com/meshd/meshd/tunnel/record"
 	"math"
 	"net/netip"
-	"path"
 	"slices"
 	"strconv"
 	"time"
@@ -106,24 +105,15 @@ func tunnelTimers(ice config.ICE, data config.Data) tunnel.Timers {
 	return t
 }
 
-// interfaceFilter maps ice.include_interfaces and ice.exclude_interfaces
-// (shell patterns, validated by config) onto the links' host-candidate
-// filter; nil when neither is set. Exclusion wins over inclusion.
-func interfaceFilter(ice config.ICE) func(string) bool {
-	if len(ice.IncludeInterfaces) == 0 && len(ice.ExcludeInterfaces) == 0 {
-		return nil
-	}
-	match := func(pats []string, name string) bool {
-		for _, p := range pats {
-			if ok, _ := path.Match(p, name); ok {
-				return true
-			}
-		}
-		return false
-	}
-	include, exclude := slices.Clone(ice.IncludeInterfaces), slices.Clone(ice.ExcludeInterfaces)
-	return func(name string) bool {
-		return (len(include) == 0 || match(include, name)) && !match(exclude, name)
+// interfacePolicy maps ice.include_interfaces and ice.exclude_interfaces
+// (shell patterns, validated by config) onto the links' candidate
+// interface policy, with the TUN and the mesh prefixes that are never used.
+func interfacePolicy(ice config.ICE, tun string, mesh []netip.Prefix) tunnel.InterfacePolicy {
+	return tunnel.InterfacePolicy{
+		Include: slices.Clone(ice.IncludeInterfaces),
+		Exclude: slices.Clone(ice.ExcludeInterfaces),
+		OwnTUN:  tun,
+		Overlay: slices.Clone(mesh),
 	}
 }
 

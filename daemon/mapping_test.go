@@ -14,6 +14,7 @@ import (
 	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/overlay"
 	"github.com/meshd/meshd/overlay/overlaytest"
+	"github.com/meshd/meshd/tunnel"
 )
 
 func TestFirewallFrom(t *testing.T) {
@@ -201,36 +202,21 @@ func TestProbePackets(t *testing.T) {
 	}
 }
 
-func TestInterfaceFilter(t *testing.T) {
-	tests := []struct {
-		name             string
-		include, exclude []string
-		allowed, denied  []string
-	}{
-		{name: "nothing set: every interface", allowed: nil},
-		{name: "include only", include: []string{"eth*", "en[0-9]"}, allowed: []string{"eth0", "en1"}, denied: []string{"wlan0", "docker0"}},
-		{name: "exclude only", exclude: []string{"docker*", "veth*"}, allowed: []string{"eth0", "wlan0"}, denied: []string{"docker0", "veth12ab"}},
-		{name: "exclude wins over include", include: []string{"eth*"}, exclude: []string{"eth1"}, allowed: []string{"eth0"}, denied: []string{"eth1", "wlan0"}},
+func TestInterfacePolicy(t *testing.T) {
+	mesh := []netip.Prefix{netip.MustParsePrefix("100.64.0.0/10")}
+	p := interfacePolicy(config.ICE{IncludeInterfaces: []string{"eth*"}, ExcludeInterfaces: []string{"eth1"}}, "meshd0", mesh)
+	if !slices.Equal(p.Include, []string{"eth*"}) || !slices.Equal(p.Exclude, []string{"eth1"}) || p.OwnTUN != "meshd0" || !slices.Equal(p.Overlay, mesh) {
+		t.Fatalf("interfacePolicy = %+v", p)
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			f := interfaceFilter(config.ICE{IncludeInterfaces: tc.include, ExcludeInterfaces: tc.exclude})
-			if len(tc.include) == 0 && len(tc.exclude) == 0 {
-				if f != nil {
-					t.Fatal("want no filter when neither list is set")
-				}
-				return
-			}
-			for _, n := range tc.allowed {
-				if !f(n) {
-					t.Errorf("%s denied, want allowed", n)
-				}
-			}
-			for _, n := range tc.denied {
-				if f(n) {
-					t.Errorf("%s allowed, want denied", n)
-				}
-			}
-		})
+	// The patterns reach the classification: exclusion wins over inclusion.
+	vs := p.Classify([]tunnel.LinkInfo{
+		{Name: "eth0", Kind: "device", Encap: "ether", Up: true},
+		{Name: "eth1", Kind: "device", Encap: "ether", Up: true},
+		{Name: "wlan0", Kind: "device", Encap: "ether", Up: true, DefaultRoute: true},
+	})
+	for i, want := range []bool{true, false, false} {
+		if vs[i].Use != want {
+			t.Errorf("%s: use %v (%s), want %v", vs[i].Name, vs[i].Use, vs[i].Reason, want)
+		}
 	}
 }

@@ -77,7 +77,7 @@ func (d *Daemon) netcheck(ctx context.Context, latencies bool) (*control.Netchec
 	ctx, cancel := context.WithTimeoutCause(ctx, netcheckTimeout, errNetcheckDeadline)
 	defer cancel()
 	targets := d.stunTargets()
-	res := &control.Netcheck{STUN: []control.STUNProbe{}, Latencies: []control.ServerLatency{}}
+	res := &control.Netcheck{STUN: []control.STUNProbe{}, Latencies: []control.ServerLatency{}, Interfaces: d.interfaceUses()}
 
 	var wg sync.WaitGroup
 	var coordLat []control.ServerLatency
@@ -122,6 +122,25 @@ func (d *Daemon) netcheck(ctx context.Context, latencies bool) (*control.Netchec
 	res.Verdict = verdict(res.NAT, len(targets))
 	d.publishNetcheck(&netSnapshot{nc: res, seq: seq, servers: serversKey(targets)})
 	return res, nil
+}
+
+// interfaceUses reports the candidate interface policy applied to the
+// host's interfaces now.
+func (d *Daemon) interfaceUses() []control.InterfaceUse {
+	vs, err := d.tm.Interfaces()
+	if err != nil {
+		d.log.Debug("netcheck: cannot list interfaces", "error", err)
+		return []control.InterfaceUse{}
+	}
+	out := make([]control.InterfaceUse, 0, len(vs))
+	for _, v := range vs {
+		addrs := v.Addrs
+		if addrs == nil {
+			addrs = []netip.Addr{}
+		}
+		out = append(out, control.InterfaceUse{Name: v.Name, Used: v.Use, Reason: v.Reason, Addresses: addrs})
+	}
+	return out
 }
 
 // publishNetcheck caches s unless a run that started later is already

@@ -51,7 +51,8 @@ type Manager struct {
 	mux          *sharedMux
 	networkTypes []ice.NetworkType
 	remoteFilter func(netip.Addr) bool
-	relayBind    netip.Addr // address for TURN client sockets; invalid: pion's choice
+	ifaces       *ifaceJudge // nil unless the host's own stack on an unspecified bind
+	relayBind    netip.Addr  // address for TURN client sockets; invalid: pion's choice
 	relays       *relayGuard
 	stopHK       chan struct{}
 	stopNotify   chan struct{}
@@ -95,6 +96,21 @@ func NewManager(opts Options) (*Manager, error) {
 		done:        make(chan struct{}),
 		onceLog:     make(map[string]bool),
 	}, nil
+}
+
+// Interfaces classifies the host's interfaces with the manager's candidate
+// policy, as it applies when the socket listens on an unspecified address
+// (see ifaces.go).
+func (m *Manager) Interfaces() ([]InterfaceVerdict, error) {
+	links := m.opts.Links
+	if links == nil {
+		links = SystemLinks
+	}
+	ls, err := links()
+	if err != nil {
+		return nil, err
+	}
+	return m.opts.Interfaces.Classify(ls), nil
 }
 
 // Start opens the shared UDP socket, builds the ICE mux on it and starts
@@ -144,9 +160,11 @@ func (m *Manager) Start(ctx context.Context) error {
 		}),
 		keep: addrFilter(unspecified, m.opts.ExcludePrefixes),
 	}
-	if f := m.opts.InterfaceFilter; f != nil {
-		base := m.mux.keep
-		m.mux.keep = func(a netip.Addr) bool { return base(a) && interfaceAllowed(a, f) }
+	if unspecified && m.opts.Net == nil {
+		m.ifaces = newIfaceJudge(m.opts, m.log)
+		m.mux.keepAll = m.ifaces.localAddrs
+		base := m.remoteFilter
+		m.remoteFilter = func(a netip.Addr) bool { return base(a) && m.ifaces.remoteOK(a) }
 	}
 	for _, s := range socks.socks {
 		m.wg.Add(1)

@@ -304,40 +304,24 @@ func (c *muxConn) SetWriteDeadline(t time.Time) error { return nil }
 
 // sharedMux is pion's universal mux with the host-candidate addresses
 // filtered: when the socket listens on an unspecified address pion offers
-// every interface address, including loopback, link-local and the overlay
-// itself, none of which a peer on another host can (or should) use.
+// every interface address, including loopback, link-local, the overlay
+// itself and other tunnels', none of which a peer on another host can (or
+// should) use.
 type sharedMux struct {
 	*ice.UniversalUDPMuxDefault
 	keep func(netip.Addr) bool
-}
-
-// interfaceAllowed reports whether the interface that holds a passes f; an
-// address on no interface (gone since pion listed it) is let through, since
-// pion will fail to use it anyway.
-func interfaceAllowed(a netip.Addr, f func(string) bool) bool {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return true
-	}
-	for _, ifi := range ifs {
-		addrs, err := ifi.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, ad := range addrs {
-			if p, ok := ad.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(p.IP); ok && ip.Unmap() == a {
-					return f(ifi.Name)
-				}
-			}
-		}
-	}
-	return true
+	// keepAll, or nil, returns the set of addresses of the interfaces that
+	// may offer candidates (ifaceJudge), looked up once per listing.
+	keepAll func() map[netip.Addr]bool
 }
 
 // GetListenAddresses returns the host-candidate addresses, filtered.
 func (m *sharedMux) GetListenAddresses() []net.Addr {
 	all := m.UniversalUDPMuxDefault.GetListenAddresses()
+	var allowed map[netip.Addr]bool
+	if m.keepAll != nil {
+		allowed = m.keepAll()
+	}
 	out := make([]net.Addr, 0, len(all))
 	for _, a := range all {
 		ua, ok := a.(*net.UDPAddr)
@@ -345,7 +329,7 @@ func (m *sharedMux) GetListenAddresses() []net.Addr {
 			continue
 		}
 		ip, ok := netip.AddrFromSlice(ua.IP)
-		if !ok || !m.keep(ip.Unmap()) {
+		if !ok || !m.keep(ip.Unmap()) || (allowed != nil && !allowed[ip.Unmap()]) {
 			continue
 		}
 		out = append(out, a)

@@ -223,11 +223,19 @@ type Options struct {
 	// candidates nor accepted as remote ones. The daemon passes the overlay
 	// prefix so a link never runs over the overlay itself.
 	ExcludePrefixes []netip.Prefix
-	// InterfaceFilter, or nil for every interface, says which network
-	// interfaces (by name) may offer host candidates: addresses of an
-	// interface it rejects are never offered. Checked at every gathering,
-	// so interfaces that come and go are judged when a link connects.
-	InterfaceFilter func(name string) bool
+	// Interfaces decides which network interfaces offer host candidates,
+	// and which remote candidates are worth checking (only those the host
+	// routes out of a used interface): see ifaces.go. It applies when the
+	// socket listens on an unspecified address of the host's own stack
+	// (Net nil); judged at every gathering, so interfaces that come and go
+	// are judged when a link connects.
+	Interfaces InterfacePolicy
+	// Links lists the host's interfaces for Interfaces; nil means
+	// SystemLinks. Tests pass a table.
+	Links func() ([]LinkInfo, error)
+	// RouteInterface names the interface the host routes dst out of; nil
+	// means the kernel's answer (netlink). Tests pass a table.
+	RouteInterface func(dst netip.Addr) (string, error)
 
 	// LinkDownError is an error value that WriteBatch's link-down error
 	// matches with errors.Is, besides ErrLinkDown. The daemon passes

@@ -241,25 +241,3 @@ func TestPathPolicy(t *testing.T) {
 }
 
 func startVerifier(n *testNode) *pki.Verifier { return pki.NewVerifier(n.creds.CA, n.creds.Cert) }
-
-func TestInterfaceAllowed(t *testing.T) {
-	lo := netip.MustParseAddr("127.0.0.1")
-	tests := []struct {
-		name string
-		addr netip.Addr
-		f    func(string) bool
-		want bool
-	}{
-		{"interface accepted", lo, func(string) bool { return true }, true},
-		{"interface rejected", lo, func(n string) bool { return n != "lo" }, false},
-		// An address no interface holds is left for pion to fail on.
-		{"address on no interface", netip.MustParseAddr("192.0.2.77"), func(string) bool { return false }, true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := interfaceAllowed(tc.addr, tc.f); got != tc.want {
-				t.Errorf("interfaceAllowed(%v) = %v, want %v", tc.addr, got, tc.want)
-			}
-		})
-	}
-}

@@ -83,6 +83,15 @@ func renderNetcheck(w io.Writer, nc *control.Netcheck) error {
 			label = ""
 		}
 	}
+	label = "interfaces"
+	for _, ifc := range nc.Interfaces {
+		use := "used"
+		if !ifc.Used {
+			use = "skipped"
+		}
+		row(tw, label, fmt.Sprintf("%s %s: %s", ifc.Name, use, ifc.Reason))
+		label = ""
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

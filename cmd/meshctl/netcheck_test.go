@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -23,6 +24,11 @@ func sampleNetcheck() control.Netcheck {
 			{Name: "turn-a", Kind: control.ServerRelay, Address: "198.51.100.20:3478", Error: "timeout"},
 		},
 		Verdict: "This node is behind a hard NAT: direct paths to other NATed nodes will go through a relay.",
+		Interfaces: []control.InterfaceUse{
+			{Name: "eth0", Used: true, Reason: "carries the default route", Addresses: []netip.Addr{netip.MustParseAddr("192.168.1.20")}},
+			{Name: "wg0", Reason: "tunnel device (tuntap): another VPN or overlay"},
+			{Name: "docker0", Reason: "bridge without the default route (container or VM network)"},
+		},
 	}
 }
 
@@ -41,6 +47,9 @@ NAT             address-and-port-dependent (hard: direct paths to other NATed no
 coordinators    coord-a (198.51.100.10:7000) in 12.0ms
                 coord-b (198.51.100.11:7000) in 31.5ms
 relays          turn-a (198.51.100.20:3478): timeout
+interfaces      eth0 used: carries the default route
+                wg0 skipped: tunnel device (tuntap): another VPN or overlay
+                docker0 skipped: bridge without the default route (container or VM network)
 
 This node is behind a hard NAT: direct paths to other NATed nodes will go through a relay.
 `
@@ -74,7 +83,8 @@ func TestNetcheckCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	var nc control.Netcheck
-	if err := control.Decode([]byte(out), &nc); err != nil || !nc.MappingVariesByDest || len(nc.STUN) != 3 || nc.Latencies[1].Latency != 31500*time.Microsecond {
+	if err := control.Decode([]byte(out), &nc); err != nil || !nc.MappingVariesByDest || len(nc.STUN) != 3 || nc.Latencies[1].Latency != 31500*time.Microsecond ||
+		len(nc.Interfaces) != 3 || !nc.Interfaces[0].Used || nc.Interfaces[1].Used || nc.Interfaces[1].Reason == "" {
 		t.Errorf("netcheck --json: %v, %+v", err, nc)
 	}
 }
