@@ -194,6 +194,7 @@ func peerDoc(p *peerPlan, lc *linkConn) control.Peer {
 		out.RxBytes, out.TxBytes = s.BytesReceived, s.BytesSent
 		out.RxPackets, out.TxPackets = s.PacketsReceived, s.PacketsSent
 		out.LastHandshake = s.LastHandshake
+		out.PathChanges = s.PathChanges
 		if s.LastError != nil {
 			out.LastError = s.LastError.Error()
 		}

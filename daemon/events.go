@@ -134,14 +134,16 @@ func (w *linkWatch) onEvent(ev tunnel.Event) {
 			log.Info("peer link quiet; checking other paths")
 		}
 	case tunnel.EventPath:
+		// tunnel logged the change with its reason; count every one (also
+		// direct to another direct pair), publish those between kinds.
+		d.stats.pathChange(ev.Reason)
 		from := w.lastPath[ev.Peer]
 		w.lastPath[ev.Peer] = ev.Path
 		if from == ev.Path {
 			return
 		}
-		log.Info("peer path changed", "from", from.String(), "to", ev.Path.String(), "remote", ev.Remote.String())
 		d.events.publish(control.Event{Time: ev.Time, Kind: control.EventPathChange, Peer: ev.Peer,
-			From: string(wirePath(from)), To: string(wirePath(ev.Path))})
+			From: string(wirePath(from)), To: string(wirePath(ev.Path)), Message: tunnel.PathReasonText(ev.Reason)})
 	}
 }
 

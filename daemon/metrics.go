@@ -26,7 +26,7 @@ type metricDescs struct {
 	peerFailures, handshakes, handshakeFailures, drops           *prometheus.Desc
 	overlayPackets, overlayBytes, sessionUp, failovers           *prometheus.Desc
 	registryPeers, certExpiry, reloads, coordSessions            *prometheus.Desc
-	coordRecords, coordMembers                                   *prometheus.Desc
+	coordRecords, coordMembers, pathChanges                      *prometheus.Desc
 }
 
 func newMetricDescs() *metricDescs {
@@ -59,6 +59,7 @@ func newMetricDescs() *metricDescs {
 		coordSessions:     n("coordinator_sessions", "Node sessions this coordinator serves."),
 		coordRecords:      n("coordinator_registry_records", "Registry entries this coordinator holds (tombstones included)."),
 		coordMembers:      n("coordinator_members", "Live coordinators in the gossip cluster."),
+		pathChanges:       n("path_changes_total", "Selected-path changes of connected links, by reason (path_failed, direct_found, peer_moved, ice_selected).", "reason"),
 	}
 }
 
@@ -73,7 +74,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.info, m.peerRxBytes, m.peerTxBytes, m.peerRxPackets, m.peerTxPackets,
 		m.peerUp, m.peerState, m.peerPath, m.peerRTT, m.peerAttempts, m.peerFailures, m.handshakes,
 		m.handshakeFailures, m.drops, m.overlayPackets, m.overlayBytes, m.sessionUp, m.failovers,
-		m.registryPeers, m.certExpiry, m.reloads, m.coordSessions, m.coordRecords, m.coordMembers} {
+		m.registryPeers, m.certExpiry, m.reloads, m.coordSessions, m.coordRecords, m.coordMembers, m.pathChanges} {
 		ch <- d
 	}
 }
@@ -116,6 +117,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(m.handshakes, d.stats.handshakes.Load())
 	for reason, n := range d.stats.failureSnapshot() {
 		counter(m.handshakeFailures, n, reason)
+	}
+	for reason, n := range d.stats.pathChangeSnapshot() {
+		counter(m.pathChanges, n, reason)
 	}
 	for reason, n := range d.drops() {
 		counter(m.drops, n, reason)

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"errors"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -299,8 +300,24 @@ type daemonStats struct {
 	reloads       atomic.Uint64
 	reloadsFailed atomic.Uint64
 
-	mu       sync.Mutex // guards failures
-	failures map[string]uint64
+	mu          sync.Mutex // guards the following
+	failures    map[string]uint64
+	pathChanges map[string]uint64 // by tunnel.PathReason
+}
+
+func (s *daemonStats) pathChange(reason string) {
+	s.mu.Lock()
+	if s.pathChanges == nil {
+		s.pathChanges = map[string]uint64{}
+	}
+	s.pathChanges[reason]++
+	s.mu.Unlock()
+}
+
+func (s *daemonStats) pathChangeSnapshot() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.pathChanges)
 }
 
 func (s *daemonStats) handshake() { s.handshakes.Add(1) }

@@ -43,6 +43,8 @@ type owner struct {
 	rekeyTick   *time.Ticker      // connected: rekey checks (keys.go)
 	routeAddrs  [2]netip.AddrPort // current and previous direct address in the manager's route table
 	policy      pathPolicy
+	moveKey     string // pair the path policy last renominated to
+	moveWhy     string // and why (a PathReason)
 	early       earlyCandidates
 	logged      map[string]bool // failure reasons logged since the last success
 	path        Path
@@ -481,9 +483,18 @@ func (l *Link) refreshPath(s *session, v pairsView) {
 		}
 	})
 	if connected && hadPath {
-		l.log.Info("link path changed", "from", prevPath, "to", path, "local", local, "remote", remote)
+		reason := PathReasonICE
+		switch {
+		case sel != nil && sel.key == o.moveKey:
+			reason = o.moveWhy
+		case !o.controlling:
+			reason = PathReasonPeer
+		}
+		o.moveKey = ""
+		// The one log line of a path change, with its reason.
+		l.log.Info("link path changed", "from", prevPath, "to", path, "local", local, "remote", remote, "why", PathReasonText(reason))
 		l.m.notifier.publish(Event{
-			Kind: EventPath, Peer: l.name, Time: time.Now(), State: o.state, Path: path, Local: local, Remote: remote,
+			Kind: EventPath, Peer: l.name, Time: time.Now(), State: o.state, Path: path, Local: local, Remote: remote, Reason: reason,
 		})
 	}
 }
@@ -505,7 +516,9 @@ func (l *Link) onPathTick() {
 		l.log.Debug("renomination failed", "error", err)
 		return
 	}
-	l.log.Info("moving the link to another path", "why", why, "path", target.path(), "local", target.local, "remote", target.remote)
+	o.moveKey, o.moveWhy = target.key, why
+	// "link path changed" follows once the agent has moved.
+	l.log.Debug("moving the link to another path", "why", PathReasonText(why), "path", target.path(), "local", target.local, "remote", target.remote)
 }
 
 // recheck verifies the connected peer's certificate again (a newer CRL, or

@@ -162,7 +162,7 @@ type pathPolicy struct {
 
 func (p *pathPolicy) reset() { *p = pathPolicy{} }
 
-// decide returns the pair to renominate to, and why, or nil.
+// decide returns the pair to renominate to, and why (a PathReason), or nil.
 func (p *pathPolicy) decide(now time.Time, v pairsView, t Timers) (*pairView, string) {
 	if p.aliveSince == nil {
 		p.aliveSince = make(map[string]time.Time)
@@ -220,7 +220,7 @@ func (p *pathPolicy) decide(now time.Time, v pairsView, t Timers) (*pairView, st
 			return nil, ""
 		}
 		p.pending, p.pendingAt = best.key, now
-		return best, "a direct path answers"
+		return best, PathReasonDirect
 	}
 	for i := range v.pairs {
 		pv := &v.pairs[i]
@@ -233,7 +233,7 @@ func (p *pathPolicy) decide(now time.Time, v pairsView, t Timers) (*pairView, st
 		return nil, ""
 	}
 	p.pending, p.pendingAt = best.key, now
-	return best, "the selected path stopped answering"
+	return best, PathReasonFailed
 }
 
 // renominate asks the (controlling) agent to nominate target. pion's

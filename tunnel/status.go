@@ -182,4 +182,36 @@ type Event struct {
 	Local, Remote Candidate
 	// Err is the failure for a transition to Failed, else nil.
 	Err error
+	// Reason says why the path changed (EventPath): one of the PathReason
+	// constants.
+	Reason string
+}
+
+// Why a connected link's selected pair changed (Event.Reason). A small
+// fixed set: the daemon counts path changes by it in metrics.
+const (
+	// PathReasonFailed: the selected pair stopped answering and the link
+	// moved to the best pair that still answers.
+	PathReasonFailed = "path_failed"
+	// PathReasonDirect: the link was relayed and a direct pair has
+	// answered for UpgradeHold.
+	PathReasonDirect = "direct_found"
+	// PathReasonPeer: the peer (the controlling side) moved the link.
+	PathReasonPeer = "peer_moved"
+	// PathReasonICE: the ICE agent selected another pair on its own.
+	PathReasonICE = "ice_selected"
+)
+
+// PathReasonText is a PathReason in words, for logs and events.
+func PathReasonText(r string) string {
+	switch r {
+	case PathReasonFailed:
+		return "the selected path stopped answering"
+	case PathReasonDirect:
+		return "a direct path answers"
+	case PathReasonPeer:
+		return "the peer moved the link"
+	default:
+		return "ICE selected another pair"
+	}
 }

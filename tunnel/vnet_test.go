@@ -297,17 +297,23 @@ func testDirectPathCut(t *testing.T, timers Timers) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	// Each change says why: the controlling side decided (the pair failed,
+	// then a direct pair answered); the controlled side followed its peer.
+	wantRelay, wantDirect := PathReasonFailed, PathReasonDirect
+	if !ab.Status().Controlling {
+		wantRelay, wantDirect = PathReasonPeer, PathReasonPeer
+	}
 	var sawRelay, sawDirect bool
 	for _, ev := range paths {
-		if ev.Path == PathRelay {
+		if ev.Path == PathRelay && ev.Reason == wantRelay {
 			sawRelay = true
 		}
-		if sawRelay && ev.Path == PathDirect {
+		if sawRelay && ev.Path == PathDirect && ev.Reason == wantDirect {
 			sawDirect = true
 		}
 	}
 	if !sawRelay || !sawDirect {
-		t.Errorf("path events %+v: want relay then direct", paths)
+		t.Errorf("path events %+v: want relay (%s) then direct (%s)", paths, wantRelay, wantDirect)
 	}
 }
 
