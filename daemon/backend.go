@@ -53,8 +53,12 @@ func (d *Daemon) Status(ctx context.Context) (*control.Status, error) {
 	}
 	if ns := d.lastNet.Load(); ns != nil {
 		st.NAT = ns.nc.NAT
-		for _, ap := range reflexives(ns.nc) {
-			add(d.iceEndpoint(ns.nc.NAT, ap))
+		// Behind a NAT that maps per destination no mapping is an endpoint
+		// peers could use: each STUN server saw its own.
+		if !ns.nc.MappingVariesByDest {
+			for _, ap := range reflexives(ns.nc) {
+				add(d.iceEndpoint(ns.nc.NAT, ap))
+			}
 		}
 	}
 	for _, lc := range d.view.Load().links {

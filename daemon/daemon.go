@@ -52,6 +52,7 @@ type Daemon struct {
 	ov       *overlay.Interface
 	tm       *tunnel.Manager
 	coord    *discovery.Coordinator // nil unless coordinator.enabled
+	stunAlt  *stunResponder         // nil unless coordinator.enabled with STUN
 	ctl      *control.Server
 	metrics  *metricsServer // nil unless metrics.enabled
 	events   *eventHub
@@ -263,6 +264,9 @@ func (d *Daemon) closeBuilt() {
 	if d.coord != nil {
 		_ = d.coord.Close()
 	}
+	if d.stunAlt != nil {
+		_ = d.stunAlt.Close()
+	}
 	if d.tm != nil {
 		_ = d.tm.Close()
 	}
@@ -346,6 +350,16 @@ func (d *Daemon) start() error {
 	if d.coord != nil {
 		if err := d.coord.Start(d.ctx); err != nil {
 			return netErr("coordinator", err)
+		}
+		if a, ok := d.coord.Addr().(interface{ AddrPort() netip.AddrPort }); ok && cfg.Coordinator.STUN.Enabled {
+			// Only nodes' NAT verdicts need it: a port taken by another
+			// program is worth a warning, not a refusal to run.
+			log := d.log.With("component", "coordinator")
+			if sr, err := newSTUNResponder(a.AddrPort(), log); err != nil {
+				log.Warn("nodes cannot tell this coordinator's NAT mapping behaviour with it alone", "error", err)
+			} else {
+				d.stunAlt = sr
+			}
 		}
 	}
 	coords := d.coordinatorList(cfg.Join.Coordinators)
@@ -603,6 +617,9 @@ func (d *Daemon) Close() error {
 		}
 		if d.coord != nil {
 			_ = d.coord.Close()
+		}
+		if d.stunAlt != nil {
+			_ = d.stunAlt.Close()
 		}
 		_ = d.ov.Close()
 		if d.metrics != nil {

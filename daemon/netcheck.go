@@ -46,6 +46,17 @@ type stunTarget struct {
 	hostPort string // as in the URL
 	stunURL  string // "" unless a stun: URL names it
 	relayURL string // "" unless a turn: (UDP) URL names it
+	// session marks a coordinator's session address, probed over UDP: the
+	// coordinator's second STUN destination (stunalt.go).
+	session bool
+}
+
+// label names the target in netcheck's STUN list.
+func (t stunTarget) label() string {
+	if t.session {
+		return t.hostPort + "/udp (coordinator session port)"
+	}
+	return t.stunURL
 }
 
 // Netcheck implements control.Backend. From one fresh UDP socket it sends
@@ -94,12 +105,22 @@ func (d *Daemon) netcheck(ctx context.Context, latencies bool) (*control.Netchec
 		return nil, fmt.Errorf("netcheck: %w", context.Cause(ctx))
 	}
 
+	d.iceMappings(ctx, answers)
+	useICE := slices.ContainsFunc(answers, func(a stunAnswer) bool { return a.ice.IsValid() })
 	local := localAddrs()
 	var mapped []netip.AddrPort
 	for i, t := range targets {
-		a := answers[i]
-		if t.stunURL != "" {
-			p := control.STUNProbe{Server: t.stunURL, Reflexive: a.reflexive, Latency: a.rtt}
+		a := &answers[i]
+		if useICE {
+			// The public endpoint of meshd's own port, which peers and
+			// firewall rules need; the probe socket's says nothing of it.
+			a.reflexive = a.ice
+			if !a.ice.IsValid() && a.err == nil {
+				a.err = errNoICEAnswer
+			}
+		}
+		if t.stunURL != "" || t.session {
+			p := control.STUNProbe{Server: t.label(), Reflexive: a.reflexive, Latency: a.rtt}
 			if a.err != nil {
 				p.Error = a.err.Error()
 			}
@@ -269,16 +290,57 @@ func (d *Daemon) stunTargets() []stunTarget {
 			out[i].relayURL = s.URL
 		}
 	}
+	// Each coordinator's session port answers STUN too: with one
+	// coordinator that makes the second destination that tells the NAT's
+	// mapping behaviour. (The join list, not coordinatorList: a coordinator
+	// node's own loopback entry says nothing of a NAT.)
+	for _, hp := range d.run.Load().cfg.Join.Coordinators {
+		if _, _, err := net.SplitHostPort(hp); err != nil {
+			continue
+		}
+		if _, dup := index[hp]; !dup {
+			index[hp] = len(out)
+			out = append(out, stunTarget{hostPort: hp, session: true})
+		}
+	}
 	return out
 }
 
 type stunAnswer struct {
-	reflexive netip.AddrPort
+	addr      netip.AddrPort // the target, resolved
+	reflexive netip.AddrPort // as seen of the probe's socket
+	ice       netip.AddrPort // as seen of the ICE socket (zero: no answer)
 	rtt       time.Duration
 	err       error
 }
 
-var errNoAnswer = errors.New("no answer")
+var (
+	errNoAnswer    = errors.New("no answer")
+	errNoICEAnswer = errors.New("answered a probe socket but not meshd's ICE socket")
+)
+
+// iceMappings asks every target that answered the probe what it sees of
+// the ICE socket (tunnel.Manager.MappedAddr), concurrently, within ctx.
+func (d *Daemon) iceMappings(ctx context.Context, answers []stunAnswer) {
+	var wg sync.WaitGroup
+	for i := range answers {
+		a := &answers[i]
+		if a.err != nil || !a.addr.IsValid() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for attempt := 0; attempt < stunAttempts && ctx.Err() == nil; attempt++ {
+				if ap, err := d.tm.MappedAddr(ctx, a.addr, 3*stunRetry); err == nil {
+					a.ice = ap
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
 
 // probeSTUN sends Binding requests to every target from one socket and
 // collects the answers (same order as targets).
@@ -317,7 +379,8 @@ func probeSTUN(ctx context.Context, targets []stunTarget) []stunAnswer {
 			answers[i].err = err
 			continue
 		}
-		byID[req.TransactionID] = &pending{i: i, to: net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[0].Unmap(), uint16(p))), req: req}
+		answers[i].addr = netip.AddrPortFrom(ips[0].Unmap(), uint16(p))
+		byID[req.TransactionID] = &pending{i: i, to: net.UDPAddrFromAddrPort(answers[i].addr), req: req}
 	}
 	readDone := make(chan struct{})
 	go func() {
@@ -342,7 +405,7 @@ func probeSTUN(ctx context.Context, targets []stunTarget) []stunAnswer {
 			}
 			mu.Lock()
 			if p := byID[m.TransactionID]; p != nil && answers[p.i].err != nil {
-				answers[p.i] = stunAnswer{reflexive: netip.AddrPortFrom(ip.Unmap(), uint16(xor.Port)), rtt: time.Since(p.sent)}
+				answers[p.i] = stunAnswer{addr: answers[p.i].addr, reflexive: netip.AddrPortFrom(ip.Unmap(), uint16(xor.Port)), rtt: time.Since(p.sent)}
 			}
 			mu.Unlock()
 		}

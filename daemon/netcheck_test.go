@@ -79,6 +79,26 @@ func TestBackgroundNetcheck(t *testing.T) {
 	if got := b.lastNet.Load(); got.seq <= seq || got.nc != nc {
 		t.Errorf("Netcheck did not refresh the cache (seq %d, was %d)", got.seq, seq)
 	}
+	// With one coordinator two destinations answer: its STUN/TURN socket
+	// and its session port over UDP (stunalt.go). Both report what they see
+	// of meshd's own ICE socket, the endpoint peers and firewalls need, not
+	// of a throw-away probe socket.
+	iceB := b.tm.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
+	answered, session := 0, false
+	for _, p := range nc.STUN {
+		t.Logf("beta: netcheck: %s -> %v %s", p.Server, p.Reflexive, p.Error)
+		if p.Error != "" {
+			continue
+		}
+		answered++
+		session = session || strings.Contains(p.Server, "session port")
+		if p.Reflexive.Port() != iceB.Port() || !p.Reflexive.Addr().IsLoopback() {
+			t.Errorf("beta: %s saw %v, want the ICE socket %v", p.Server, p.Reflexive, iceB)
+		}
+	}
+	if answered < 2 || !session || nc.NAT != control.NATNone {
+		t.Errorf("beta: %d STUN answers (session port %v), NAT %q; want 2 with the session port and %q", answered, session, nc.NAT, control.NATNone)
+	}
 
 	// Closing while a run may be under way leaves nothing behind.
 	a.kickNetcheck()

@@ -113,6 +113,30 @@ func (m *Manager) Interfaces() ([]InterfaceVerdict, error) {
 	return m.opts.Interfaces.Classify(ls), nil
 }
 
+// MappedAddr asks the STUN server at server what it sees of the shared
+// ICE socket: the public endpoint peers reach this node's links at (a
+// throw-away socket's mapping says nothing about this port behind a NAT).
+// It waits for at most timeout; pion caches an answer for a while.
+func (m *Manager) MappedAddr(ctx context.Context, server netip.AddrPort, timeout time.Duration) (netip.AddrPort, error) {
+	m.mu.Lock()
+	mux := m.mux
+	m.mu.Unlock()
+	if mux == nil {
+		return netip.AddrPort{}, ErrClosed
+	}
+	// The pion mux itself: the sharedMux wrapper hides a mapping equal to a
+	// host address (no NAT), which is exactly what netcheck wants to see.
+	xor, err := mux.UniversalUDPMuxDefault.GetXORMappedAddrContext(ctx, net.UDPAddrFromAddrPort(server), timeout)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	ip, ok := netip.AddrFromSlice(xor.IP)
+	if !ok || xor.Port <= 0 || xor.Port > 65535 {
+		return netip.AddrPort{}, fmt.Errorf("tunnel: bad mapped address from %v", server)
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(xor.Port)), nil
+}
+
 // Start opens the shared UDP socket, builds the ICE mux on it and starts
 // every link created so far. ctx bounds nothing after Start returns; use
 // Close to stop.

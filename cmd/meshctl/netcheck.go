@@ -58,8 +58,12 @@ func renderNetcheck(w io.Writer, nc *control.Netcheck) error {
 		row(tw, label, "no STUN servers configured")
 	}
 	mapping := "same for every destination"
-	if nc.MappingVariesByDest {
+	switch {
+	case nc.MappingVariesByDest:
 		mapping = "varies by destination (hard NAT)"
+	case nc.NAT == control.NATUnknown:
+		// One destination answered: nothing to compare it with.
+		mapping = "unknown (fewer than two STUN destinations answered)"
 	}
 	if nc.UDP {
 		row(tw, "port mapping", mapping)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,6 +69,20 @@ NAT             UDP blocked (no STUN answers: no direct paths)
 `
 	if got := b.String(); got != want {
 		t.Errorf("netcheck output without UDP:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// One STUN destination answered: netcheck must not claim a mapping
+// behaviour it compared with nothing.
+func TestRenderNetcheckOneDestination(t *testing.T) {
+	nc := control.Netcheck{UDP: true, NAT: control.NATUnknown,
+		STUN: []control.STUNProbe{{Server: "stun:198.51.100.10:3478", Reflexive: ap("203.0.113.9:51820"), Latency: time.Millisecond}}}
+	var b bytes.Buffer
+	if err := renderNetcheck(&b, &nc); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.String(); !strings.Contains(out, "port mapping    unknown (fewer than two STUN destinations answered)") || strings.Contains(out, "same for every destination") {
+		t.Errorf("netcheck output:\n%s", out)
 	}
 }
 
