@@ -49,6 +49,7 @@ func TestDebContents(t *testing.T) {
 		{"./etc/meshd/meshd.toml", "-rw-r-----"},
 		{"./usr/share/bash-completion/completions/meshctl", "-rw-r--r--"},
 		{"./var/lib/meshd/", "drwx------"},
+		{"./usr/share/doc/meshd/copyright", "-rw-r--r--"},
 	} {
 		found := false
 		for _, line := range strings.Split(list, "\n") {
@@ -85,14 +86,15 @@ func TestUnitVerifies(t *testing.T) {
 		t.Fatalf("systemd-analyze not installed: run scripts/lab-deps.sh: %v", err)
 	}
 	root, _ := filepath.Abs("..")
-	bin := filepath.Join(t.TempDir(), "meshd")
-	run(t, root, "go", "build", "-o", bin, "./cmd/meshd")
+	bin := t.TempDir()
+	run(t, root, "go", "build", "-o", bin+"/", "./cmd/meshd", "./cmd/meshctl")
 	unit, err := os.ReadFile("meshd.service")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// systemd-analyze checks that ExecStart exists; point it at the fresh build.
-	fixed := strings.ReplaceAll(string(unit), "/usr/bin/meshd", bin)
+	// systemd-analyze checks that ExecStart and ExecReload exist; point
+	// them at the fresh builds.
+	fixed := strings.ReplaceAll(string(unit), "/usr/bin/", bin+"/")
 	path := filepath.Join(t.TempDir(), "meshd.service")
 	if err := os.WriteFile(path, []byte(fixed), 0o644); err != nil {
 		t.Fatal(err)
@@ -101,7 +103,7 @@ func TestUnitVerifies(t *testing.T) {
 	if err != nil || strings.Contains(string(out), "meshd.service") {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
-	for _, want := range []string{"Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "CapabilityBoundingSet=CAP_NET_ADMIN", "ProtectSystem=strict", "StateDirectory=meshd", "RuntimeDirectory=meshd", "ConfigurationDirectory=meshd"} {
+	for _, want := range []string{"Type=notify", "ExecReload=/usr/bin/meshctl --config /etc/meshd/meshd.toml reload", "RestartPreventExitStatus=3 4", "CapabilityBoundingSet=CAP_NET_ADMIN", "ProtectSystem=strict", "StateDirectory=meshd", "RuntimeDirectory=meshd", "ConfigurationDirectory=meshd"} {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("unit lacks %q", want)
 		}

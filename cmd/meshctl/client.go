@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/control"
 )
 
@@ -26,15 +27,36 @@ const requestTimeout = control.DefaultRequestTimeout + 5*time.Second
 // onlineFlags are the flags every online command has.
 type onlineFlags struct {
 	socket string
+	config string
 	json   bool
 }
 
-// addOnlineFlags adds --socket and --json to cmd. --socket is a persistent
-// flag of the command, so "meshctl --socket PATH status" works too: cobra
-// hands flags before the subcommand name to the subcommand.
+// addOnlineFlags adds --socket, --config and --json to cmd. --socket and
+// --config are persistent flags of the command, so "meshctl --socket PATH
+// status" works too: cobra hands flags before the subcommand name to the
+// subcommand. --config reads control.socket from meshd's configuration, so
+// an install with a socket of its own needs no --socket on every call (the
+// systemd unit's ExecReload uses it).
 func addOnlineFlags(cmd *cobra.Command, f *onlineFlags) {
 	cmd.PersistentFlags().StringVar(&f.socket, "socket", control.DefaultSocket, "meshd's control socket")
+	cmd.PersistentFlags().StringVar(&f.config, "config", "", "meshd's configuration file: use its control.socket (unless --socket is given)")
 	cmd.Flags().BoolVar(&f.json, "json", false, `print JSON (each document has "schema_version") instead of text`)
+	prev := cmd.PreRunE
+	cmd.PreRunE = func(c *cobra.Command, args []string) error {
+		if f.config != "" && !c.Flags().Changed("socket") {
+			cfg, err := config.Load(f.config, config.WithFileChecks(false))
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("--config: %w", err)}
+			}
+			if cfg.Control.Socket != "" {
+				f.socket = cfg.Control.Socket
+			}
+		}
+		if prev != nil {
+			return prev(c, args)
+		}
+		return nil
+	}
 }
 
 func (f *onlineFlags) client() *control.Client { return control.NewClient(f.socket) }

@@ -1,7 +1,13 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/meshd/meshd/control"
@@ -42,5 +48,36 @@ func TestReloadCommand(t *testing.T) {
 				t.Errorf("reload --json: %v / %v, %+v", derr, err, res)
 			}
 		})
+	}
+}
+
+// --config finds the control socket in meshd's configuration (the unit's
+// ExecReload relies on it); an explicit --socket wins; a bad file is a
+// usage error that names the problem.
+func TestConfigFlagFindsSocket(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "meshd.toml")
+	text := fmt.Sprintf("[pki]\nca = \"ca.crt\"\ncert = \"n.crt\"\nkey = \"n.key\"\n\n[join]\ncoordinators = [\"192.0.2.1:7443\"]\n\n[control]\nsocket = %q\n", h.sock)
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := runArgs(context.Background(), &out, "--config", cfg, "reload"); err != nil {
+		t.Fatalf("meshctl --config %s reload: %v\n%s", cfg, err, out.String())
+	}
+	out.Reset()
+	err := runArgs(context.Background(), &out, "reload", "--config", cfg, "--socket", filepath.Join(dir, "nothing.sock"))
+	if err == nil {
+		t.Error("--socket did not win over --config")
+	}
+	bad := filepath.Join(dir, "bad.toml")
+	if err := os.WriteFile(bad, []byte("[control]\nsockett = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = runArgs(context.Background(), &out, "reload", "--config", bad)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(err.Error(), "bad.toml:2") {
+		t.Errorf("bad --config: %v, want exit 2 naming bad.toml:2", err)
 	}
 }
