@@ -37,11 +37,19 @@ demo: lab-deps
 	$(GO) test -tags e2e -count=1 -v -run '^TestDemo$$' ./e2e/demo/
 
 # Short fuzzing of every target (CI runs the seed corpora as part of `unit`).
+# FUZZMEM is the heap limit (GOMEMLIMIT) of the fuzz processes. It is soft:
+# it keeps the workers' GC tight so the fuzzer stays within a CI box, and an
+# input that sizes memory absurdly still kills its worker, which the fuzzer
+# records as a failing input. What decides "bounded" are the targets'
+# own checks that every decoded count and length (and the client's snapshot,
+# registry and record version) stay within the documented limits. Not
+# `ulimit -v`: Go reserves far more address space than it uses.
 FUZZTIME ?= 20s
+FUZZMEM  ?= 512MiB
 fuzz:
 	@for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	    echo "== $$pkg $$f"; GOMEMLIMIT=$(FUZZMEM) $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
 

@@ -20,6 +20,9 @@ const (
 	cacheMagic   = "MESHDREG"
 	cacheVersion = 1
 	maxCacheSize = 64 << 20
+	// maxCacheEntries: the node's own record and its peers, of which it
+	// keeps at most MaxRegistryEntries.
+	maxCacheEntries = MaxRegistryEntries + 1
 )
 
 func encodeCache(crl []byte, recs []*Record, now time.Time) []byte {
@@ -50,11 +53,8 @@ func decodeCache(b []byte) (crl []byte, entries []rawEntry, err error) {
 	}
 	r.i64("written")
 	crl = r.bytes32("crl", maxCRLBytes)
-	n := r.u32("entry count")
-	if n > maxStateEntries {
-		r.fail("%d entries", n)
-	}
-	for i := uint32(0); i < n && r.err == nil; i++ {
+	n := r.count("cache entry count", maxCacheEntries)
+	for i := 0; i < n && r.err == nil; i++ {
 		entries = append(entries, decodeEntry(&r))
 	}
 	if err := r.done("registry cache"); err != nil {

@@ -49,6 +49,14 @@ type ClientOptions struct {
 	CRLCheckInterval time.Duration
 }
 
+// maxChangeBacklog is how many changes may wait for subscribers before the
+// client stops reading its coordinator session (see Client.run). A whole
+// registry arriving at once (one SnapshotEnd, up to 2×MaxRegistryEntries
+// changes) is applied in full, and the frames after it wait until
+// subscribers are back under this; in steady state only a coordinator
+// flooding changes faster than subscribers take them meets it.
+const maxChangeBacklog = MaxRegistryEntries
+
 // ChangeKind says what a Change is about.
 type ChangeKind uint8
 
@@ -148,10 +156,11 @@ type Client struct {
 	statusPub atomic.Pointer[Status]
 	turnPub   atomic.Pointer[TURNCredentials]
 
-	rc             recordCounters
-	framesBad      atomic.Uint64
-	signalsDropped atomic.Uint64
-	failovers      atomic.Uint64
+	rc              recordCounters
+	framesBad       atomic.Uint64
+	signalsDropped  atomic.Uint64
+	failovers       atomic.Uint64
+	versionsRefused atomic.Uint64
 
 	// Owned by the run goroutine.
 	reg        map[string]*Record // peers, excluding self; no tombstones
@@ -169,6 +178,13 @@ type Client struct {
 	regVersion uint64 // bumped on every registry change (cache writes)
 	left       bool
 	nextSigID  uint32
+	// refusedHeld is the last version a coordinator claimed to hold that
+	// this node refused to follow (logged once per value, not per retry).
+	refusedHeld uint64
+	// changeBacklog: while more changes than this wait for subscribers, the
+	// run loop stops taking frames from the session (backpressure), so a
+	// coordinator cannot grow the queue faster than subscribers drain it.
+	changeBacklog int
 }
 
 type signalIn struct {
@@ -215,11 +231,13 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		signals:    make(chan signalIn, opts.SignalQueue),
 		reg:        map[string]*Record{},
 		info:       opts.Info,
+
+		changeBacklog: maxChangeBacklog,
 	}
 	if opts.StateDir != "" {
 		c.cachePath = filepath.Join(opts.StateDir, CacheFile)
 	}
-	rec, err := newLocalRecord(opts.Credentials, opts.Info, uint64(time.Now().UnixNano()), false)
+	rec, err := newLocalRecord(opts.Credentials, opts.Info, nextVersion(0, time.Now()), false)
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("discovery: node record: %w", err)
@@ -315,7 +333,9 @@ func (c *Client) Stats() ClientStats {
 		RecordsBadSignature: c.rc.badSig.Load(),
 		RecordsInvalid:      c.rc.invalid.Load(),
 		RecordsMalformed:    c.rc.malformed.Load(),
+		RecordsOverLimit:    c.rc.overLimit.Load(),
 		FramesMalformed:     c.framesBad.Load(),
+		VersionsRefused:     c.versionsRefused.Load(),
 		SignalsDropped:      c.signalsDropped.Load(),
 		Failovers:           c.failovers.Load(),
 	}
@@ -487,15 +507,11 @@ func runOnOwner(ctx, owner context.Context, cmds chan<- func(), fn func()) error
 	}
 }
 
-// nextVersion is a new record version: now in unix ns, but always above the
-// current one (clock steps backwards, or a coordinator holding a newer one).
-func (c *Client) nextVersion() uint64 {
-	v := uint64(time.Now().UnixNano())
-	if v <= c.local.Version {
-		v = c.local.Version + 1
-	}
-	return v
-}
+// nextVersion is the version of the node's next record (see the function
+// of the same name). Versions are time-based: never above this node's clock
+// unless a coordinator's stale answer (staleAnswer) moved them up, and then
+// by at most MaxVersionSkew.
+func (c *Client) nextVersion() uint64 { return nextVersion(c.local.Version, time.Now()) }
 
 // deliverSignals calls OnSignal in order.
 func (c *Client) deliverSignals() {

@@ -39,6 +39,8 @@ type clientSession struct {
 	since     time.Time
 	keepalive time.Duration
 	snapshot  map[string]*Record // non-nil while a snapshot is arriving
+	snapCount uint32             // entries the snapshot announced (at most MaxRegistryEntries)
+	snapGot   uint32             // entries it carried so far; never more than snapCount
 	pending   map[uint32]chan error
 	endErr    error    // why the run goroutine ended the session
 	coordCRL  *big.Int // number of the newest CRL exchanged on this session
@@ -93,9 +95,20 @@ func (c *Client) run() {
 	c.startDial()
 	for {
 		var in <-chan frame
-		var readerDone <-chan struct{}
+		var readerDone, drained <-chan struct{}
 		if c.sess != nil {
-			in, readerDone = c.sess.in, c.sess.readerDone
+			readerDone = c.sess.readerDone
+			// Backpressure: while subscribers lag, frames wait in the
+			// session (and then in TCP, and then in the coordinator's
+			// send queue, which closes a session that does not read)
+			// rather than as changes here. One frame adds at most
+			// 2×MaxRegistryEntries changes (a snapshot's end), so the
+			// queue stays below changeBacklog + 2×MaxRegistryEntries.
+			if c.changes.backlog() <= c.changeBacklog {
+				in = c.sess.in
+			} else {
+				drained = c.changes.drained
+			}
 		}
 		changedBefore := c.regVersion
 		select {
@@ -115,18 +128,25 @@ func (c *Client) run() {
 			if c.sess == nil && !c.left {
 				redial.Reset(c.backoff())
 			}
+		case <-drained:
+			// Subscribers caught up; the loop takes frames again.
 		case <-readerDone:
 			// The reader queued its last frames before it stopped (a
-			// tombstone's echo, a refusal's reason): apply them first.
-			for drained := false; !drained; {
+			// tombstone's echo, a refusal's reason): apply them first
+			// (at most the channel's capacity, whatever the backlog).
+			for empty := false; !empty && c.sess.endErr == nil; {
 				select {
 				case f := <-c.sess.in:
 					c.handleFrame(f)
 				default:
-					drained = true
+					empty = true
 				}
 			}
-			c.endSession(c.sess.readErr)
+			err := c.sess.readErr
+			if c.sess.endErr == nil && isFrameError(err) {
+				c.framesBad.Add(1)
+			}
+			c.endSession(err)
 			if !c.left {
 				redial.Reset(c.backoff())
 			}
@@ -149,6 +169,13 @@ func (c *Client) run() {
 			cacheTimer.Reset(c.opts.CacheDelay)
 		}
 	}
+}
+
+// isFrameError reports whether a session read failed on the coordinator's
+// input (an oversized, unknown-version or malformed frame, a count over its
+// limit) rather than on the connection.
+func isFrameError(err error) bool {
+	return errors.Is(err, ErrMalformed) || errors.Is(err, ErrFrameTooLarge) || errors.Is(err, ErrUnsupportedVersion)
 }
 
 // startDial tries the current coordinator in a goroutine of its own.
@@ -364,22 +391,7 @@ func (c *Client) handleFrame(f frame) {
 		code := ErrorCode(f.code)
 		switch code {
 		case CodeStaleRecord:
-			// The coordinator holds a newer record of ours (our clock stepped
-			// back, or a previous incarnation): sign above it and retry.
-			if f.version >= c.local.Version {
-				rec, err := newLocalRecord(c.opts.Credentials, c.info, max(f.version+1, c.nextVersion()), c.local.Left)
-				if err != nil {
-					s.endErr = err
-					return
-				}
-				c.local = rec
-			}
-			c.log.Info("coordinator holds a newer record of this node; re-signing", "version", c.local.Version)
-			t := frameRecord
-			if c.local.Left {
-				t = frameLeave
-			}
-			s.send(recordFrame(t, c.local))
+			c.staleAnswer(s, f.version)
 		case CodeRateLimited:
 			c.log.Debug("coordinator rate-limited a frame", "detail", f.text)
 		default:
@@ -406,8 +418,26 @@ func (c *Client) handleFrame(f frame) {
 		tc := t
 		c.changes.push(Change{Kind: TURNUpdated, TURN: &tc})
 	case frameSnapshotBegin:
+		if s.snapshot != nil {
+			c.framesBad.Add(1)
+			s.endErr = fmt.Errorf("%w: snapshot begin inside a snapshot", ErrMalformed)
+			return
+		}
+		// f.count is at most MaxRegistryEntries (decodePayload), so this
+		// map is at most ~0.5 MiB however hostile the coordinator.
 		s.snapshot = make(map[string]*Record, f.count)
+		s.snapCount, s.snapGot = f.count, 0
 	case frameEntry:
+		if s.snapshot != nil {
+			// Counted before verification: entries beyond the announced
+			// count are a protocol error whether or not they verify.
+			if s.snapGot >= s.snapCount {
+				c.framesBad.Add(1)
+				s.endErr = fmt.Errorf("%w: %w: snapshot carries more entries than the %d it announced", ErrMalformed, ErrLimitExceeded, s.snapCount)
+				return
+			}
+			s.snapGot++
+		}
 		rec := c.verifyEntry(f.entry)
 		if rec == nil {
 			return
@@ -452,6 +482,45 @@ func (c *Client) handleFrame(f frame) {
 		c.framesBad.Add(1)
 		s.endErr = fmt.Errorf("%w: %s frame is not sent by coordinators", ErrMalformed, f.typ)
 	}
+}
+
+// staleAnswer handles a coordinator's "stale record, holding held": the
+// coordinator holds a record of this node at least as new as the one sent
+// (the clock stepped back, or a previous incarnation registered). The node
+// signs above held and resends, but only while held is below versionLimit:
+// a version further ahead is no record this node can have signed within
+// MaxVersionSkew of its clock (receivers refuse those), so following it
+// would hand the coordinator the node's version counter, up to 2^64 where
+// it wraps. Then the node keeps its own version and ends the session; it
+// fails over, and a coordinator that insists can at worst refuse service.
+func (c *Client) staleAnswer(s *clientSession, held uint64) {
+	if held >= c.local.Version {
+		now := time.Now()
+		if lim := versionLimit(now); held >= lim {
+			c.versionsRefused.Add(1)
+			if held != c.refusedHeld {
+				c.refusedHeld = held
+				c.log.Warn("coordinator claims a record version of this node too far in the future; not following it",
+					"coordinator", s.addr, "held", held, "limit", lim, "version", c.local.Version)
+			}
+			s.endErr = fmt.Errorf("%w: coordinator %s claims to hold version %d of this node, beyond %d (now + %v); keeping version %d",
+				ErrFutureVersion, s.addr, held, lim, MaxVersionSkew, c.local.Version)
+			return
+		}
+		// held < lim, so held+1 neither wraps nor exceeds what receivers accept.
+		rec, err := newLocalRecord(c.opts.Credentials, c.info, max(held+1, c.nextVersion()), c.local.Left)
+		if err != nil {
+			s.endErr = err
+			return
+		}
+		c.local = rec
+		c.log.Info("coordinator holds a newer record of this node; re-signing", "held", held, "version", c.local.Version)
+	}
+	t := frameRecord
+	if c.local.Left {
+		t = frameLeave
+	}
+	s.send(recordFrame(t, c.local))
 }
 
 func (c *Client) welcome(s *clientSession, f frame) {
@@ -518,6 +587,12 @@ func (c *Client) applyEntry(rec *Record) {
 		return
 	}
 	if cur != nil && cur.sameSigned(rec) && cur.Presence == rec.Presence {
+		return
+	}
+	if cur == nil && len(c.reg) >= MaxRegistryEntries {
+		// No coordinator holds more; a coordinator sending more peers
+		// one Entry at a time does not grow this node beyond it.
+		c.rc.count(&RecordError{Name: rec.Name, Reason: fmt.Errorf("%w: %d peers held", ErrLimitExceeded, len(c.reg))})
 		return
 	}
 	c.reg[rec.Name] = rec

@@ -489,6 +489,7 @@ func (c *Coordinator) Stats() CoordinatorStats {
 		RecordsInvalid:      c.rc.invalid.Load(),
 		RecordsMalformed:    c.rc.malformed.Load(),
 		RecordsExpired:      c.rc.expired.Load(),
+		RecordsOverLimit:    c.rc.overLimit.Load(),
 		FramesMalformed:     c.fc.malformed.Load(),
 		FramesTooLarge:      c.fc.tooLarge.Load(),
 		FramesBadVersion:    c.fc.badVersion.Load(),

@@ -496,6 +496,10 @@ func (c *Coordinator) acceptRecord(s *session, rec *Record) {
 	}
 	pres := Presence{Coordinator: c.name, Since: nextSince(prev), Online: true, Changed: now}
 	e, err := c.reg.acceptLocal(rec, pres)
+	if errors.Is(err, ErrLimitExceeded) {
+		c.refuseFull(s, err)
+		return
+	}
 	if err != nil {
 		s.send(errorFrame(CodeStaleRecord, cur.rec.Version, err.Error()))
 		return
@@ -510,6 +514,13 @@ func (c *Coordinator) acceptRecord(s *session, rec *Record) {
 	c.sendSnapshot(s, e.rec.Version, now)
 	s.live = true
 	s.log.Info("node registered", "version", rec.Version)
+}
+
+// refuseFull ends the session of a node the registry has no room for
+// (overloaded: the node tries another coordinator, with backoff).
+func (c *Coordinator) refuseFull(s *session, err error) {
+	s.log.Warn("refused node: registry full", "limit", MaxRegistryEntries)
+	s.kill(CodeOverloaded, err.Error())
 }
 
 // sendSnapshot queues Welcome, the CRL, TURN credentials and the registry as
@@ -544,6 +555,10 @@ func (c *Coordinator) acceptLeave(s *session, rec *Record) {
 		pres.Online, pres.Changed = false, time.Now()
 	}
 	e, err := c.reg.acceptLocal(rec, pres)
+	if errors.Is(err, ErrLimitExceeded) {
+		c.refuseFull(s, err)
+		return
+	}
 	if err != nil {
 		have := uint64(0)
 		if cur != nil {

@@ -11,8 +11,19 @@
 // with pki.Verifier (chain to the CA, validity, revocation), the signature,
 // and that the record claims no address, group or route the certificate does
 // not bind. Versions are unix nanoseconds at signing, strictly increasing per
-// node, so a replayed older record loses. Presence (which coordinator holds a
-// node's session, since when) is the only coordinator-asserted data.
+// node, so a replayed older record loses; receivers refuse versions more
+// than MaxVersionSkew ahead of their clock, and a node follows a
+// coordinator's "stale, holding v" only within that skew, so versions can
+// neither be pushed to wrap nor pin a node's entry. Presence (which
+// coordinator holds a node's session, since when) is the only
+// coordinator-asserted data.
+//
+// # Limits
+//
+// Every count and length read from the wire is bounded before it sizes
+// anything (ErrLimitExceeded); the registry, hence a snapshot, holds at most
+// MaxRegistryEntries records; a node stops reading its session while its
+// subscribers lag (docs/protocol.md, "Limits").
 //
 // # Replication
 //

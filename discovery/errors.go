@@ -37,12 +37,23 @@ var (
 	ErrMalformed = errors.New("discovery: malformed input")
 	// ErrPayloadTooLarge: a signal payload exceeds MaxSignalPayload.
 	ErrPayloadTooLarge = errors.New("discovery: signal payload too large")
+	// ErrLimitExceeded: a count or length exceeds its documented limit
+	// (docs/protocol.md, "Limits"): a count or length read from the wire
+	// (then the error is also ErrMalformed), a snapshot with more entries
+	// than it announced, or a registry already holding MaxRegistryEntries
+	// records.
+	ErrLimitExceeded = errors.New("discovery: limit exceeded")
 
 	// ErrBadSignature: a record's signature does not verify with the key of
 	// the certificate it carries (a forged or tampered record).
 	ErrBadSignature = errors.New("discovery: bad record signature")
 	// ErrStaleRecord: a record's version is older than the one held (replay).
 	ErrStaleRecord = errors.New("discovery: stale record version")
+	// ErrFutureVersion: a record version (its signing time) lies more than
+	// MaxVersionSkew ahead of the receiver's clock, or a coordinator claims
+	// to hold such a version of this node. Accepting it would let one record
+	// block every later one of its node.
+	ErrFutureVersion = errors.New("discovery: record version too far in the future")
 	// ErrInvalidRecord: a record contradicts its certificate (name, overlay
 	// address, group or route not allowed) or is otherwise invalid.
 	ErrInvalidRecord = errors.New("discovery: invalid record")

@@ -145,7 +145,7 @@ type frame struct {
 	version uint64        // welcome: accepted record version; remove: record version; error: version held
 	since   int64         // welcome: session start (unix ns)
 	period  time.Duration // welcome: keepalive interval
-	count   uint32        // snapshot-begin
+	count   uint32        // snapshot-begin: at most MaxRegistryEntries
 	nonce   uint64        // ping, pong
 	text    string        // error
 	turn    TURNCredentials
@@ -235,7 +235,7 @@ func frameHeader(h []byte) (frameType, int, error) {
 	}
 	n := binary.BigEndian.Uint32(h[2:6])
 	if n > MaxFrameSize {
-		return 0, 0, fmt.Errorf("%w: %s frame announces %d bytes, limit %d", ErrFrameTooLarge, frameType(h[1]), n, MaxFrameSize)
+		return 0, 0, fmt.Errorf("%w: %w: %s frame announces %d bytes, limit %d", ErrFrameTooLarge, ErrLimitExceeded, frameType(h[1]), n, MaxFrameSize)
 	}
 	return frameType(h[1]), int(n), nil
 }
@@ -283,8 +283,11 @@ func decodePayload(t frameType, p []byte) (frame, error) {
 	r := rbuf{b: p}
 	switch t {
 	case frameRecord, frameLeave:
-		if len(p) == 0 || len(p) > MaxRecordSize {
-			return f, fmt.Errorf("%w: %s frame carries %d record bytes", ErrMalformed, t, len(p))
+		if len(p) == 0 {
+			return f, fmt.Errorf("%w: empty %s frame", ErrMalformed, t)
+		}
+		if len(p) > MaxRecordSize {
+			return f, fmt.Errorf("%w: %w: %s frame carries %d record bytes, limit %d", ErrMalformed, ErrLimitExceeded, t, len(p), MaxRecordSize)
 		}
 		f.raw = p
 		r.b = nil
@@ -300,7 +303,8 @@ func decodePayload(t frameType, p []byte) (frame, error) {
 		f.period = time.Duration(r.u32("keepalive")) * time.Millisecond
 		f.version = r.u64("accepted version")
 	case frameSnapshotBegin:
-		f.count = r.u32("snapshot count")
+		// Bounded here, before the client sizes its snapshot by it.
+		f.count = uint32(r.count("snapshot count", MaxRegistryEntries))
 	case frameEntry:
 		f.entry = decodeEntry(&r)
 	case frameSnapshotEnd:
@@ -317,7 +321,7 @@ func decodePayload(t frameType, p []byte) (frame, error) {
 	case frameTURN:
 		n := int(r.u8("url count"))
 		if n > maxTURNURLs {
-			r.fail("%d TURN URLs", n)
+			r.failLimit("TURN url count", uint64(n), maxTURNURLs)
 		}
 		for i := 0; i < n && r.err == nil; i++ {
 			f.turn.URLs = append(f.turn.URLs, r.str8("url", 255))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"math"
 	"reflect"
 	"testing"
 	"time"
@@ -73,6 +74,11 @@ func TestFrameRoundTrip(t *testing.T) {
 			}
 		}},
 		{"snapshot-end", encodeFrame(frameSnapshotEnd, nil), func(t *testing.T, f frame) {}},
+		{"snapshot-begin at the registry limit", snapshotBeginFrame(MaxRegistryEntries), func(t *testing.T, f frame) {
+			if f.count != MaxRegistryEntries {
+				t.Errorf("count %d", f.count)
+			}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -119,6 +125,18 @@ func TestFrameRejects(t *testing.T) {
 		{"empty crl", header(frameVersion, byte(frameCRL), 0), ErrMalformed},
 		{"bad bool", append(header(frameVersion, byte(frameEntry), 21), append(append([]byte{1, 'c'}, make([]byte, 16)...), 2, 0, 0)...), ErrMalformed},
 		{"signal name too long", append(header(frameVersion, byte(frameSignal), 4+1+64+2), append([]byte{0, 0, 0, 1, 64}, make([]byte, 66)...)...), ErrMalformed},
+		// Counts and lengths over their limits are ErrLimitExceeded (and
+		// still ErrMalformed), decided before anything is sized by them.
+		{"snapshot count 0xFFFFFFFF", append(header(frameVersion, byte(frameSnapshotBegin), 4), 0xff, 0xff, 0xff, 0xff), ErrLimitExceeded},
+		{"snapshot count over the registry limit", snapshotBeginFrame(MaxRegistryEntries + 1), ErrLimitExceeded},
+		{"snapshot count 0xFFFFFFFF is malformed", append(header(frameVersion, byte(frameSnapshotBegin), 4), 0xff, 0xff, 0xff, 0xff), ErrMalformed},
+		{"frame length 0xFFFFFFFF", header(frameVersion, byte(frameEntry), 0xffffffff), ErrLimitExceeded},
+		{"TURN URL count 255", append(header(frameVersion, byte(frameTURN), 1), 255), ErrLimitExceeded},
+		{"entry record length 0xFFFF", encodeFrame(frameEntry, func(w *wbuf) { encodePresence(w, Presence{}); w.u16(0xffff) }), ErrLimitExceeded},
+		{"signal payload length 0xFFFF", encodeFrame(frameSignal, func(w *wbuf) { w.u32(1); w.str8("b"); w.u16(0xffff) }), ErrLimitExceeded},
+		{"deliver payload length 0xFFFF", encodeFrame(frameDeliver, func(w *wbuf) { w.str8("b"); w.u16(0xffff) }), ErrLimitExceeded},
+		{"error text length 0xFFFF", encodeFrame(frameError, func(w *wbuf) { w.u8(1); w.u64(0); w.u16(0xffff) }), ErrLimitExceeded},
+		{"record frame over the record size", encodeFrame(frameRecord, func(w *wbuf) { w.b = append(w.b, make([]byte, MaxRecordSize+1)...) }), ErrLimitExceeded},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,8 +178,114 @@ func TestGossipRoundTrip(t *testing.T) {
 	}
 }
 
+func TestDecodeLimits(t *testing.T) {
+	u32 := func(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+	cache := func(count uint32) []byte {
+		b := append([]byte(cacheMagic), cacheVersion)
+		b = append(b, make([]byte, 8)...) // written
+		b = append(b, u32(0)...)          // no CRL
+		return append(b, u32(count)...)
+	}
+	tests := []struct {
+		name   string
+		decode func() error
+	}{
+		{"gossip batch count 0xFFFFFFFF", func() error {
+			_, err := decodeGossip(append([]byte{gossipBatch, gossipVersion}, u32(0xffffffff)...))
+			return err
+		}},
+		{"gossip batch count one over", func() error {
+			_, err := decodeGossip(append([]byte{gossipBatch, gossipVersion}, u32(maxBatchMessages+1)...))
+			return err
+		}},
+		{"gossip state count 0xFFFFFFFF", func() error {
+			_, err := decodeGossip(append(append([]byte{gossipState, gossipVersion}, u32(0)...), u32(0xffffffff)...))
+			return err
+		}},
+		{"gossip state count one over the registry limit", func() error {
+			_, err := decodeGossip(append(append([]byte{gossipState, gossipVersion}, u32(0)...), u32(MaxRegistryEntries+1)...))
+			return err
+		}},
+		{"gossip CRL length 0xFFFFFFFF", func() error {
+			_, err := decodeGossip(append([]byte{gossipCRL, gossipVersion}, u32(0xffffffff)...))
+			return err
+		}},
+		{"cache count 0xFFFFFFFF", func() error {
+			_, _, err := decodeCache(cache(0xffffffff))
+			return err
+		}},
+		{"cache count one over", func() error {
+			_, _, err := decodeCache(cache(maxCacheEntries + 1))
+			return err
+		}},
+		{"record group count 255", func() error {
+			w := wbuf{}
+			w.u8(recordFormat)
+			w.u8(0)
+			w.str8("node-a")
+			w.u64(1)
+			w.bytes16([]byte{1})
+			w.u8(0)   // addresses
+			w.u8(255) // groups
+			_, err := decodeRecord(w.b)
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.decode()
+			if !errors.Is(err, ErrLimitExceeded) || !errors.Is(err, ErrMalformed) {
+				t.Fatalf("got %v, want ErrLimitExceeded and ErrMalformed", err)
+			}
+		})
+	}
+}
+
+// hostileFrameSeeds are frames whose counts and lengths are at or beyond
+// their limits: seeds for every fuzz target that decodes session frames.
+func hostileFrameSeeds() [][]byte {
+	hdr := func(t frameType, n uint32) []byte {
+		return binary.BigEndian.AppendUint32([]byte{frameVersion, byte(t)}, n)
+	}
+	return [][]byte{
+		append(hdr(frameSnapshotBegin, 4), 0xff, 0xff, 0xff, 0xff), // the review's 10-byte frame
+		snapshotBeginFrame(MaxRegistryEntries),
+		snapshotBeginFrame(MaxRegistryEntries + 1),
+		hdr(frameEntry, 0xffffffff),
+		append(hdr(frameTURN, 1), 0xff),
+		encodeFrame(frameEntry, func(w *wbuf) { encodePresence(w, Presence{}); w.u16(0xffff) }),
+		encodeFrame(frameDeliver, func(w *wbuf) { w.str8("b"); w.u16(0xffff) }),
+		encodeFrame(frameError, func(w *wbuf) { w.u8(uint8(CodeStaleRecord)); w.u64(math.MaxUint64 - 1); w.u16(0xffff) }),
+		errorFrame(CodeStaleRecord, math.MaxUint64-1, "stale"),
+		errorFrame(CodeStaleRecord, math.MaxUint64, "stale"),
+	}
+}
+
+// checkFrameBounded fails t if a decoded frame holds more than its limits
+// allow: whatever the input, decoding sizes nothing beyond them.
+func checkFrameBounded(t *testing.T, fr frame) {
+	t.Helper()
+	switch {
+	case fr.count > MaxRegistryEntries:
+		t.Fatalf("snapshot count %d decoded, limit %d", fr.count, MaxRegistryEntries)
+	case len(fr.turn.URLs) > maxTURNURLs:
+		t.Fatalf("%d TURN URLs decoded", len(fr.turn.URLs))
+	case len(fr.payload) > MaxSignalPayload:
+		t.Fatalf("signal payload of %d bytes decoded", len(fr.payload))
+	case len(fr.text) > maxErrorText:
+		t.Fatalf("error text of %d bytes decoded", len(fr.text))
+	case len(fr.raw) > MaxRecordSize, len(fr.entry.raw) > MaxRecordSize:
+		t.Fatalf("record of %d/%d bytes decoded", len(fr.raw), len(fr.entry.raw))
+	case len(fr.name) > maxNameLen, len(fr.entry.pres.Coordinator) > maxNameLen:
+		t.Fatalf("name of %d bytes decoded", len(fr.name))
+	case len(fr.crl) > MaxFrameSize:
+		t.Fatalf("CRL of %d bytes decoded", len(fr.crl))
+	}
+}
+
 // FuzzDecodeFrame: any input decodes to a frame or an error, never a panic,
-// and what decodes re-encodes to a frame that decodes the same way.
+// what decodes stays within every limit, and the stream reader agrees with
+// the slice decoder.
 func FuzzDecodeFrame(f *testing.F) {
 	f.Add(pingFrame(framePing, 1))
 	f.Add(signalFrame(1, "node-b", []byte("payload")))
@@ -170,6 +294,9 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Add(errorFrame(CodeProtocol, 0, "x"))
 	f.Add(encodeFrame(frameEntry, func(w *wbuf) { encodePresence(w, Presence{}); w.bytes16([]byte{1, 2}) }))
 	f.Add([]byte{1, 0x15, 0, 0, 0, 3, 1, 'a', 0})
+	for _, b := range hostileFrameSeeds() {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, n, err := decodeFrame(b)
 		if err != nil {
@@ -178,6 +305,7 @@ func FuzzDecodeFrame(f *testing.F) {
 		if n > len(b) || n < frameHeaderLen {
 			t.Fatalf("used %d of %d bytes", n, len(b))
 		}
+		checkFrameBounded(t, fr)
 		var hdr [frameHeaderLen]byte
 		g, err := readFrame(bytes.NewReader(b[:n]), &hdr)
 		if err != nil || g.typ != fr.typ {
@@ -186,12 +314,51 @@ func FuzzDecodeFrame(f *testing.F) {
 	})
 }
 
-// FuzzDecodeGossip covers gossip messages and push/pull state.
+// FuzzDecodeGossip covers gossip messages and push/pull state: no panic,
+// and nothing decoded beyond its limits.
 func FuzzDecodeGossip(f *testing.F) {
+	u32 := func(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 	f.Add(encodeGossipSignal(1, "c", "a", "b", []byte("p")))
 	f.Add(encodeGossipBatch([][]byte{encodeGossipSignalResult(1, 0)}))
 	f.Add(encodeGossipState(nil, nil))
+	f.Add(append([]byte{gossipBatch, gossipVersion}, u32(0xffffffff)...))
+	f.Add(append(append([]byte{gossipState, gossipVersion}, u32(0)...), u32(0xffffffff)...))
+	f.Add(append([]byte{gossipCRL, gossipVersion}, u32(0xffffffff)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = decodeGossip(b)
+		m, err := decodeGossip(b)
+		if err != nil {
+			return
+		}
+		if len(m.batch) > maxBatchMessages || len(m.entries) > maxStateEntries || len(m.crl) > maxCRLBytes || len(m.payload) > MaxSignalPayload {
+			t.Fatalf("decoded beyond the limits: batch %d, entries %d, crl %d, payload %d", len(m.batch), len(m.entries), len(m.crl), len(m.payload))
+		}
+	})
+}
+
+// FuzzDecodeCache: the registry cache is read back from disk at start;
+// whatever it holds, decoding stays within the limits.
+func FuzzDecodeCache(f *testing.F) {
+	rec := withPresence(testRecord(f), Presence{Coordinator: "c1", Since: time.Unix(0, 10), Online: true})
+	f.Add(encodeCache(nil, []*Record{rec}, time.Unix(1, 0)))
+	f.Add(encodeCache([]byte{0x30, 0}, nil, time.Unix(1, 0)))
+	count := append([]byte(cacheMagic), cacheVersion)
+	count = append(count, make([]byte, 8+4)...)
+	f.Add(append(count, 0xff, 0xff, 0xff, 0xff))
+	crl := append([]byte(cacheMagic), cacheVersion)
+	crl = append(crl, make([]byte, 8)...)
+	f.Add(append(crl, 0xff, 0xff, 0xff, 0xff))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		crl, entries, err := decodeCache(b)
+		if err != nil {
+			return
+		}
+		if len(entries) > maxCacheEntries || len(crl) > maxCRLBytes {
+			t.Fatalf("decoded %d entries, CRL of %d bytes", len(entries), len(crl))
+		}
+		for _, e := range entries {
+			if len(e.raw) > MaxRecordSize {
+				t.Fatalf("cached record of %d bytes", len(e.raw))
+			}
+		}
 	})
 }

@@ -35,11 +35,15 @@ const (
 	gossipBatch        uint8 = 6 // several of the above in one reliable send
 	gossipState        uint8 = 7 // push/pull: the whole registry + CRL
 
+	// maxBatchMessages bounds one Batch: a peer sender puts at most this
+	// many queued messages (its whole queue) in one.
 	maxBatchMessages = 4096
 	maxBatchBytes    = 256 << 10
-	maxStateEntries  = 1 << 20
-	maxStateBytes    = 16 << 20 // memberlist itself refuses more than 20 MiB
-	maxCRLBytes      = MaxFrameSize
+	// maxStateEntries bounds a push/pull State: it is one coordinator's
+	// whole registry.
+	maxStateEntries = MaxRegistryEntries
+	maxStateBytes   = 16 << 20 // memberlist itself refuses more than 20 MiB
+	maxCRLBytes     = MaxFrameSize
 )
 
 // gossipMsg is one decoded gossip message; which fields are set depends on typ.
@@ -160,20 +164,14 @@ func decodeGossip(b []byte) (gossipMsg, error) {
 	case gossipCRL:
 		m.crl = r.bytes32("crl", maxCRLBytes)
 	case gossipBatch:
-		n := r.u32("batch count")
-		if n > maxBatchMessages {
-			r.fail("batch of %d messages", n)
-		}
-		for i := uint32(0); i < n && r.err == nil; i++ {
+		n := r.count("batch count", maxBatchMessages)
+		for i := 0; i < n && r.err == nil; i++ {
 			m.batch = append(m.batch, r.bytes32("batch message", maxBatchBytes))
 		}
 	case gossipState:
 		m.crl = r.bytes32("crl", maxCRLBytes)
-		n := r.u32("entry count")
-		if n > maxStateEntries {
-			r.fail("state of %d entries", n)
-		}
-		for i := uint32(0); i < n && r.err == nil; i++ {
+		n := r.count("state entry count", maxStateEntries)
+		for i := 0; i < n && r.err == nil; i++ {
 			m.entries = append(m.entries, decodeEntry(&r))
 		}
 	default:

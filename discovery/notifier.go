@@ -7,18 +7,28 @@ import (
 
 // notifier delivers items to subscribers in order on its own goroutine, so
 // the producer (a run loop) never calls out and never blocks on a slow
-// subscriber. The queue is unbounded: it holds registry changes, which are
-// bounded by the registry's churn.
+// subscriber. push itself never refuses an item; the producer bounds the
+// queue by watching backlog and waiting on drained (the client stops
+// reading its coordinator session while too many changes wait).
 type notifier[T any] struct {
 	mu    sync.Mutex
 	queue []T             // guarded by mu
 	subs  map[int]func(T) // guarded by mu
 	next  int             // guarded by mu
 	wake  chan struct{}   // cap 1
+	// drained (cap 1) is poked whenever the queue has been emptied.
+	drained chan struct{}
 }
 
 func newNotifier[T any]() *notifier[T] {
-	return &notifier[T]{subs: map[int]func(T){}, wake: make(chan struct{}, 1)}
+	return &notifier[T]{subs: map[int]func(T){}, wake: make(chan struct{}, 1), drained: make(chan struct{}, 1)}
+}
+
+// backlog is how many items wait for delivery.
+func (n *notifier[T]) backlog() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.queue)
 }
 
 // subscribe adds fn and returns a function that removes it. fn is called on
@@ -64,6 +74,10 @@ func (n *notifier[T]) run(ctx context.Context) {
 			n.mu.Lock()
 			if len(n.queue) == 0 {
 				n.mu.Unlock()
+				select {
+				case n.drained <- struct{}{}:
+				default:
+				}
 				break
 			}
 			item := n.queue[0]

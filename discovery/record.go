@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"time"
@@ -32,6 +33,19 @@ const (
 	maxAddrs       = 2
 
 	recordFlagLeft = 1 << 0
+
+	// MaxVersionSkew bounds how far a record version (its signing time in
+	// unix ns) may lie ahead of the receiver's clock. Every receiver refuses
+	// a record further ahead (ErrFutureVersion), and a node follows a
+	// coordinator's "stale, holding v" only while v is below that bound, so
+	// no record and no coordinator can push a node's versions towards 2^64
+	// (where they would wrap) or pin its registry entry for longer than the
+	// skew. Ten minutes is far beyond what NTP-disciplined hosts drift, yet
+	// short enough that a node whose clock was that far ahead is back in
+	// service within minutes after its clock is corrected; it also means
+	// every node's clock must be within ten minutes of the coordinators'
+	// (TLS certificate validity needs roughly that already).
+	MaxVersionSkew = 10 * time.Minute
 )
 
 // recordSigContext separates record signatures from every other use of a
@@ -83,6 +97,30 @@ func (r *Record) Clone() Record {
 	c.Routes = slices.Clone(r.Routes)
 	c.Endpoints = slices.Clone(r.Endpoints)
 	return c
+}
+
+// versionLimit is the largest record version a receiver whose clock reads
+// now accepts: now + MaxVersionSkew in unix ns (a clock before 1970 counts
+// as 1970). It stays below 2^63 until the year 2262, so a version at or
+// under it can always be incremented without wrapping.
+func versionLimit(now time.Time) uint64 {
+	return uint64(max(now.UnixNano(), 0)) + uint64(MaxVersionSkew)
+}
+
+// nextVersion is the version of a node's next record after prev: the clock
+// in unix ns, but always above prev (the clock stepped back, or the node
+// followed a coordinator holding a newer one). prev is at most
+// versionLimit at the time it was signed, so prev+1 cannot wrap; the
+// saturation below only keeps that true should the invariant ever break.
+func nextVersion(prev uint64, now time.Time) uint64 {
+	v := uint64(max(now.UnixNano(), 0))
+	if v <= prev {
+		if prev == math.MaxUint64 {
+			return prev
+		}
+		v = prev + 1
+	}
+	return v
 }
 
 // versionTime is the signing time encoded in Version.
@@ -204,21 +242,21 @@ func decodeRecord(raw []byte) (*decodedRecord, error) {
 	d.rec.Version = r.u64("version")
 	d.certDER = r.bytes16("certificate", maxCertLen)
 	if n := int(r.u8("address count")); n > maxAddrs {
-		r.fail("%d overlay addresses", n)
+		r.failLimit("address count", uint64(n), maxAddrs)
 	} else {
 		for range n {
 			d.rec.Addrs = append(d.rec.Addrs, r.addr("overlay address"))
 		}
 	}
 	if n := int(r.u8("group count")); n > maxGroups {
-		r.fail("%d groups", n)
+		r.failLimit("group count", uint64(n), maxGroups)
 	} else {
 		for range n {
 			d.rec.Groups = append(d.rec.Groups, r.str8("group", maxGroupLen))
 		}
 	}
 	if n := int(r.u8("route count")); n > MaxRoutes {
-		r.fail("%d routes", n)
+		r.failLimit("route count", uint64(n), MaxRoutes)
 	} else {
 		for range n {
 			a := r.addr("route")
@@ -235,7 +273,7 @@ func decodeRecord(raw []byte) (*decodedRecord, error) {
 		}
 	}
 	if n := int(r.u8("endpoint count")); n > MaxEndpoints {
-		r.fail("%d endpoints", n)
+		r.failLimit("endpoint count", uint64(n), MaxEndpoints)
 	} else {
 		for range n {
 			a := r.addr("endpoint")
@@ -272,16 +310,23 @@ func verifyCert(v *pki.Verifier, der []byte, now time.Time) (*pki.NodeCert, erro
 	return nil, err
 }
 
-// verifyRecord decodes raw and applies every check a receiver makes: the
-// certificate policy (chain, validity, revocation), the signature by the
-// certificate's key, and that the record claims nothing its certificate does
-// not allow. Errors are *RecordError.
+// verifyRecord decodes raw and applies every check a receiver makes: a
+// version at most MaxVersionSkew ahead of now, the certificate policy
+// (chain, validity, revocation), the signature by the certificate's key,
+// and that the record claims nothing its certificate does not allow. Errors
+// are *RecordError.
 func verifyRecord(v *pki.Verifier, raw []byte, now time.Time) (*Record, error) {
 	d, err := decodeRecord(raw)
 	if err != nil {
 		return nil, &RecordError{Reason: err}
 	}
 	fail := func(err error) (*Record, error) { return nil, &RecordError{Name: d.rec.Name, Reason: err} }
+	// Checked first and cheaply: a version far ahead would block every
+	// later record of the node (replicas keep the largest version), and
+	// its next version would overflow.
+	if lim := versionLimit(now); d.rec.Version > lim {
+		return fail(fmt.Errorf("%w: version %d is beyond %d (now + %v)", ErrFutureVersion, d.rec.Version, lim, MaxVersionSkew))
+	}
 	nc, err := verifyCert(v, d.certDER, now)
 	if err != nil {
 		return fail(err)

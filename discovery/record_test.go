@@ -3,6 +3,8 @@ package discovery
 import (
 	"crypto/x509"
 	"errors"
+	"fmt"
+	"math"
 	"net/netip"
 	"reflect"
 	"sync"
@@ -115,6 +117,9 @@ func TestRecordRejects(t *testing.T) {
 		{"address not in certificate", sign(func(r *Record) { r.Addrs = []netip.Addr{netip.MustParseAddr("100.64.9.9")} }, cs[0]), v, time.Time{}, ErrInvalidRecord},
 		{"group not in certificate", sign(func(r *Record) { r.Groups = []string{"admin"} }, cs[0]), v, time.Time{}, ErrInvalidRecord},
 		{"name differs from certificate", sign(func(r *Record) { r.Name = "node-z" }, cs[0]), v, time.Time{}, ErrInvalidRecord},
+		{"version beyond MaxVersionSkew", sign(func(r *Record) { r.Version = uint64(time.Now().Add(MaxVersionSkew + time.Minute).UnixNano()) }, cs[0]), v, time.Time{}, ErrFutureVersion},
+		{"version 2^64-2", sign(func(r *Record) { r.Version = math.MaxUint64 - 1 }, cs[0]), v, time.Time{}, ErrFutureVersion},
+		{"version 2^64-1", sign(func(r *Record) { r.Version = math.MaxUint64 }, cs[0]), v, time.Time{}, ErrFutureVersion},
 		{"unknown format version", wrongVersion, v, time.Time{}, ErrUnsupportedVersion},
 		{"trailing bytes", append(append([]byte(nil), good.raw...), 0), v, time.Time{}, ErrMalformed},
 		{"truncated", good.raw[:len(good.raw)-3], v, time.Time{}, ErrMalformed},
@@ -135,6 +140,47 @@ func TestRecordRejects(t *testing.T) {
 				t.Fatalf("error %T is not a *RecordError", err)
 			}
 		})
+	}
+}
+
+func TestRecordVersionWithinSkewAccepted(t *testing.T) {
+	m, cs := shared(t)
+	now := time.Now()
+	r, err := newLocalRecord(cs[0], LocalInfo{}, uint64(now.Add(MaxVersionSkew-time.Second).UnixNano()), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verifyRecord(m.verifier(nil), r.raw, now); err != nil {
+		t.Fatalf("version inside the skew refused: %v", err)
+	}
+}
+
+func TestNextVersion(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	ns := uint64(now.UnixNano())
+	tests := []struct {
+		name string
+		prev uint64
+		now  time.Time
+		want uint64
+	}{
+		{"first record: the clock", 0, now, ns},
+		{"clock ahead of prev", ns - 5, now, ns},
+		{"clock stepped back: prev+1", ns + 7, now, ns + 8},
+		{"at the skew limit: still +1, no wrap", versionLimit(now), now, versionLimit(now) + 1},
+		{"never wraps, even past every limit", math.MaxUint64, now, math.MaxUint64},
+		{"clock before 1970 counts as 0", 0, time.Unix(-5, 0), 1},
+	}
+	for _, tt := range tests {
+		if got := nextVersion(tt.prev, tt.now); got != tt.want {
+			t.Errorf("%s: nextVersion(%d) = %d, want %d", tt.name, tt.prev, got, tt.want)
+		}
+	}
+	if got, want := versionLimit(now), ns+uint64(MaxVersionSkew); got != want {
+		t.Errorf("versionLimit = %d, want %d", got, want)
+	}
+	if got := versionLimit(time.Unix(-5, 0)); got != uint64(MaxVersionSkew) {
+		t.Errorf("versionLimit before 1970 = %d", got)
 	}
 }
 
@@ -236,6 +282,58 @@ func TestRegistryMerge(t *testing.T) {
 	}
 }
 
+// TestRegistryLimits: one record far in the future cannot pin a node's
+// entry, and a full registry refuses new nodes but still updates held ones.
+func TestRegistryLimits(t *testing.T) {
+	m, cs := shared(t)
+	var rc recordCounters
+	reg := newRegistry(m.verifier(nil), time.Hour, time.Hour, &rc)
+	now := time.Now()
+	mk := func(creds int, version uint64) rawEntry {
+		r, err := newLocalRecord(cs[creds], LocalInfo{}, version, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rawEntry{raw: r.raw}
+	}
+	for _, v := range []uint64{math.MaxUint64 - 1, uint64(now.Add(MaxVersionSkew + time.Second).UnixNano())} {
+		if _, err := reg.merge(mk(1, v), now); !errors.Is(err, ErrFutureVersion) {
+			t.Fatalf("version %d: got %v, want ErrFutureVersion", v, err)
+		}
+	}
+	if reg.get("node-b") != nil {
+		t.Fatal("a record from the future was stored")
+	}
+	if _, err := reg.merge(mk(1, uint64(now.UnixNano())), now); err != nil {
+		t.Fatalf("node-b after the refusals: %v", err)
+	}
+
+	// Fill the registry up to the limit (copies of node-b's entry under
+	// other names: only the count matters here).
+	held := reg.get("node-b").rec
+	for i := len(reg.entries); i < MaxRegistryEntries; i++ {
+		r := held.Clone()
+		r.Name = fmt.Sprintf("fill-%05d", i)
+		reg.put(&r)
+	}
+	if _, err := reg.merge(mk(2, uint64(now.UnixNano())), now); !errors.Is(err, ErrLimitExceeded) {
+		t.Fatalf("new node into a full registry: got %v, want ErrLimitExceeded", err)
+	}
+	newC, err := newLocalRecord(cs[2], LocalInfo{}, uint64(now.UnixNano()), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := reg.acceptLocal(newC, Presence{}); !errors.Is(err, ErrLimitExceeded) || e != nil {
+		t.Fatalf("session of a new node into a full registry: %v", err)
+	}
+	if rc.overLimit.Load() != 2 || len(reg.entries) != MaxRegistryEntries {
+		t.Fatalf("over-limit count %d, entries %d", rc.overLimit.Load(), len(reg.entries))
+	}
+	if _, err := reg.merge(mk(1, uint64(now.UnixNano())+1), now); err != nil {
+		t.Fatalf("update of a held node in a full registry: %v", err)
+	}
+}
+
 func TestRegistryDropRevoked(t *testing.T) {
 	m, cs := shared(t)
 	v := m.verifier(nil)
@@ -275,14 +373,30 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(good.raw)
 	f.Add(good.raw[:40])
 	f.Add([]byte{1, 0, 1, 'a'})
+	// Counts at their u8 maximum, and versions at the wrap.
+	f.Add([]byte{1, 0, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0x30, 255})
+	f.Add([]byte{1, 0, 1, 'a', 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0x30, 0, 255})
+	far, err := newLocalRecord(cs[0], testInfo, math.MaxUint64-1, false)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(far.raw)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := decodeRecord(b)
 		if err == nil && d.rec.Name == "" {
 			t.Fatal("decoded a record without a name")
 		}
-		rec, err := verifyRecord(v, b, time.Now())
+		if err == nil && (len(d.rec.Addrs) > maxAddrs || len(d.rec.Groups) > maxGroups || len(d.rec.Routes) > MaxRoutes ||
+			len(d.rec.Endpoints) > MaxEndpoints || len(d.certDER) > maxCertLen || len(d.sig) > maxSigLen) {
+			t.Fatalf("decoded beyond the limits: %+v", d.rec)
+		}
+		now := time.Now()
+		rec, err := verifyRecord(v, b, now)
 		if err == nil && (rec.Cert.Fingerprint != cs[0].Cert.Fingerprint) {
 			t.Fatalf("verified a record with an unexpected certificate")
+		}
+		if err == nil && rec.Version > versionLimit(now) {
+			t.Fatalf("verified a record %d ns ahead of the clock", rec.Version-uint64(now.UnixNano()))
 		}
 	})
 }

@@ -9,6 +9,18 @@ import (
 	"github.com/meshd/meshd/pki"
 )
 
+// MaxRegistryEntries bounds the registry: the records (tombstones included)
+// one coordinator holds, hence one snapshot (SnapshotBegin's count), one
+// push/pull state, and the peers a node keeps. Anti-entropy sets the
+// number: the whole registry travels as one push/pull state, which must fit
+// maxStateBytes (16 MiB; memberlist refuses more than 20 MiB). A typical
+// entry is about 630 bytes (a ~600-byte record with its ECDSA P-256
+// certificate, plus presence), so 16384 entries are ~10 MiB, with room for
+// larger-than-typical records; the next power of two would not fit. A
+// coordinator refuses new nodes beyond it (ErrLimitExceeded) rather than
+// build a registry that it could not replicate and its nodes would refuse.
+const MaxRegistryEntries = 1 << 14
+
 // registry is the coordinator's replica of the node registry. It is owned by
 // the coordinator's run goroutine and never touched elsewhere; records in it
 // are immutable (a change replaces the *Record).
@@ -22,8 +34,9 @@ import (
 //     accepted;
 //   - records offline for longer than offlineTTL are dropped and not accepted
 //     back from gossip unless they come with a newer online presence;
-//   - every record is verified (pki policy + signature + certificate claims)
-//     before it is stored.
+//   - every record is verified (version not beyond MaxVersionSkew ahead,
+//     pki policy, signature, certificate claims) before it is stored;
+//   - a node not yet held is refused while MaxRegistryEntries are held.
 type registry struct {
 	verifier     *pki.Verifier
 	tombstoneTTL time.Duration
@@ -65,6 +78,15 @@ func (g *registry) put(rec *Record) *regEntry {
 	e := &regEntry{rec: rec}
 	g.entries[rec.Name] = e
 	return e
+}
+
+// full refuses a record of a node not held yet when the registry is at
+// MaxRegistryEntries.
+func (g *registry) full(name string) error {
+	if g.entries[name] != nil || len(g.entries) < MaxRegistryEntries {
+		return nil
+	}
+	return &RecordError{Name: name, Reason: fmt.Errorf("%w: registry holds %d records", ErrLimitExceeded, len(g.entries))}
 }
 
 // withPresence returns a copy of rec carrying p.
@@ -109,6 +131,10 @@ func (g *registry) merge(in rawEntry, now time.Time) (mergeOutcome, error) {
 			g.counters.count(err)
 		}
 		return g.mergePresence(name, in.pres, now), err
+	}
+	if err := g.full(name); err != nil { // before the signature check: no room, no work
+		g.counters.count(err)
+		return mergeOutcome{}, err
 	}
 	rec, err := verifyRecord(g.verifier, in.raw, now)
 	if err != nil {
@@ -168,8 +194,14 @@ func (g *registry) setPresence(name string, p Presence) *regEntry {
 }
 
 // acceptLocal stores a record a node registered on this coordinator's
-// session, already verified. It must be strictly newer than the held one.
+// session, already verified. It must be strictly newer than the held one
+// (else ErrStaleRecord, returning the held entry), and a new node needs
+// room in the registry (else ErrLimitExceeded, returning nil).
 func (g *registry) acceptLocal(rec *Record, pres Presence) (*regEntry, error) {
+	if err := g.full(rec.Name); err != nil {
+		g.counters.count(err)
+		return nil, err
+	}
 	if cur := g.entries[rec.Name]; cur != nil {
 		if cur.rec.sameSigned(rec) {
 			return g.put(withPresence(cur.rec, pres)), nil

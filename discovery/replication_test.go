@@ -127,8 +127,9 @@ func TestClientResignsAboveHeldVersion(t *testing.T) {
 	m := newTestMesh(t)
 	c := m.startCluster1(t)
 	a := m.creds(t, "node-a", 1)
-	// A previous incarnation with a clock an hour ahead registered first.
-	future := uint64(time.Now().Add(time.Hour).UnixNano())
+	// A previous incarnation with a clock five minutes ahead (within
+	// MaxVersionSkew) registered first.
+	future := uint64(time.Now().Add(5 * time.Minute).UnixNano())
 	ahead, err := newLocalRecord(a, LocalInfo{}, future, false)
 	if err != nil {
 		t.Fatal(err)

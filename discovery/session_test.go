@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"testing"
 	"time"
@@ -85,6 +87,12 @@ func TestSessionRejectsBadInput(t *testing.T) {
 	if err := signRecord(forged, b.Key); err != nil {
 		t.Fatal(err)
 	}
+	// Genuine, but one version short of the wrap: it would block every
+	// later record of node-a.
+	future, err := newLocalRecord(a, LocalInfo{}, math.MaxUint64-1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	header := func(version byte, typ frameType, n uint32) []byte {
 		h := []byte{version, byte(typ), 0, 0, 0, 0}
 		binary.BigEndian.PutUint32(h[2:], n)
@@ -103,6 +111,8 @@ func TestSessionRejectsBadInput(t *testing.T) {
 		{"malformed record", encodeFrame(frameRecord, func(w *wbuf) { w.b = append(w.b, 1, 0, 3, 'a') }), CodeInvalidRecord, func(s CoordinatorStats) uint64 { return s.RecordsMalformed }},
 		{"forged record", recordFrame(frameRecord, forged), CodeInvalidRecord, func(s CoordinatorStats) uint64 { return s.RecordsBadSignature }},
 		{"another node's record", recordFrame(frameRecord, recB), CodeInvalidRecord, func(s CoordinatorStats) uint64 { return s.RecordsInvalid }},
+		{"record from the future", recordFrame(frameRecord, future), CodeInvalidRecord, func(s CoordinatorStats) uint64 { return s.RecordsInvalid }},
+		{"record frame over the record size", rawFrame(frameRecord, MaxRecordSize+1, make([]byte, MaxRecordSize+1)...), CodeProtocol, func(s CoordinatorStats) uint64 { return s.FramesMalformed }},
 		{"signal before registration", signalFrame(1, "node-b", nil), CodeProtocol, func(s CoordinatorStats) uint64 { return s.FramesMalformed }},
 	}
 	for _, tt := range tests {
@@ -192,17 +202,74 @@ func TestGossipRejectsForgedAndStale(t *testing.T) {
 	if err := signRecord(forged, b.Key); err != nil {
 		t.Fatal(err)
 	}
+	future, _ := newLocalRecord(a, LocalInfo{}, math.MaxUint64-1, false)
 	c.del.NotifyMsg(encodeGossipEntry(withPresence(forged, pres)))
+	c.del.NotifyMsg(encodeGossipEntry(withPresence(future, pres)))
 	c.del.NotifyMsg(encodeGossipEntry(withPresence(v1, pres)))
 	c.del.NotifyMsg([]byte{gossipEntry, gossipVersion, 0xff})
 	c.del.NotifyMsg([]byte{gossipEntry, 9})
 	c.del.MergeRemoteState(encodeGossipState(nil, []*Record{withPresence(v1, pres)}), false)
 	testutil.WaitFor(t, 2*time.Second, "forged, stale and malformed gossip counted", func() bool {
 		s := c.Stats()
-		return s.RecordsBadSignature > before.RecordsBadSignature && s.RecordsStale >= before.RecordsStale+2 &&
+		return s.RecordsBadSignature > before.RecordsBadSignature && s.RecordsInvalid > before.RecordsInvalid && s.RecordsStale >= before.RecordsStale+2 &&
 			s.GossipMalformed >= before.GossipMalformed+2
 	})
 	if !coordHas(c.Coordinator, "node-a", func(r Record) bool { return r.Version == v2.Version }) {
 		t.Fatal("registry changed by rejected gossip")
 	}
+}
+
+// TestCoordinatorRefusesNodesWhenRegistryFull: a coordinator holding
+// MaxRegistryEntries records refuses a new node as overloaded (it would
+// otherwise send snapshots its nodes refuse) and keeps serving held ones.
+func TestCoordinatorRefusesNodesWhenRegistryFull(t *testing.T) {
+	testutil.LeakCheck(t)
+	m := newTestMesh(t)
+	c := m.startCluster1(t)
+	a := m.creds(t, "node-a", 1)
+	b := m.creds(t, "node-b", 2)
+	recA, err := newLocalRecord(a, LocalInfo{}, uint64(time.Now().UnixNano()), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := dialRaw(t, c, a)
+	r.write(recordFrame(frameRecord, recA))
+	r.next(frameSnapshotEnd)
+	// Fill the replica with copies of node-a's entry under other names
+	// (only the count matters), on the run goroutine that owns it.
+	if err := c.do(func() {
+		held := c.reg.get("node-a").rec
+		for i := len(c.reg.entries); i < MaxRegistryEntries; i++ {
+			r := held.Clone()
+			r.Name = fmt.Sprintf("fill-%05d", i)
+			c.reg.put(&r)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := c.Stats().RecordsOverLimit
+	recB, err := newLocalRecord(b, LocalInfo{}, uint64(time.Now().UnixNano()), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb := dialRaw(t, c, b)
+	rb.write(recordFrame(frameRecord, recB))
+	if f := rb.next(frameError); ErrorCode(f.code) != CodeOverloaded {
+		t.Fatalf("error code %v (%s), want overloaded", ErrorCode(f.code), f.text)
+	}
+	if !rb.closed() {
+		t.Fatal("session not closed")
+	}
+	if c.Stats().RecordsOverLimit <= before || coordHas(c.Coordinator, "node-b", nil) {
+		t.Fatal("new node not refused and counted")
+	}
+	// A held node still updates.
+	recA2, err := newLocalRecord(a, LocalInfo{Software: "v2"}, recA.Version+1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.write(recordFrame(frameRecord, recA2))
+	testutil.WaitFor(t, 5*time.Second, "held node updated", func() bool {
+		return coordHas(c.Coordinator, "node-a", func(r Record) bool { return r.Software == "v2" })
+	})
 }

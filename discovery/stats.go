@@ -18,9 +18,10 @@ type CoordinatorStats struct {
 	RecordsAccepted     uint64 // new or newer records stored
 	RecordsStale        uint64 // records older than the one held (replays, lagging gossip)
 	RecordsBadSignature uint64 // records not signed by their certificate's key (forgeries)
-	RecordsInvalid      uint64 // certificate rejected by pki, or claims the certificate does not allow
+	RecordsInvalid      uint64 // certificate rejected by pki, claims the certificate does not allow, or a version too far ahead
 	RecordsMalformed    uint64 // undecodable records
 	RecordsExpired      uint64 // tombstones/offline records past their TTL, dropped or refused
+	RecordsOverLimit    uint64 // records of new nodes refused because the registry holds MaxRegistryEntries
 
 	FramesMalformed   uint64 // undecodable or unexpected session frames
 	FramesTooLarge    uint64 // session frames over MaxFrameSize
@@ -44,14 +45,16 @@ type ClientStats struct {
 	RecordsBadSignature uint64
 	RecordsInvalid      uint64
 	RecordsMalformed    uint64
-	FramesMalformed     uint64
+	RecordsOverLimit    uint64 // new peers dropped because the node already holds MaxRegistryEntries
+	FramesMalformed     uint64 // undecodable, oversized or unexpected frames from coordinators
+	VersionsRefused     uint64 // stale answers not followed: the claimed version was too far ahead (ErrFutureVersion)
 	SignalsDropped      uint64 // inbound signals dropped because OnSignal was behind
 	Failovers           uint64
 }
 
 // recordCounters classify record rejections.
 type recordCounters struct {
-	accepted, stale, badSig, invalid, malformed, expired atomic.Uint64
+	accepted, stale, badSig, invalid, malformed, expired, overLimit atomic.Uint64
 }
 
 // count files err under the counter for its reason.
@@ -67,7 +70,9 @@ func (c *recordCounters) count(err error) {
 		c.expired.Add(1)
 	case errors.Is(err, ErrMalformed), errors.Is(err, ErrUnsupportedVersion):
 		c.malformed.Add(1)
-	default: // pki verification errors, ErrInvalidRecord
+	case errors.Is(err, ErrLimitExceeded): // a full registry (wire limits are ErrMalformed)
+		c.overLimit.Add(1)
+	default: // pki verification errors, ErrInvalidRecord, ErrFutureVersion
 		c.invalid.Add(1)
 	}
 }

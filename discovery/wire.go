@@ -10,7 +10,8 @@ import (
 // every format of this package (records, session frames, gossip messages,
 // the cache file) is built from. The decoder never panics: the first short
 // read or bad length sets a sticky error and every later read returns zero
-// values.
+// values. Every length and count is checked against its limit (failLimit,
+// count) before anything is allocated, sized or looped by it.
 
 type wbuf struct{ b []byte }
 
@@ -61,6 +62,26 @@ func (r *rbuf) fail(format string, args ...any) {
 	if r.err == nil {
 		r.err = fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 	}
+}
+
+// failLimit fails r for a count or length read from the wire that exceeds
+// its limit. The error is both ErrMalformed (callers that classify input
+// keep working) and ErrLimitExceeded (it says which bound held).
+func (r *rbuf) failLimit(what string, n uint64, limit int) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: %w: %s: %d, limit %d", ErrMalformed, ErrLimitExceeded, what, n, limit)
+	}
+}
+
+// count reads a u32 count and bounds it by limit before anyone sizes
+// memory or loops by it; over the limit it fails r and returns 0.
+func (r *rbuf) count(what string, limit int) int {
+	n := r.u32(what)
+	if r.err == nil && uint64(n) > uint64(limit) {
+		r.failLimit(what, uint64(n), limit)
+		return 0
+	}
+	return int(n)
 }
 
 func (r *rbuf) take(n int, what string) []byte {
@@ -122,7 +143,7 @@ func (r *rbuf) bool(what string) bool {
 func (r *rbuf) str8(what string, max int) string {
 	n := int(r.u8(what))
 	if r.err == nil && n > max {
-		r.fail("%s: %d bytes, limit %d", what, n, max)
+		r.failLimit(what+" bytes", uint64(n), max)
 		return ""
 	}
 	return string(r.take(n, what))
@@ -132,7 +153,7 @@ func (r *rbuf) str8(what string, max int) string {
 func (r *rbuf) bytes16(what string, max int) []byte {
 	n := int(r.u16(what))
 	if r.err == nil && n > max {
-		r.fail("%s: %d bytes, limit %d", what, n, max)
+		r.failLimit(what+" bytes", uint64(n), max)
 		return nil
 	}
 	return r.take(n, what)
@@ -141,8 +162,8 @@ func (r *rbuf) bytes16(what string, max int) []byte {
 // bytes32 reads a 32-bit length-prefixed byte string (aliasing r's buffer).
 func (r *rbuf) bytes32(what string, max int) []byte {
 	n := r.u32(what)
-	if r.err == nil && int64(n) > int64(max) {
-		r.fail("%s: %d bytes, limit %d", what, n, max)
+	if r.err == nil && uint64(n) > uint64(max) {
+		r.failLimit(what+" bytes", uint64(n), max)
 		return nil
 	}
 	return r.take(int(n), what)
