@@ -7,6 +7,7 @@
 //	labtool send -to A:P -bytes N [-rate B/s] [-timeout D]
 //	labtool garbage -udp A:P,... -tcp A:P,... -unix PATH,... -duration D -max N [-seed S]
 //	labtool get -url URL [-timeout D]
+//	labtool vpn -dev NAME -listen A:P -to A:P
 //
 // send prints one JSON result and exits 0 when the sink confirmed the byte
 // count and SHA-256 of what was sent, 1 otherwise. garbage prints one JSON
@@ -45,7 +46,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: labtool sink|send|garbage|get [flags]")
+		return errors.New("usage: labtool sink|send|garbage|get|vpn [flags]")
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	listen := fs.String("listen", "", "sink: TCP listen address")
@@ -60,6 +61,7 @@ func run(args []string) error {
 	maxN := fs.Int("max", 20000, "garbage: at most this many datagrams and streams in all")
 	seed := fs.Uint64("seed", 1, "garbage: random seed")
 	url := fs.String("url", "", "get: URL")
+	dev := fs.String("dev", "", "vpn: TUN device to create")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -72,6 +74,8 @@ func run(args []string) error {
 		return garbage(split(*udp), split(*tcp), split(*unix), *dur, *maxN, *seed)
 	case "get":
 		return get(*url, *timeout)
+	case "vpn":
+		return vpn(*dev, *listen, *to)
 	}
 	return fmt.Errorf("unknown command %q", args[0])
 }
