@@ -215,14 +215,6 @@ func computeDesired(in desiredInput) desired {
 		if plan.Addr6.IsValid() {
 			addrs = append(addrs, netip.PrefixFrom(plan.Addr6, plan.Addr6.BitLen()))
 		}
-		// Anti-spoofing accepts what the certificate allows; routing sends
-		// only what the peer advertises and this node accepts.
-		allowed := slices.Clone(addrs)
-		for _, s := range masked(id.Subnets) {
-			if !slices.Contains(allowed, s) {
-				allowed = append(allowed, s)
-			}
-		}
 		routes := slices.Clone(addrs)
 		for _, s := range masked(r.Routes) {
 			reason := ""
@@ -250,10 +242,16 @@ func computeDesired(in desiredInput) desired {
 				routeOwner[s] = r.Name
 			}
 		}
+		// Anti-spoofing accepts exactly what routing sends to the peer: its
+		// addresses and the subnets this node accepted from it. Those sets
+		// are disjoint across peers (routeOwner, addrOwner), so a source
+		// address names one peer, as WireGuard's allowed IPs do. What the
+		// certificate merely permits (a subnet overlapping the mesh,
+		// another peer's address, 0.0.0.0/0) is no licence to send from it.
 		out.Overlay.Peers = append(out.Overlay.Peers, overlay.PeerConfig{
 			Name:            r.Name,
 			Groups:          slices.Clone(id.Groups),
-			AllowedPrefixes: allowed,
+			AllowedPrefixes: slices.Clone(routes),
 			Routes:          routes,
 		})
 		plan.Link = plan.Online || in.Connected[r.Name]

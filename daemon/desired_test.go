@@ -165,7 +165,7 @@ func TestComputeDesired(t *testing.T) {
 			},
 			peers: []overlay.PeerConfig{
 				{Name: "b", AllowedPrefixes: pfx("100.64.0.3/32", "10.2.0.0/16"), Routes: pfx("100.64.0.3/32", "10.2.0.0/16")},
-				{Name: "c", AllowedPrefixes: pfx("100.64.0.4/32", "10.3.0.0/16", "10.9.0.0/24", "100.64.0.0/10"), Routes: pfx("100.64.0.4/32", "10.3.1.0/24")},
+				{Name: "c", AllowedPrefixes: pfx("100.64.0.4/32", "10.3.1.0/24"), Routes: pfx("100.64.0.4/32", "10.3.1.0/24")},
 				// d is online, so it wins 10.9.0.0/24 over offline c.
 				{Name: "d", AllowedPrefixes: pfx("100.64.0.5/32", "10.9.0.0/24"), Routes: pfx("100.64.0.5/32", "10.9.0.0/24")},
 			},
@@ -185,7 +185,7 @@ func TestComputeDesired(t *testing.T) {
 				in.Records = []discovery.Record{rec(b, true, "10.2.0.0/16")}
 				return in
 			},
-			peers:   []overlay.PeerConfig{{Name: "b", AllowedPrefixes: pfx("100.64.0.3/32", "10.2.0.0/16"), Routes: pfx("100.64.0.3/32")}},
+			peers:   []overlay.PeerConfig{{Name: "b", AllowedPrefixes: pfx("100.64.0.3/32"), Routes: pfx("100.64.0.3/32")}},
 			links:   []string{"b"},
 			dropped: map[netip.Prefix]string{netip.MustParsePrefix("10.2.0.0/16"): routeNotAccept},
 		},
@@ -199,8 +199,8 @@ func TestComputeDesired(t *testing.T) {
 				return in
 			},
 			peers: []overlay.PeerConfig{
-				{Name: "b", AllowedPrefixes: pfx("100.64.0.3/32", "10.2.0.0/16"), Routes: pfx("100.64.0.3/32")},
-				{Name: "c", AllowedPrefixes: pfx("100.64.0.4/32", "10.3.0.0/16", "10.9.0.0/24", "100.64.0.0/10"), Routes: pfx("100.64.0.4/32")},
+				{Name: "b", AllowedPrefixes: pfx("100.64.0.3/32"), Routes: pfx("100.64.0.3/32")},
+				{Name: "c", AllowedPrefixes: pfx("100.64.0.4/32"), Routes: pfx("100.64.0.4/32")},
 			},
 			links: []string{"b", "c"},
 			dropped: map[netip.Prefix]string{
@@ -241,8 +241,8 @@ func TestComputeDesired(t *testing.T) {
 			},
 			peers: []overlay.PeerConfig{
 				peerA,
-				{Name: "b", AllowedPrefixes: pfx("100.64.0.3/32", "10.2.0.0/16"), Routes: pfx("100.64.0.3/32")},
-				{Name: "d", AllowedPrefixes: pfx("100.64.0.5/32", "10.9.0.0/24"), Routes: pfx("100.64.0.5/32")},
+				{Name: "b", AllowedPrefixes: pfx("100.64.0.3/32"), Routes: pfx("100.64.0.3/32")},
+				{Name: "d", AllowedPrefixes: pfx("100.64.0.5/32"), Routes: pfx("100.64.0.5/32")},
 			},
 			links: []string{"b", "d"},
 			idle:  []string{"a"},
@@ -266,6 +266,11 @@ func TestComputeDesired(t *testing.T) {
 			}
 			for i, want := range tc.peers {
 				g := got.Overlay.Peers[i]
+				// Anti-spoofing accepts exactly what is routed to the peer
+				// (#13): never a subnet routing refused.
+				if !slices.Equal(g.AllowedPrefixes, g.Routes) {
+					t.Errorf("peer %s accepts sources %v but is routed %v", g.Name, g.AllowedPrefixes, g.Routes)
+				}
 				if g.Name != want.Name || !slices.Equal(g.AllowedPrefixes, want.AllowedPrefixes) || !slices.Equal(g.Routes, want.Routes) ||
 					!slices.Equal(g.Groups, want.Groups) || g.Conn != nil {
 					t.Errorf("peer %d = %+v, want %+v", i, g, want)

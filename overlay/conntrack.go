@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"encoding/binary"
+	"hash/maphash"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -34,8 +35,19 @@ type flowKey struct {
 type flowEntry struct {
 	expire int64  // data-path clock, nanoseconds
 	gen    uint64 // firewall generation that last admitted the flow
-	flags  uint8
+	// peer is the flow's peer (peerState.id): only packets to or from that
+	// peer belong to it. Another peer's packet with the same addresses and
+	// ports is no reply of this flow; its own rules decide it.
+	peer  uint64
+	flags uint8
 }
+
+// peerSeed keys the peer ids of flows: stable for the process, so a peer
+// keeps its id across Reconfigs and its flows survive them.
+var peerSeed = maphash.MakeSeed()
+
+// peerID is the flow id of the peer called name.
+func peerID(name string) uint64 { return maphash.String(peerSeed, name) }
 
 const (
 	flowInbound = 1 << iota // the flow was started by a peer
@@ -138,6 +150,11 @@ func (ct *conntrack) refresh(fw *compiledFirewall, k flowKey, peer *peerState, c
 		sh.mu.Unlock()
 		return flowMiss
 	}
+	if e.peer != peer.id {
+		// Same addresses and ports, another peer: not this flow's packet.
+		sh.mu.Unlock()
+		return flowMiss
+	}
 	if e.gen != fw.gen {
 		var f flowView
 		k.view(e.flags&flowInbound != 0, &f)
@@ -157,13 +174,13 @@ func (ct *conntrack) refresh(fw *compiledFirewall, k flowKey, peer *peerState, c
 	return flowPass
 }
 
-// has reports whether k is a live flow, without refreshing it.
-func (ct *conntrack) has(k flowKey, now int64) bool {
+// has reports whether k is a live flow with peer, without refreshing it.
+func (ct *conntrack) has(k flowKey, peer uint64, now int64) bool {
 	sh := &ct.shards[k.shard()]
 	sh.mu.Lock()
 	e, ok := sh.m[k]
 	sh.mu.Unlock()
-	return ok && e.expire > now
+	return ok && e.expire > now && e.peer == peer
 }
 
 // insert adds or replaces k. A full shard first drops an expired entry among

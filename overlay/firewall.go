@@ -407,8 +407,10 @@ func (fw *compiledFirewall) filter(ct *conntrack, p *packet, b []byte, peer *pee
 	if p.isICMPError() {
 		var inner packet
 		if p.parseEmbedded(b, &inner) {
-			// The embedded packet travelled the other way.
-			if ct.has(flowKeyOf(&inner, !inbound), now) {
+			// The embedded packet travelled the other way. Only the flow's
+			// own peer may report on it: another peer's "port unreachable"
+			// or "packet too big" about a flow with B is not B's word.
+			if ct.has(flowKeyOf(&inner, !inbound), peer.id, now) {
 				return nil
 			}
 		}
@@ -448,7 +450,7 @@ func (fw *compiledFirewall) filter(ct *conntrack, p *packet, b []byte, peer *pee
 		if closing {
 			flags |= flowClosing
 		}
-		ct.insert(k, flowEntry{expire: now + fw.timeout(p.proto, closing), gen: fw.gen, flags: flags}, now)
+		ct.insert(k, flowEntry{expire: now + fw.timeout(p.proto, closing), gen: fw.gen, peer: peer.id, flags: flags}, now)
 		fc.remember(k, peer)
 		return nil
 	}

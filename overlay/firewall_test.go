@@ -57,7 +57,7 @@ func (h *fwHarness) set(cfg FirewallConfig, peers ...fwPeer) {
 	h.fw = compileFirewall(cfg, h.gen)
 	h.peers = map[string]*peerState{}
 	for _, p := range peers {
-		h.peers[p.name] = &peerState{name: p.name, fwIn: identityBits(cfg.Inbound, p.name, p.groups), fwOut: identityBits(cfg.Outbound, p.name, p.groups)}
+		h.peers[p.name] = &peerState{name: p.name, id: peerID(p.name), fwIn: identityBits(cfg.Inbound, p.name, p.groups), fwOut: identityBits(cfg.Outbound, p.name, p.groups)}
 	}
 }
 
@@ -324,6 +324,33 @@ func TestConntrackICMPErrorRelated(t *testing.T) {
 	unreach := testpkt.Packet{Src: local4, Dst: peerB4, Proto: testpkt.ProtoICMP, ICMPType: 3, ICMPCode: 3, Payload: in.Marshal()}
 	h2.expect("b", false, unreach, true)
 	h2.expect("b", false, testpkt.Packet{Src: local4, Dst: peerB4, Proto: testpkt.ProtoICMP, ICMPType: 3, ICMPCode: 3, Payload: udpPkt(peerB4, local4, 7001, 53).Marshal()}, false)
+}
+
+// A tracked flow belongs to its peer: another peer's packets with the same
+// addresses and ports (a peer whose certificate allowed it to claim B's
+// address as a subnet) are no replies, and its ICMP errors about the flow
+// are not B's word; with the default deny-all inbound rules both are dropped.
+func TestConntrackFlowBelongsToItsPeer(t *testing.T) {
+	h := newHarness(t, FirewallConfig{}, 1024)
+	h.expect("b", false, udpPkt(local4, peerB4, 5000, 53), true)
+	h.expect("c", true, udpPkt(peerB4, local4, 53, 5000), false) // injected by c
+	h.expect("b", true, udpPkt(peerB4, local4, 53, 5000), true)  // b's reply still passes
+
+	orig := udpPkt(local4, peerB4, 5000, 53).Marshal()
+	for _, icmp := range []testpkt.Packet{
+		{Src: peerB4, Dst: local4, Proto: testpkt.ProtoICMP, ICMPType: 3, ICMPCode: 3, Payload: orig}, // port unreachable
+		{Src: peerB4, Dst: local4, Proto: testpkt.ProtoICMP, ICMPType: 3, ICMPCode: 4, Payload: orig}, // fragmentation needed
+	} {
+		h.expect("c", true, icmp, false)
+		h.expect("b", true, icmp, true)
+	}
+	out6 := tcpIn(local6, peerB6, 40000, 443)
+	h.expect("b", false, out6, true)
+	ptb := testpkt.Packet{Src: peerB6, Dst: local6, Proto: testpkt.ProtoICMPv6, ICMPType: 2, Payload: out6.Marshal()}
+	h.expect("c", true, ptb, false)
+	h.expect("b", true, ptb, true)
+	// The flow survived c's attempts.
+	h.expect("b", true, udpPkt(peerB4, local4, 53, 5000), true)
 }
 
 func TestFirewallFragments(t *testing.T) {

@@ -103,6 +103,7 @@ func (st *state) isLocal(a netip.Addr) bool {
 // peerState is one peer in one snapshot.
 type peerState struct {
 	name    string
+	id      uint64         // peerID(name): what its tracked flows remember
 	conn    PeerConn       // nil: no link yet
 	link    *linkRx        // the receiver adopted for conn; nil when conn is nil
 	allowed []netip.Prefix // anti-spoofing: accepted sources
@@ -439,6 +440,7 @@ func (i *Interface) buildState(cfg Config, gen uint64, links map[PeerConn]*linkR
 		pc := &cfg.Peers[k]
 		ps := &peerState{
 			name:    pc.Name,
+			id:      peerID(pc.Name),
 			conn:    pc.Conn,
 			allowed: slices.Clone(pc.AllowedPrefixes),
 			fwIn:    identityBits(cfg.Firewall.Inbound, pc.Name, pc.Groups),

@@ -119,6 +119,7 @@ type certSignArgs struct {
 	out      string
 	keyType  string
 	force    bool
+	exit     bool
 }
 
 func newCertSignCmd() *cobra.Command {
@@ -143,6 +144,7 @@ written next to the certificate: move it to the node securely.`,
 	f.StringVar(&a.ip6, "ip6", "", "overlay IPv6 address with prefix length, e.g. fd7a:115c::1/48")
 	f.StringSliceVar(&a.groups, "groups", nil, "comma-separated groups, e.g. servers,lab")
 	f.StringSliceVar(&a.subnets, "subnets", nil, "comma-separated subnets the node may route, e.g. 10.1.0.0/24")
+	f.BoolVar(&a.exit, "exit", false, "the node is an exit node: it may route 0.0.0.0/0 or ::/0")
 	f.DurationVar(&a.duration, "duration", 8760*time.Hour, "how long the certificate is valid (never past the CA's expiry)")
 	f.StringVar(&a.out, "out", ".", "directory for NODE.crt (and NODE.key)")
 	f.StringVar(&a.keyType, "key-type", pki.KeyECDSAP256.String(), "key type when generating a key (no --csr)")
@@ -175,6 +177,22 @@ func (a certSignArgs) identity() (pki.Identity, error) {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return id, pkiUsage("--subnets: %q is not a prefix like 10.1.0.0/24", s)
+		}
+		// A default route makes the node everyone's exit: only on purpose.
+		// (It contains the mesh prefix; the more specific mesh routes win.)
+		if p.Bits() == 0 {
+			if !a.exit {
+				return id, pkiUsage("--subnets: %v is a default route: give --exit to sign an exit node", p)
+			}
+			id.Subnets = append(id.Subnets, p)
+			continue
+		}
+		// Any other subnet inside (or around) the mesh prefix would let the
+		// node claim other nodes' overlay addresses as its own sources.
+		for _, mesh := range []netip.Prefix{id.Addr, id.Addr6} {
+			if mesh.IsValid() && p.Masked().Overlaps(mesh.Masked()) {
+				return id, pkiUsage("--subnets: %v overlaps the mesh prefix %v: a node routes subnets outside the overlay", p, mesh.Masked())
+			}
 		}
 		id.Subnets = append(id.Subnets, p)
 	}

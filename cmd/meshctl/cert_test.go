@@ -324,3 +324,32 @@ func TestHumanDuration(t *testing.T) {
 		}
 	}
 }
+
+// Subnets that overlap the mesh prefix are refused (the node could claim
+// other nodes' addresses as its sources); a default route needs --exit.
+func TestCertSignSubnetChecks(t *testing.T) {
+	caDir := filepath.Join(t.TempDir(), "ca")
+	mustPKICmd(t, "ca", "init", "--name", "test-mesh", "--dir", caDir)
+	out := t.TempDir()
+	for _, tc := range []struct {
+		subnets string
+		extra   []string
+		want    string // "" means signed
+	}{
+		{"10.1.0.0/24", nil, ""},
+		{"100.64.3.0/24", nil, "overlaps the mesh prefix 100.64.0.0/10"},
+		{"100.0.0.0/8", nil, "overlaps the mesh prefix 100.64.0.0/10"},
+		{"0.0.0.0/0", nil, "give --exit"},
+		{"0.0.0.0/0", []string{"--exit"}, ""},
+	} {
+		args := append([]string{"cert", "sign", "--ca-dir", caDir, "--name", "node-a", "--ip", "100.64.0.1/10",
+			"--out", out, "--force", "--subnets", tc.subnets}, tc.extra...)
+		_, err := runPKICmd(t, args...)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("--subnets %s %v: %v, want signed", tc.subnets, tc.extra, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("--subnets %s %v: %v, want an error saying %q", tc.subnets, tc.extra, err, tc.want)
+		}
+	}
+}
