@@ -23,6 +23,56 @@ const (
 	DefaultMetricsPort = 9477
 )
 
+// The record layer's numbers that bound tun.mtu and data.rekey_records. The
+// tunnel owns them (tunnel/record), but config is pure and may not import it
+// (internal/deptest), so they are repeated here; TestRecordLayerLimits pins
+// them to the arithmetic of docs/mtu.md and docs/protocol.md. Change them
+// together.
+const (
+	// recordMaxPlaintext is record.MaxPlaintext: the most bytes one data
+	// record carries, DTLS 1.2's 2^14. The tunnel refuses a larger packet
+	// (tunnel.ErrPacketTooLarge), and with it the rest of its batch.
+	recordMaxPlaintext = 1 << 14
+	// recordOverhead is record.Overhead: the 13-byte record header and the
+	// 16-byte AEAD tag.
+	recordOverhead = 13 + 16
+	// turnChannelData is the TURN ChannelData header (RFC 8656 section
+	// 12.4) in front of a record on the node-to-relay leg.
+	turnChannelData = 4
+	// maxUDPPayload is the largest UDP payload over IPv4 (65535 minus the
+	// 20-byte IPv4 and 8-byte UDP headers); IPv6 allows 20 bytes more. The
+	// tunnel's receive slots hold 64 KiB, so they are not the bound.
+	maxUDPPayload = 65535 - 20 - 8
+	// recordLimit is record.RecordLimit: the most records one send key
+	// seals; the tunnel refuses Options.RekeyAfterRecords above it.
+	recordLimit = 1 << 32
+)
+
+// Limits of tun.mtu and data.rekey_records; docs/configuration.md states
+// the same ranges.
+const (
+	// MinTunMTU is the smallest explicit tun.mtu: IPv6 requires every
+	// link, the overlay included, to carry 1280-byte packets (RFC 8200
+	// section 5).
+	MinTunMTU = 1280
+	// MaxTunMTU is the largest tun.mtu: the largest IP packet one data
+	// record carries, such that the record (behind a ChannelData header on
+	// relayed paths) still fits one UDP datagram. The plaintext limit binds
+	// (16384); the datagram around it, 16384+29+4 bytes, is far from
+	// maxUDPPayload. Whether the underlay and any TURN relay pass datagrams
+	// that large is the operator's to know (docs/configuration.md).
+	MaxTunMTU = min(recordMaxPlaintext, maxUDPPayload-recordOverhead-turnChannelData)
+
+	// MinRekeyRecords is the smallest data.rekey_records: fewer records
+	// per key would turn the data path into a stream of handshakes.
+	MinRekeyRecords = 1024
+	// MaxRekeyRecords is the largest data.rekey_records: the record limit
+	// of one send key (2^32), which the tunnel refuses to exceed. At that
+	// value sending stops at the limit until the new handshake finishes,
+	// so smaller values (the default is 2^27) are better.
+	MaxRekeyRecords int64 = recordLimit
+)
+
 // Config is the whole meshd configuration. Field doc comments give the TOML
 // key and the default; docs/configuration.md is the full reference.
 //
@@ -47,6 +97,13 @@ type Config struct {
 	// File is the name the configuration was parsed from ("" for Default).
 	// It is not part of the schema and [Diff] ignores it.
 	File string `toml:"-"`
+	// Warnings are problems that do not stop the configuration from
+	// loading, positioned like errors: today secrets that other users can
+	// read (each matches [ErrSecretExposed]). [Load] fills them in, in file
+	// order; [Parse] never does, since it has no file to look at. Callers
+	// should show them (meshd logs them, `meshctl config check` prints
+	// them). Not part of the schema; [Diff] ignores them.
+	Warnings []*Error `toml:"-"`
 }
 
 // Node is the [node] table.
@@ -79,7 +136,7 @@ type Tun struct {
 	// Name is tun.name, default "meshd0" (at most 15 bytes).
 	Name string `toml:"name"`
 	// MTU is tun.mtu; 0 (default) means auto: the underlay path MTU minus
-	// the record and relay overhead. Otherwise 1280-65535.
+	// the record and relay overhead. Otherwise MinTunMTU-MaxTunMTU.
 	MTU int `toml:"mtu"`
 	// Mode is tun.mode, default TunKernel.
 	Mode TunMode `toml:"mode"`
@@ -228,9 +285,11 @@ type ICE struct {
 	Lazy bool `toml:"lazy"`
 }
 
-// TURNServer is one [[ice.turn_servers]] entry. Either Username and
-// Credential (static long-term credentials) or Secret (coturn
-// static-auth-secret: the node derives time-limited credentials) is set.
+// TURNServer is one [[ice.turn_servers]] entry. Exactly one way of
+// authenticating is set: Username and Credential (static long-term
+// credentials), Secret, or SecretFile (coturn static-auth-secret: the node
+// derives time-limited credentials). Use [TURNServer.ReadSecret] for the
+// secret, never Secret alone.
 type TURNServer struct {
 	// URL is "turn:host[:port][?transport=udp|tcp]" or
 	// "turns:host[:port][?transport=tcp]".
@@ -238,6 +297,10 @@ type TURNServer struct {
 	Username   string `toml:"username"`
 	Credential string `toml:"credential"`
 	Secret     string `toml:"secret"`
+	// SecretFile is secret_file, a file holding the secret instead of
+	// Secret, so the configuration file itself holds none. Load only checks
+	// that it is readable; ReadSecret reads it.
+	SecretFile string `toml:"secret_file"`
 }
 
 // Data is the [data] table: the record layer of the data path.
@@ -247,7 +310,7 @@ type Data struct {
 	// RekeyInterval is data.rekey_interval, default 10m (10s-24h).
 	RekeyInterval Duration `toml:"rekey_interval"`
 	// RekeyRecords is data.rekey_records, records sent under one key before
-	// a rekey; default 1<<27 (1024 to 1<<40).
+	// a rekey; default 1<<27 (MinRekeyRecords to MaxRekeyRecords).
 	RekeyRecords int64 `toml:"rekey_records"`
 }
 

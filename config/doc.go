@@ -5,8 +5,10 @@
 //
 // The package is pure: it reads the configuration file (in [Load]) and checks
 // that the files the configuration names exist and are readable (pki paths,
-// secret files), and does nothing else — no network, no goroutines, no global
-// state. It imports only the TOML library and the standard library; leaf
+// secret files), warning ([Config.Warnings]) about secrets that other users
+// can read, and does nothing else — no network, no goroutines, no global
+// state. Secret files are read by the daemon, or with accessors such as
+// [TURNServer.ReadSecret]. It imports only the TOML library and the standard library; leaf
 // packages never import it, the daemon maps [Config] onto their Options.
 //
 // Decoding runs in two steps. The TOML library parses the text into generic

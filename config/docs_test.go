@@ -13,7 +13,7 @@ const docsPath = "../docs/configuration.md"
 
 // docRow is one key row of a table in docs/configuration.md.
 type docRow struct {
-	key, typ, def, reload string
+	key, typ, def, reload, meaning string
 }
 
 // docRows reads the key rows: a first cell holding a `dotted.key`.
@@ -34,7 +34,8 @@ func docRows(t *testing.T) map[string]docRow {
 		if !strings.Contains(key, ".") || strings.ContainsAny(key, " /,") {
 			continue // the ports table
 		}
-		rows[key] = docRow{key: key, typ: strings.TrimSpace(cells[2]), def: strings.TrimSpace(cells[3]), reload: strings.TrimSpace(cells[4])}
+		rows[key] = docRow{key: key, typ: strings.TrimSpace(cells[2]), def: strings.TrimSpace(cells[3]), reload: strings.TrimSpace(cells[4]),
+			meaning: strings.TrimSpace(strings.Join(cells[5:], "|"))}
 	}
 	return rows
 }

@@ -26,6 +26,15 @@ var (
 	ErrFile = errors.New("config: file problem")
 )
 
+// Kinds of warnings: problems that do not stop a configuration from loading
+// (they are in [Config.Warnings], not in [Errors]).
+var (
+	// ErrSecretExposed means a secret can be read by users other than the
+	// file's owner: an inline secret in a configuration file, or a secret or
+	// private key file, that is group- or world-readable.
+	ErrSecretExposed = errors.New("config: secret readable by other users")
+)
+
 // Error is one problem in a configuration file.
 //
 // It prints as "file:line:col: key: message"; the position and the key are

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -17,6 +18,10 @@ type Option func(*options)
 
 type options struct {
 	checkFiles bool
+	// fileMode is the configuration file's permission bits, known
+	// (haveMode) only when Load read the file.
+	fileMode fs.FileMode
+	haveMode bool
 }
 
 // WithFileChecks turns the checks that referenced files (pki paths, secret
@@ -25,13 +30,15 @@ type options struct {
 func WithFileChecks(on bool) Option { return func(o *options) { o.checkFiles = on } }
 
 // Load reads, parses and validates the configuration file at path. On any
-// problem it returns a nil *Config and an [*Errors] listing all of them.
+// problem it returns a nil *Config and an [*Errors] listing all of them. On
+// success, [Config.Warnings] lists what works but should be fixed, such as
+// secrets other users can read.
 func Load(path string, opts ...Option) (*Config, error) {
 	o := options{checkFiles: true}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	data, err := os.ReadFile(path)
+	data, mode, err := readConfigFile(path)
 	if err != nil {
 		var pe *fs.PathError
 		msg := err.Error()
@@ -40,7 +47,28 @@ func Load(path string, opts ...Option) (*Config, error) {
 		}
 		return nil, &Errors{List: []*Error{{File: path, Msg: msg, Kind: ErrFile}}}
 	}
+	o.fileMode, o.haveMode = mode, true
 	return parse(path, data, o)
+}
+
+// readConfigFile reads the file at path and returns its permission bits.
+// The mode comes from the open descriptor, so it is the mode of the very
+// file read, even if the name is replaced in between.
+func readConfigFile(path string) ([]byte, fs.FileMode, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, 0, err
+	}
+	return data, st.Mode().Perm(), nil
 }
 
 // Parse parses and validates configuration text. name is used in error
@@ -75,9 +103,13 @@ func parse(name string, data []byte, o options) (*Config, error) {
 	if o.checkFiles {
 		checkFiles(p, cfg)
 	}
+	if o.haveMode {
+		warnInlineSecrets(p, cfg, o.fileMode)
+	}
 	if err := p.err(); err != nil {
 		return nil, err
 	}
+	cfg.Warnings = p.sortedWarnings()
 	return cfg, nil
 }
 
@@ -122,55 +154,67 @@ func lineCol(text string, off int) (line, col int) {
 }
 
 // checkFiles reports referenced files that are missing or unreadable, at the
-// position of the key naming them. Only files the configuration will use are
-// checked (a secret file of a disabled coordinator is not).
+// position of the key naming them, and warns about secret files (keys and
+// shared secrets) that other users can read. Only files the configuration
+// will use are checked (a secret file of a disabled coordinator is not).
 func checkFiles(p *problems, cfg *Config) {
-	type ref struct{ key, path string }
-	refs := []ref{{"pki.ca", cfg.PKI.CA}, {"pki.cert", cfg.PKI.Cert}, {"pki.key", cfg.PKI.Key}, {"pki.crl", cfg.PKI.CRL}}
+	type ref struct {
+		key, path string
+		secret    bool
+	}
+	refs := []ref{{"pki.ca", cfg.PKI.CA, false}, {"pki.cert", cfg.PKI.Cert, false}, {"pki.key", cfg.PKI.Key, true}, {"pki.crl", cfg.PKI.CRL, false}}
 	c := &cfg.Coordinator
 	if c.Enabled {
-		refs = append(refs, ref{"coordinator.gossip_key_file", c.GossipKeyFile})
+		refs = append(refs, ref{"coordinator.gossip_key_file", c.GossipKeyFile, true})
 		if c.TURN.Enabled {
-			refs = append(refs, ref{"coordinator.turn.auth_secret_file", c.TURN.AuthSecretFile})
+			refs = append(refs, ref{"coordinator.turn.auth_secret_file", c.TURN.AuthSecretFile, true})
 			if c.TURN.TLSListen.IsValid() {
 				// Defaults copied from pki were checked there already.
 				if c.TURN.TLSCert != cfg.PKI.Cert {
-					refs = append(refs, ref{"coordinator.turn.tls_cert", c.TURN.TLSCert})
+					refs = append(refs, ref{"coordinator.turn.tls_cert", c.TURN.TLSCert, false})
 				}
 				if c.TURN.TLSKey != cfg.PKI.Key {
-					refs = append(refs, ref{"coordinator.turn.tls_key", c.TURN.TLSKey})
+					refs = append(refs, ref{"coordinator.turn.tls_key", c.TURN.TLSKey, true})
 				}
 			}
 		}
+	}
+	for i, s := range cfg.ICE.TURNServers {
+		refs = append(refs, ref{indexKey("ice.turn_servers", i) + ".secret_file", s.SecretFile, true})
 	}
 	for _, r := range refs {
 		if r.path == "" {
 			continue
 		}
-		if msg := readable(r.path); msg != "" {
+		mode, msg := readable(r.path)
+		if msg != "" {
 			p.add(r.key, ErrFile, msg)
+			continue
+		}
+		if r.secret && exposed(mode) {
+			p.warnf(r.key, ErrSecretExposed, "%s is readable by other users (mode %04o); make it readable by its owner only (chmod 600)", r.path, mode)
 		}
 	}
 }
 
-// readable returns "" if path is a regular file this process can open for
-// reading, or what is wrong with it.
-func readable(path string) string {
+// readable returns the permission bits and "" if path is a regular file this
+// process can open for reading, or what is wrong with it.
+func readable(path string) (fs.FileMode, string) {
 	f, err := os.Open(path)
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
 			err = pe.Err
 		}
-		return fmt.Sprintf("cannot read %s: %v", path, err)
+		return 0, fmt.Sprintf("cannot read %s: %v", path, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return fmt.Sprintf("cannot read %s: %v", path, err)
+		return 0, fmt.Sprintf("cannot read %s: %v", path, err)
 	}
 	if st.IsDir() {
-		return fmt.Sprintf("%s is a directory, not a file", path)
+		return 0, fmt.Sprintf("%s is a directory, not a file", path)
 	}
-	return ""
+	return st.Mode().Perm(), ""
 }

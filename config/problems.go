@@ -8,12 +8,13 @@ import (
 	"strings"
 )
 
-// problems collects the errors of one file.
+// problems collects the errors and warnings of one file.
 type problems struct {
-	file string
-	pos  positions
-	list []*Error
-	keys map[string]bool // keys that have a problem already
+	file     string
+	pos      positions
+	list     []*Error
+	keys     map[string]bool // keys that have a problem already
+	warnings []*Error
 }
 
 // add records a problem with key, positioned at key (or its nearest
@@ -36,13 +37,32 @@ func (p *problems) addf(key string, kind error, format string, args ...any) {
 	p.add(key, kind, fmt.Sprintf(format, args...))
 }
 
+// warnf records a warning with key, positioned like a problem. Warnings do
+// not make the file fail.
+func (p *problems) warnf(key string, kind error, format string, args ...any) {
+	at := p.pos.lookup(key)
+	p.warnings = append(p.warnings, &Error{File: p.file, Line: at.line, Col: at.col, Key: key, Msg: fmt.Sprintf(format, args...), Kind: kind})
+}
+
 // err returns the collected problems sorted by position (unpositioned last),
 // or nil.
 func (p *problems) err() error {
 	if len(p.list) == 0 {
 		return nil
 	}
-	slices.SortStableFunc(p.list, func(a, b *Error) int {
+	sortByPosition(p.list)
+	return &Errors{List: p.list}
+}
+
+// sortedWarnings returns the collected warnings sorted like problems, or nil.
+func (p *problems) sortedWarnings() []*Error {
+	sortByPosition(p.warnings)
+	return p.warnings
+}
+
+// sortByPosition sorts problems into file order, unpositioned ones last.
+func sortByPosition(list []*Error) {
+	slices.SortStableFunc(list, func(a, b *Error) int {
 		if (a.Line == 0) != (b.Line == 0) {
 			if a.Line == 0 {
 				return 1
@@ -51,7 +71,6 @@ func (p *problems) err() error {
 		}
 		return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Col, b.Col))
 	})
-	return &Errors{List: p.list}
 }
 
 // suggestKey returns "; did you mean X?" for an unknown key k in the table at

@@ -87,8 +87,10 @@ func (v *validator) tun() {
 	if err := checkIfName(t.Name); err != nil {
 		v.p.add("tun.name", ErrInvalid, err.Error())
 	}
-	if t.MTU != 0 && (t.MTU < 1280 || t.MTU > 65535) {
-		v.p.addf("tun.mtu", ErrInvalid, "%d is outside 1280-65535 (0 means auto)", t.MTU)
+	// Above MaxTunMTU a packet does not fit in one data record: the tunnel
+	// would refuse it, and the rest of its batch, at run time.
+	if t.MTU != 0 && (t.MTU < MinTunMTU || t.MTU > MaxTunMTU) {
+		v.p.addf("tun.mtu", ErrInvalid, "%d is outside %d-%d (0 means auto; a data record carries at most %d bytes)", t.MTU, MinTunMTU, MaxTunMTU, MaxTunMTU)
 	}
 }
 
@@ -236,7 +238,8 @@ func (v *validator) ice() {
 			v.p.add(indexKey("ice.stun_servers", i), ErrInvalid, err.Error())
 		}
 	}
-	for i, s := range c.TURNServers {
+	for i := range c.TURNServers {
+		s := &c.TURNServers[i]
 		key := indexKey("ice.turn_servers", i)
 		if s.URL == "" {
 			v.p.add(key+".url", ErrRequired, `required: "turn:host:port?transport=udp" or "turns:host:port"`)
@@ -247,13 +250,18 @@ func (v *validator) ice() {
 		switch {
 		case static && s.Secret != "":
 			v.p.add(key+".secret", ErrInvalid, "set either username and credential or secret, not both")
+		case static && s.SecretFile != "":
+			v.p.add(key+".secret_file", ErrInvalid, "set either username and credential or secret_file, not both")
+		case s.Secret != "" && s.SecretFile != "":
+			v.p.add(key+".secret_file", ErrInvalid, "set either secret or secret_file, not both")
 		case static && s.Username == "":
 			v.p.add(key+".credential", ErrRequired, "credential is set but username is not")
 		case static && s.Credential == "":
 			v.p.add(key+".username", ErrRequired, "username is set but credential is not")
-		case !static && s.Secret == "":
-			v.p.add(key, ErrRequired, "TURN servers need credentials: username and credential, or secret (coturn static-auth-secret)")
+		case !static && s.Secret == "" && s.SecretFile == "":
+			v.p.add(key, ErrRequired, "TURN servers need credentials: username and credential, or secret or secret_file (coturn static-auth-secret)")
 		}
+		v.resolve(&s.SecretFile)
 	}
 	v.positive("ice.disconnected_timeout", c.DisconnectedTimeout)
 	v.positive("ice.failed_timeout", c.FailedTimeout)
@@ -282,8 +290,10 @@ func (v *validator) ice() {
 func (v *validator) data() {
 	d := &v.cfg.Data
 	v.between("data.rekey_interval", d.RekeyInterval, Duration(10*time.Second), Duration(24*time.Hour))
-	if d.RekeyRecords < 1024 || d.RekeyRecords > 1<<40 {
-		v.p.addf("data.rekey_records", ErrInvalid, "%d is outside 1024-%d", d.RekeyRecords, int64(1)<<40)
+	// The tunnel refuses more than one send key's record limit, which would
+	// fail every link at run time instead of here.
+	if d.RekeyRecords < MinRekeyRecords || d.RekeyRecords > MaxRekeyRecords {
+		v.p.addf("data.rekey_records", ErrInvalid, "%d is outside %d-%d (2^32, the most records one key may seal)", d.RekeyRecords, MinRekeyRecords, MaxRekeyRecords)
 	}
 }
 

@@ -154,7 +154,8 @@ func failReason(err error) string {
 	switch {
 	case err == nil:
 		return "unknown"
-	case errors.Is(err, pki.ErrExpired), errors.Is(err, pki.ErrNotYetValid):
+	case errors.Is(err, pki.ErrExpired), errors.Is(err, pki.ErrNotYetValid),
+		errors.Is(err, pki.ErrCAExpired), errors.Is(err, pki.ErrCANotYetValid):
 		return "cert_validity"
 	case errors.Is(err, pki.ErrRevoked):
 		return "cert_revoked"

@@ -28,10 +28,22 @@ type runConfig struct {
 	// keep their start value, so a later reload still reports them.
 	cfg      *config.Config
 	firewall overlay.FirewallConfig
+	// turnSecrets are the static-auth-secrets of ice.turn_servers, by
+	// index ("" for static credentials), read once per load or reload from
+	// secret or secret_file.
+	turnSecrets []string
 }
 
 func newRunConfig(cfg *config.Config) (*runConfig, error) {
-	return &runConfig{cfg: cfg, firewall: firewallFrom(cfg.Firewall)}, nil
+	rc := &runConfig{cfg: cfg, firewall: firewallFrom(cfg.Firewall)}
+	for i, s := range cfg.ICE.TURNServers {
+		sec, err := s.ReadSecret()
+		if err != nil {
+			return nil, configErr("ice.turn_servers[%d].secret_file: %v", i, err)
+		}
+		rc.turnSecrets = append(rc.turnSecrets, sec)
+	}
+	return rc, nil
 }
 
 // denyAllPeer is a peer name no certificate can carry (names start with a
@@ -215,14 +227,15 @@ func (d *Daemon) iceServers() []tunnel.ICEServer {
 			}
 		}
 	}
-	cfg := d.run.Load().cfg
+	run := d.run.Load()
+	cfg := run.cfg
 	for _, u := range cfg.ICE.STUNServers {
 		out = append(out, tunnel.ICEServer{URL: u})
 	}
-	for _, s := range cfg.ICE.TURNServers {
+	for i, s := range cfg.ICE.TURNServers {
 		user, pass := s.Username, s.Credential
-		if s.Secret != "" {
-			user, pass = turnREST(s.Secret, d.name, now.Add(restCredentialTTL))
+		if i < len(run.turnSecrets) && run.turnSecrets[i] != "" {
+			user, pass = turnREST(run.turnSecrets[i], d.name, now.Add(restCredentialTTL))
 		}
 		out = append(out, tunnel.ICEServer{URL: s.URL, Username: user, Password: pass})
 	}

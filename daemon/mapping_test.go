@@ -6,7 +6,10 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -218,5 +221,31 @@ func TestInterfacePolicy(t *testing.T) {
 		if vs[i].Use != want {
 			t.Errorf("%s: use %v (%s), want %v", vs[i].Name, vs[i].Use, vs[i].Reason, want)
 		}
+	}
+}
+
+// ice.turn_servers secret_file: the secret is read from the file when the
+// configuration is loaded (or reloaded) and REST credentials derive from it
+// as from an inline secret; an unreadable file is a configuration error.
+func TestTURNSecretFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "turn.secret")
+	if err := os.WriteFile(file, []byte("labsecret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.ICE.TURNServers = []config.TURNServer{{URL: "turn:192.0.2.9:3478", SecretFile: file}}
+	rc, err := newRunConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rc.turnSecrets) != 1 || rc.turnSecrets[0] != "labsecret" {
+		t.Fatalf("secrets %q, want the file's", rc.turnSecrets)
+	}
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newRunConfig(cfg); err == nil || !strings.Contains(err.Error(), "ice.turn_servers[0].secret_file") {
+		t.Fatalf("missing secret file: %v, want an error naming the key", err)
 	}
 }

@@ -66,6 +66,9 @@ func (d *Daemon) reload(ctx context.Context, res *control.ReloadResult) (*contro
 	if err != nil {
 		return res, fmt.Errorf("config: %w", err)
 	}
+	for _, w := range newCfg.Warnings {
+		d.log.Warn("configuration", "warning", w.Error())
+	}
 	// The whole file must be one the daemon could start with.
 	p, err := prepare(newCfg)
 	if err != nil {

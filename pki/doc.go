@@ -6,8 +6,9 @@
 // sessions alike.
 //
 // Trust is a single CA that signs node certificates directly (MaxPathLen 0, no
-// intermediates). Verifier.Verify does the whole check itself: chain,
-// validity, usage, revocation, self-connection and the expected peer. It is
+// intermediates). Verifier.Verify does the whole check itself: chain, the
+// CA's and the certificate's validity, unhandled critical extensions, usage,
+// revocation, self-connection and the expected peer. It is
 // meant to be plugged into crypto/tls and pion/dtls as VerifyPeerCertificate
 // with InsecureSkipVerify (client) or RequireAnyClientCert (server), so the
 // library's own chain checks, which know nothing about the mesh, are off.

@@ -203,14 +203,22 @@ func testDTLSRefusals(t *testing.T, kt KeyType) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The refuser's CA certificate outside its window: the same CA (key,
+	// subject), so the peer's certificate chains to it.
+	expiredCA := reissueCA(t, ca, caWindow(now.Add(-48*time.Hour), now.Add(-time.Hour)))
+	futureCA := reissueCA(t, ca, caWindow(now.Add(time.Hour), now.Add(48*time.Hour)))
 
 	tests := []struct {
-		name string
-		peer testNode
-		raw  [][]byte // presented instead of peer's certificate
-		want Expect   // the refuser's expectation
-		err  error
+		name  string
+		peer  testNode
+		raw   [][]byte // presented instead of peer's certificate
+		trust *CA      // the refuser's CA certificate; nil = ca
+		want  Expect   // the refuser's expectation
+		err   error
 	}{
+		{name: "CA expired", peer: good, trust: expiredCA, err: ErrCAExpired},
+		{name: "CA not yet valid", peer: good, trust: futureCA, err: ErrCANotYetValid},
+		{name: "unknown critical extension", peer: handMadeNode(t, ca, peerID, withExtension(true)), err: ErrCriticalExtension},
 		{name: "expired", peer: mustNode(t, ca, kt, peerID, now.Add(-2*time.Hour), now.Add(-time.Hour)), err: ErrExpired},
 		{name: "not yet valid", peer: mustNode(t, ca, kt, peerID, now.Add(time.Hour), now.Add(2*time.Hour)), err: ErrNotYetValid},
 		{name: "other CA", peer: mustNode(t, otherCA, kt, peerID, time.Time{}, time.Time{}), err: ErrUnknownCA},
@@ -228,7 +236,11 @@ func testDTLSRefusals(t *testing.T, kt KeyType) {
 				dir = "server refuses client"
 			}
 			t.Run(tc.name+"/"+dir, func(t *testing.T) {
-				rv := NewVerifier(ca.Cert, refuser.cert)
+				trust := ca
+				if tc.trust != nil {
+					trust = tc.trust
+				}
+				rv := NewVerifier(trust.Cert, refuser.cert)
 				if _, err := rv.UpdateCRL(crl); err != nil {
 					t.Fatal(err)
 				}

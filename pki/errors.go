@@ -16,10 +16,24 @@ var (
 	// ErrUnknownCA: the certificate was not signed by the mesh CA, or its
 	// signature was tampered with.
 	ErrUnknownCA = errors.New("pki: unknown certificate authority")
+	// ErrCANotYetValid: now is before the mesh CA certificate's NotBefore,
+	// so nothing it signed is valid yet (a CA made on a host whose clock
+	// runs ahead, or this host's clock is behind).
+	ErrCANotYetValid = errors.New("pki: CA certificate not yet valid")
+	// ErrCAExpired: now is after the mesh CA certificate's NotAfter, so
+	// nothing it signed is valid any more, whatever the certificate's own
+	// window says.
+	ErrCAExpired = errors.New("pki: CA certificate expired")
 	// ErrNotYetValid: now is before the certificate's NotBefore.
 	ErrNotYetValid = errors.New("pki: not yet valid")
 	// ErrExpired: now is after the certificate's NotAfter.
 	ErrExpired = errors.New("pki: expired")
+	// ErrCriticalExtension: the certificate, or the mesh CA certificate,
+	// carries an extension marked critical that meshd does not understand.
+	// RFC 5280 section 4.2 requires refusing it: a critical extension
+	// restricts the certificate in a way a verifier that ignores it would
+	// not honour.
+	ErrCriticalExtension = errors.New("pki: unhandled critical extension")
 	// ErrKeyUsage: the certificate is not a meshd node certificate: it is a
 	// CA, lacks client+server auth or digitalSignature, has an unsupported key,
 	// or carries no (or a broken) meshd identity extension.
@@ -56,9 +70,9 @@ var (
 
 // verifyReasons lists every sentinel Verify may return, in check order.
 var verifyReasons = []error{
-	ErrNoCertificate, ErrMalformed, ErrUnknownCA, ErrNotYetValid, ErrExpired,
-	ErrKeyUsage, ErrRevoked, ErrSelf, ErrNameMismatch, ErrAddressMismatch,
-	ErrSubnetNotAllowed,
+	ErrNoCertificate, ErrMalformed, ErrUnknownCA, ErrCANotYetValid, ErrCAExpired,
+	ErrNotYetValid, ErrExpired, ErrCriticalExtension, ErrKeyUsage, ErrRevoked,
+	ErrSelf, ErrNameMismatch, ErrAddressMismatch, ErrSubnetNotAllowed,
 }
 
 // VerifyError says why Verify rejected a certificate. Reason is one of the

@@ -2,7 +2,10 @@ package pki
 
 import (
 	"crypto"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"net/netip"
 	"testing"
@@ -60,6 +63,43 @@ func mustNode(t testing.TB, ca *CA, kt KeyType, id Identity, notBefore, notAfter
 		t.Fatalf("sign %q: %v", id.Name, err)
 	}
 	return testNode{cert: nc, key: key}
+}
+
+// reissueCA returns ca with its self-signed certificate made again, from the
+// same key, subject and key id, after edit changed the template (another
+// validity window, extra extensions). Certificates signed with ca.Key verify
+// against the new certificate too, so a test can tell the CA's own checks
+// apart from the chain's.
+func reissueCA(t testing.TB, ca *CA, edit func(*x509.Certificate)) *CA {
+	t.Helper()
+	tmpl := *ca.Cert
+	tmpl.ExtraExtensions = nil // parsed extensions are not re-encoded; only these would be
+	edit(&tmpl)
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, ca.Key.Public(), ca.Key)
+	if err != nil {
+		t.Fatalf("reissue CA: %v", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &CA{Cert: cert, Key: ca.Key}
+}
+
+// caWindow is a reissueCA edit that sets the CA's validity window.
+func caWindow(notBefore, notAfter time.Time) func(*x509.Certificate) {
+	return func(c *x509.Certificate) { c.NotBefore, c.NotAfter = notBefore, notAfter }
+}
+
+// oidUnknown is an extension no part of meshd or crypto/x509 knows.
+var oidUnknown = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 32473, 7, 99}
+
+// withExtension is a handMade or reissueCA edit that adds an extension
+// oidUnknown, critical or not, holding an ASN.1 NULL.
+func withExtension(critical bool) func(*x509.Certificate) {
+	return func(c *x509.Certificate) {
+		c.ExtraExtensions = append(c.ExtraExtensions, pkix.Extension{Id: oidUnknown, Critical: critical, Value: []byte{0x05, 0x00}})
+	}
 }
 
 // tamper returns a copy of der with the last byte of the signature flipped.

@@ -7,6 +7,7 @@ import (
 	"math/big"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,9 +98,11 @@ func (v *Verifier) IsRevoked(serial *big.Int) bool {
 // are ignored: the CA signs leaves directly) against the mesh policy and the
 // expected peer, and returns the accepted certificate. Checks run in this
 // order and the first failure is returned as a *VerifyError: no certificate,
-// malformed, chain to the CA (incl. tampered signature), not yet valid,
-// expired, key usage (CA flag, EKU client+server, digitalSignature, key type,
-// meshd identity), revoked, self, name, address, subnets.
+// malformed, chain to the CA (incl. tampered signature), CA not yet valid, CA
+// expired, not yet valid, expired, unhandled critical extensions (CA's, then
+// the certificate's), key usage (CA flag, EKU client+server,
+// digitalSignature, key type, meshd identity), revoked, self, name, address,
+// subnets.
 func (v *Verifier) Verify(rawCerts [][]byte, want Expect) (*NodeCert, error) {
 	if len(rawCerts) == 0 || len(rawCerts[0]) == 0 {
 		return nil, reject(ErrNoCertificate, "", "the peer sent none")
@@ -124,11 +127,33 @@ func (v *Verifier) Verify(rawCerts [][]byte, want Expect) (*NodeCert, error) {
 	if now.IsZero() {
 		now = time.Now()
 	}
+	// The chain is only as valid as its CA: crypto/x509 checks every
+	// certificate's window, and so must this verifier, which replaces it.
+	// Checked before the leaf's own window because it is the cause: Sign
+	// never issues past the CA's NotAfter, so an expired CA usually comes
+	// with expired leaves.
+	if now.Before(v.ca.NotBefore) {
+		return nil, reject(ErrCANotYetValid, subject, "the mesh CA %q is not valid before %s, now %s", v.ca.Subject.CommonName, rfc3339(v.ca.NotBefore), rfc3339(now))
+	}
+	if now.After(v.ca.NotAfter) {
+		return nil, reject(ErrCAExpired, subject, "the mesh CA %q expired at %s, now %s", v.ca.Subject.CommonName, rfc3339(v.ca.NotAfter), rfc3339(now))
+	}
 	if now.Before(cert.NotBefore) {
 		return nil, reject(ErrNotYetValid, subject, "not before %s, now %s", rfc3339(cert.NotBefore), rfc3339(now))
 	}
 	if now.After(cert.NotAfter) {
 		return nil, reject(ErrExpired, subject, "not after %s, now %s", rfc3339(cert.NotAfter), rfc3339(now))
+	}
+
+	// crypto/x509 parses the extensions it knows and lists the critical
+	// ones it does not; its Verify refuses those, and this verifier, which
+	// replaces it, must too (RFC 5280 section 4.2). meshd's own identity
+	// extension is handled below even if a signer marked it critical.
+	if oids := unhandledCritical(v.ca); len(oids) > 0 {
+		return nil, reject(ErrCriticalExtension, subject, "the mesh CA %q carries critical extensions meshd does not handle: %s", v.ca.Subject.CommonName, oids)
+	}
+	if oids := unhandledCritical(cert); len(oids) > 0 {
+		return nil, reject(ErrCriticalExtension, subject, "critical extensions meshd does not handle: %s", oids)
 	}
 
 	if cert.IsCA {
@@ -226,3 +251,15 @@ func addrList(id Identity) string {
 }
 
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// unhandledCritical returns the critical extensions of cert that neither
+// crypto/x509 nor this package understands, as dotted OIDs, or "".
+func unhandledCritical(cert *x509.Certificate) string {
+	var oids []string
+	for _, oid := range cert.UnhandledCriticalExtensions {
+		if !oid.Equal(OIDIdentity) {
+			oids = append(oids, oid.String())
+		}
+	}
+	return strings.Join(oids, ", ")
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +19,13 @@ import (
 // test shapes, bypassing Sign's rules, to produce certificates a broken or
 // foreign signer could make.
 func handMade(t *testing.T, ca *CA, id Identity, edit func(*x509.Certificate)) []byte {
+	t.Helper()
+	return handMadeNode(t, ca, id, edit).cert.Cert.Raw
+}
+
+// handMadeNode is handMade with the key, for handshakes. The certificate
+// must still parse as a node certificate.
+func handMadeNode(t *testing.T, ca *CA, id Identity, edit func(*x509.Certificate)) testNode {
 	t.Helper()
 	key, err := GenerateKey(KeyECDSAP256)
 	if err != nil {
@@ -44,7 +52,17 @@ func handMade(t *testing.T, ca *CA, id Identity, edit func(*x509.Certificate)) [
 	if err != nil {
 		t.Fatal(err)
 	}
-	return der
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not ParseNodeCert: some shapes are meant to be refused as not a
+	// node certificate; Verify decides.
+	nc := &NodeCert{Cert: cert, Fingerprint: Fingerprint(der)}
+	if id, err := identityFromCert(cert); err == nil {
+		nc.Identity = id
+	}
+	return testNode{cert: nc, key: key}
 }
 
 func TestVerify(t *testing.T) {
@@ -76,6 +94,15 @@ func testVerify(t *testing.T, kt KeyType) {
 	sanMismatch := handMade(t, ca, peerID, func(c *x509.Certificate) { c.DNSNames = []string{"node-z"} })
 	badVersion := handMade(t, ca, peerID, func(c *x509.Certificate) {
 		c.ExtraExtensions[0].Value[4] = 2 // SEQUENCE hdr (2) + INTEGER hdr (2): the version byte
+	})
+	unknownCritical := handMade(t, ca, peerID, withExtension(true))
+	unknownCriticalExpired := handMade(t, ca, peerID, func(c *x509.Certificate) {
+		withExtension(true)(c)
+		c.NotBefore, c.NotAfter = now.Add(-2*time.Hour), now.Add(-time.Hour)
+	})
+	unknownCriticalCA := handMade(t, ca, peerID, func(c *x509.Certificate) {
+		withExtension(true)(c)
+		c.IsCA, c.BasicConstraintsValid = true, true
 	})
 
 	crl, err := ca.Revoke(nil, []*x509.Certificate{revoked.cert.Cert, revokedExpired.cert.Cert}, "keyCompromise", 0)
@@ -117,6 +144,9 @@ func testVerify(t *testing.T, kt KeyType) {
 		{"no digitalSignature", [][]byte{noDigSig}, wantB, ErrKeyUsage},
 		{"SAN disagrees with identity", [][]byte{sanMismatch}, wantB, ErrKeyUsage},
 		{"unknown identity version", [][]byte{badVersion}, wantB, ErrKeyUsage},
+		{"unknown critical extension", [][]byte{unknownCritical}, wantB, ErrCriticalExtension},
+		{"expired wins over critical extension", [][]byte{unknownCriticalExpired}, wantB, ErrExpired},
+		{"critical extension wins over key usage", [][]byte{unknownCriticalCA}, wantB, ErrCriticalExtension},
 		{"revoked", revoked.raw(), wantB, ErrRevoked},
 		{"expired wins over revoked", revokedExpired.raw(), wantB, ErrExpired},
 		{"self", self.raw(), Expect{}, ErrSelf},
@@ -156,7 +186,10 @@ func testVerify(t *testing.T, kt KeyType) {
 }
 
 func TestVerifyErrorText(t *testing.T) {
-	ca := mustCA(t, "test-mesh", KeyECDSAP256)
+	// A CA valid at the fixed time below, whatever the date of the run: the
+	// CA's own window is checked too.
+	ca := reissueCA(t, mustCA(t, "test-mesh", KeyECDSAP256), caWindow(
+		time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2035, 1, 1, 0, 0, 0, 0, time.UTC)))
 	notAfter := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	n := mustNode(t, ca, KeyECDSAP256, testIdentity("node-b", 2), notAfter.Add(-time.Hour), notAfter)
 	_, err := NewVerifier(ca.Cert, nil).Verify(n.raw(), Expect{Now: time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)})
@@ -167,6 +200,11 @@ func TestVerifyErrorText(t *testing.T) {
 	_, err = NewVerifier(ca.Cert, nil).Verify(nil, Expect{})
 	if got := err.Error(); got != "pki: certificate rejected: no certificate: the peer sent none" {
 		t.Fatalf("error text %q", got)
+	}
+	_, err = NewVerifier(ca.Cert, nil).Verify(n.raw(), Expect{Now: time.Date(2035, 6, 1, 0, 0, 0, 0, time.UTC)})
+	want = `pki: certificate "node-b" rejected: CA certificate expired: the mesh CA "test-mesh" expired at 2035-01-01T00:00:00Z, now 2035-06-01T00:00:00Z`
+	if err == nil || err.Error() != want {
+		t.Fatalf("error text\n got %v\nwant %s", err, want)
 	}
 }
 
@@ -251,5 +289,72 @@ func TestVerifierConcurrentCRL(t *testing.T) {
 	}
 	if v.IsRevoked(nil) {
 		t.Fatal("nil serial revoked")
+	}
+}
+
+// TestVerifyCAAndExtensions covers what crypto/x509's own verification
+// would refuse and Verify, which replaces it, must refuse too: a mesh CA
+// outside its validity window, and critical extensions nobody handles, in
+// the certificate or in the CA.
+func TestVerifyCAAndExtensions(t *testing.T) {
+	for _, kt := range []KeyType{KeyECDSAP256, KeyEd25519} {
+		t.Run(kt.String(), func(t *testing.T) { testVerifyCAAndExtensions(t, kt) })
+	}
+}
+
+func testVerifyCAAndExtensions(t *testing.T, kt KeyType) {
+	now := time.Now()
+	ca := mustCA(t, "test-mesh", kt)
+	// The same CA (key, subject) with other certificates: everything ca
+	// signs chains to each of them.
+	expiredCA := reissueCA(t, ca, caWindow(now.Add(-48*time.Hour), now.Add(-time.Hour)))
+	futureCA := reissueCA(t, ca, caWindow(now.Add(time.Hour), now.Add(48*time.Hour)))
+	criticalCA := reissueCA(t, ca, withExtension(true))
+	nonCriticalCA := reissueCA(t, ca, withExtension(false))
+
+	peerID := testIdentity("node-b", 2)
+	leaf := mustNode(t, ca, kt, peerID, now.Add(-time.Hour), now.Add(time.Hour))
+	nonCritical := handMade(t, ca, peerID, withExtension(false))
+	criticalIdentity := handMade(t, ca, peerID, func(c *x509.Certificate) { c.ExtraExtensions[0].Critical = true })
+
+	tests := []struct {
+		name   string
+		trust  *CA
+		raw    [][]byte
+		now    time.Time // zero: now
+		err    error     // nil = accepted
+		detail string    // part of the detail of a refusal
+	}{
+		{"valid CA", ca, leaf.raw(), time.Time{}, nil, ""},
+		{"CA expired", expiredCA, leaf.raw(), time.Time{}, ErrCAExpired, `the mesh CA "test-mesh" expired at ` + rfc3339(expiredCA.Cert.NotAfter)},
+		{"CA not yet valid", futureCA, leaf.raw(), time.Time{}, ErrCANotYetValid, `the mesh CA "test-mesh" is not valid before ` + rfc3339(futureCA.Cert.NotBefore)},
+		// The leaf is valid then: only the CA is not.
+		{"CA not yet valid at Expect.Now", ca, leaf.raw(), ca.Cert.NotBefore.Add(-time.Second), ErrCANotYetValid, "is not valid before"},
+		// The leaf expired long before: the CA is the cause reported.
+		{"CA expiry wins over the certificate's", ca, leaf.raw(), ca.Cert.NotAfter.Add(time.Second), ErrCAExpired, "expired at"},
+		{"CA with an unknown critical extension", criticalCA, leaf.raw(), time.Time{}, ErrCriticalExtension, `the mesh CA "test-mesh" carries critical extensions meshd does not handle: ` + oidUnknown.String()},
+		{"CA with an unknown non-critical extension", nonCriticalCA, leaf.raw(), time.Time{}, nil, ""},
+		{"unknown critical extension", ca, [][]byte{handMade(t, ca, peerID, withExtension(true))}, time.Time{}, ErrCriticalExtension, "critical extensions meshd does not handle: " + oidUnknown.String()},
+		{"unknown non-critical extension", ca, [][]byte{nonCritical}, time.Time{}, nil, ""},
+		{"meshd identity marked critical", ca, [][]byte{criticalIdentity}, time.Time{}, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			nc, err := NewVerifier(tt.trust.Cert, nil).Verify(tt.raw, Expect{Name: "node-b", Now: tt.now})
+			if tt.err == nil {
+				if err != nil || nc == nil || nc.Identity.Name != "node-b" {
+					t.Fatalf("Verify = %v, %v; want accepted", nc, err)
+				}
+				return
+			}
+			if nc != nil {
+				t.Errorf("Verify returned a certificate with error %v", err)
+			}
+			matchesExactly(t, err, tt.err)
+			var ve *VerifyError
+			if !errors.As(err, &ve) || ve.Subject != "node-b" || !strings.Contains(ve.Detail, tt.detail) {
+				t.Errorf("refusal %q does not say %q", err, tt.detail)
+			}
+		})
 	}
 }

@@ -59,8 +59,14 @@ files) must exist and be readable by the user running the check; use
 }
 
 func runConfigCheck(w io.Writer, path string, a configCheckArgs) error {
-	_, err := config.Load(path, config.WithFileChecks(!a.skipFiles))
+	cfg, err := config.Load(path, config.WithFileChecks(!a.skipFiles))
 	if err == nil {
+		// Warnings (a secret others can read) do not make the file wrong.
+		for _, warn := range cfg.Warnings {
+			if _, werr := fmt.Fprintf(w, "warning: %v\n", warn); werr != nil {
+				return werr
+			}
+		}
 		_, werr := fmt.Fprintf(w, "%s: ok\n", path)
 		return werr
 	}

@@ -144,3 +144,21 @@ func TestConfigGossipKey(t *testing.T) {
 		t.Errorf("config with a generated key: %v\n%s", err, out)
 	}
 }
+
+// A secret inline in a file others can read is a warning: config check
+// says so, with the key and the way out, and still passes.
+func TestConfigCheckWarnsAboutReadableSecret(t *testing.T) {
+	text := goodConfig + "\n[coordinator]\nenabled = true\nsession_listen = \"192.0.2.1:7443\"\ngossip_key = \"" + strings.Repeat("A", 43) + "=\"\n"
+	dir := writeConfigFixture(t, map[string]string{"meshd.toml": text, "ca.crt": "", "node.crt": "", "node.key": ""})
+	path := filepath.Join(dir, "meshd.toml")
+	if err := os.Chmod(path, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runConfigCmd(t, "config", "check", path)
+	if err != nil {
+		t.Fatalf("config check: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "warning: "+path+":") || !strings.Contains(out, "coordinator.gossip_key") || !strings.Contains(out, "gossip_key_file") || !strings.HasSuffix(out, path+": ok\n") {
+		t.Errorf("output:\n%s", out)
+	}
+}

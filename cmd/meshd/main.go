@@ -90,11 +90,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err := daemon.Check(cfg); err != nil {
 			return fail(stderr, err)
 		}
+		for _, w := range cfg.Warnings {
+			fmt.Fprintf(stderr, "meshd: warning: %v\n", w)
+		}
 		fmt.Fprintf(stdout, "meshd: %s: configuration OK\n", *cfgPath)
 		return exitOK
 	}
 	level := new(slog.LevelVar)
 	log := newLogger(cfg.Log.Format, level, stderr)
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration", "warning", w.Error())
+	}
 	d, err := daemon.New(cfg, daemon.Options{Logger: log, LogLevel: level, Version: version, ConfigPath: *cfgPath})
 	if err != nil {
 		return fail(stderr, err)
