@@ -32,6 +32,7 @@ import (
 
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/daemon"
+	"github.com/meshd/meshd/internal/ratelog"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -200,10 +201,13 @@ func shutdown(d *daemon.Daemon, log *slog.Logger, sd *notifier, sigs <-chan os.S
 
 func newLogger(format config.LogFormat, level *slog.LevelVar, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if format == config.LogJSON {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	// Whatever peers and strangers make meshd log, at most a few lines of a
+	// kind per window reach the journal; the rest are counted.
+	return slog.New(ratelog.New(h, ratelog.DefaultWindow, ratelog.DefaultBurst))
 }
 
 // fail prints err as "meshd: ..." lines and returns its exit code.

@@ -1,0 +1,127 @@
+// Package ratelog owns meshd's defence against log floods: a slog.Handler
+// that lets the first few records of a kind through per time window and
+// counts the rest, reporting the count on the next record of that kind. A
+// peer or a stranger that makes meshd log once per packet or connection
+// (garbage at the session port, a refused handshake in a loop) then costs a
+// few lines per window instead of filling the journal.
+package ratelog
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults for New: generous enough that a mesh of many peers logging "link
+// up" at start is not cut (each peer-scoped logger is its own kind), tight
+// enough that a flood of one message is.
+const (
+	DefaultWindow = 10 * time.Second
+	DefaultBurst  = 5
+)
+
+// maxKinds bounds the kinds remembered; beyond it the stale ones are
+// forgotten (and a flood of ever-new messages is only as limited as each).
+const maxKinds = 4096
+
+// Handler rate-limits records at info level and above by kind: the
+// message, its level, and the attributes and groups given with
+// WithAttrs/WithGroup (so logger.With("peer", x) makes each peer a kind of
+// its own). Debug records pass untouched: an operator who asked for them
+// wants them all. Safe for concurrent use.
+type Handler struct {
+	next   slog.Handler
+	st     *state
+	prefix string // the kind's part from WithAttrs/WithGroup
+}
+
+type state struct {
+	window time.Duration
+	burst  int
+	now    func() time.Time
+
+	mu    sync.Mutex // guards kinds
+	kinds map[string]*kind
+}
+
+type kind struct {
+	start      time.Time // the current window's start
+	n          int       // records of this window
+	suppressed int       // of them dropped
+}
+
+// New wraps next: per kind at most burst records per window pass; the first
+// record after a window that dropped some carries suppressed=N and
+// suppressed_window.
+func New(next slog.Handler, window time.Duration, burst int) *Handler {
+	return &Handler{next: next, st: &state{window: window, burst: burst, now: time.Now, kinds: map[string]*kind{}}}
+}
+
+// Enabled implements slog.Handler.
+func (h *Handler) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
+
+// Handle implements slog.Handler.
+func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level < slog.LevelInfo {
+		return h.next.Handle(ctx, r)
+	}
+	key := h.prefix + "\x00" + r.Level.String() + "\x00" + r.Message
+	st := h.st
+	st.mu.Lock()
+	now := st.now()
+	k := st.kinds[key]
+	carried := 0
+	if k == nil || now.Sub(k.start) >= st.window {
+		if k != nil {
+			carried = k.suppressed
+		}
+		if k == nil && len(st.kinds) >= maxKinds {
+			st.forgetLocked(now)
+		}
+		k = &kind{start: now}
+		st.kinds[key] = k
+	}
+	k.n++
+	if k.n > st.burst {
+		k.suppressed++
+		st.mu.Unlock()
+		return nil
+	}
+	st.mu.Unlock()
+	if carried > 0 {
+		r = r.Clone()
+		r.AddAttrs(slog.Int("suppressed", carried), slog.Duration("suppressed_window", st.window))
+	}
+	return h.next.Handle(ctx, r)
+}
+
+// forgetLocked drops the kinds whose window is over, or all of them if
+// none is. Must hold mu.
+func (st *state) forgetLocked(now time.Time) {
+	for key, k := range st.kinds {
+		if now.Sub(k.start) >= st.window {
+			delete(st.kinds, key)
+		}
+	}
+	if len(st.kinds) >= maxKinds {
+		clear(st.kinds)
+	}
+}
+
+// WithAttrs implements slog.Handler.
+func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	var b strings.Builder
+	b.WriteString(h.prefix)
+	for _, a := range attrs {
+		b.WriteString("\x00")
+		b.WriteString(a.String())
+	}
+	return &Handler{next: h.next.WithAttrs(attrs), st: h.st, prefix: b.String()}
+}
+
+// WithGroup implements slog.Handler.
+func (h *Handler) WithGroup(name string) slog.Handler {
+	return &Handler{next: h.next.WithGroup(name), st: h.st, prefix: h.prefix + "\x00group=" + name}
+}
