@@ -239,7 +239,9 @@ func (t *turnService) Close() error {
 }
 
 // pionLoggerFactory adapts slog to pion's leveled logger. pion logs client
-// mistakes (bad credentials) at error level; they are warnings for us.
+// mistakes (bad credentials) at error level; they are warnings for us. Its
+// info messages are per packet ("No Permission or Channel exists for ...",
+// sent by anyone who can reach a relay port): debug for us.
 type pionLoggerFactory struct{ l *slog.Logger }
 
 func (f *pionLoggerFactory) NewLogger(scope string) logging.LeveledLogger {
@@ -265,8 +267,8 @@ func (p *pionLogger) Trace(msg string)                  { p.log(slog.LevelDebug-
 func (p *pionLogger) Tracef(format string, args ...any) { p.logf(slog.LevelDebug-4, format, args...) }
 func (p *pionLogger) Debug(msg string)                  { p.log(slog.LevelDebug, msg) }
 func (p *pionLogger) Debugf(format string, args ...any) { p.logf(slog.LevelDebug, format, args...) }
-func (p *pionLogger) Info(msg string)                   { p.log(slog.LevelInfo, msg) }
-func (p *pionLogger) Infof(format string, args ...any)  { p.logf(slog.LevelInfo, format, args...) }
+func (p *pionLogger) Info(msg string)                   { p.log(slog.LevelDebug, msg) }
+func (p *pionLogger) Infof(format string, args ...any)  { p.logf(slog.LevelDebug, format, args...) }
 func (p *pionLogger) Warn(msg string)                   { p.log(slog.LevelWarn, msg) }
 func (p *pionLogger) Warnf(format string, args ...any)  { p.logf(slog.LevelWarn, format, args...) }
 func (p *pionLogger) Error(msg string)                  { p.log(slog.LevelWarn, msg) }

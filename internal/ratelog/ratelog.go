@@ -22,6 +22,15 @@ const (
 	DefaultBurst  = 5
 )
 
+// Caps above the per-kind burst, per window. A logger made per connection
+// (With("remote", addr)) makes every connection a kind of its own, so one
+// message is also capped whatever its attributes, and all records together,
+// which also covers third-party messages with addresses in their text.
+const (
+	messageBurst = 50
+	totalBurst   = 500
+)
+
 // maxKinds bounds the kinds remembered; beyond it the stale ones are
 // forgotten (and a flood of ever-new messages is only as limited as each).
 const maxKinds = 4096
@@ -29,8 +38,9 @@ const maxKinds = 4096
 // Handler rate-limits records at info level and above by kind: the
 // message, its level, and the attributes and groups given with
 // WithAttrs/WithGroup (so logger.With("peer", x) makes each peer a kind of
-// its own). Debug records pass untouched: an operator who asked for them
-// wants them all. Safe for concurrent use.
+// its own), and also by message and in total (messageBurst, totalBurst).
+// Debug records pass untouched: an operator who asked for them wants them
+// all. Safe for concurrent use.
 type Handler struct {
 	next   slog.Handler
 	st     *state
@@ -42,13 +52,15 @@ type state struct {
 	burst  int
 	now    func() time.Time
 
-	mu    sync.Mutex // guards kinds
+	mu    sync.Mutex // guards the following
 	kinds map[string]*kind
+	msgs  map[string]*kind // by level and message, attributes aside
+	total kind             // every record at info and above
 }
 
 type kind struct {
 	start      time.Time // the current window's start
-	n          int       // records of this window
+	n          int       // records let through in this window
 	suppressed int       // of them dropped
 }
 
@@ -56,7 +68,7 @@ type kind struct {
 // record after a window that dropped some carries suppressed=N and
 // suppressed_window.
 func New(next slog.Handler, window time.Duration, burst int) *Handler {
-	return &Handler{next: next, st: &state{window: window, burst: burst, now: time.Now, kinds: map[string]*kind{}}}
+	return &Handler{next: next, st: &state{window: window, burst: burst, now: time.Now, kinds: map[string]*kind{}, msgs: map[string]*kind{}}}
 }
 
 // Enabled implements slog.Handler.
@@ -67,7 +79,8 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Level < slog.LevelInfo {
 		return h.next.Handle(ctx, r)
 	}
-	key := h.prefix + "\x00" + r.Level.String() + "\x00" + r.Message
+	msgKey := r.Level.String() + "\x00" + r.Message
+	key := h.prefix + "\x00" + msgKey
 	st := h.st
 	st.mu.Lock()
 	now := st.now()
@@ -83,12 +96,26 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 		k = &kind{start: now}
 		st.kinds[key] = k
 	}
-	k.n++
-	if k.n > st.burst {
+	m := st.msgs[msgKey]
+	if m == nil || now.Sub(m.start) >= st.window {
+		if m == nil && len(st.msgs) >= maxKinds {
+			clear(st.msgs)
+		}
+		m = &kind{start: now}
+		st.msgs[msgKey] = m
+	}
+	if now.Sub(st.total.start) >= st.window {
+		st.total = kind{start: now}
+	}
+	// n counts the records let through in the window.
+	if k.n >= st.burst || m.n >= messageBurst || st.total.n >= totalBurst {
 		k.suppressed++
 		st.mu.Unlock()
 		return nil
 	}
+	k.n++
+	m.n++
+	st.total.n++
 	st.mu.Unlock()
 	if carried > 0 {
 		r = r.Clone()

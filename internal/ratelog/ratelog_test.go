@@ -2,6 +2,7 @@ package ratelog
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -75,5 +76,25 @@ func TestKindsBounded(t *testing.T) {
 	}
 	if n := len(h.st.kinds); n > maxKinds {
 		t.Fatalf("%d kinds remembered, want at most %d", n, maxKinds)
+	}
+}
+
+// A logger per connection makes each connection its own kind; the message
+// cap still holds the flood to messageBurst lines, and all records together
+// to totalBurst.
+func TestPerConnectionLoggersAreCapped(t *testing.T) {
+	log, buf, _ := newTest(10*time.Second, 5)
+	for i := 0; i < 20000; i++ {
+		log.With("remote", fmt.Sprintf("198.51.100.7:%d", 1024+i)).Info("node session handshake failed")
+	}
+	if n := len(lines(buf)); n != messageBurst {
+		t.Fatalf("%d lines, want %d", n, messageBurst)
+	}
+	buf.Reset()
+	for i := 0; i < 20000; i++ {
+		log.Info(fmt.Sprintf("No Permission or Channel exists for 198.51.100.7:%d", i))
+	}
+	if n := len(lines(buf)); n != totalBurst-messageBurst {
+		t.Fatalf("%d lines of distinct messages, want %d (the total cap)", n, totalBurst-messageBurst)
 	}
 }
