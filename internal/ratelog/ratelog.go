@@ -79,7 +79,7 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	if r.Level < slog.LevelInfo {
 		return h.next.Handle(ctx, r)
 	}
-	msgKey := r.Level.String() + "\x00" + r.Message
+	msgKey := r.Level.String() + "\x00" + shape(r.Message)
 	key := h.prefix + "\x00" + msgKey
 	st := h.st
 	st.mu.Lock()
@@ -122,6 +122,27 @@ func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 		r.AddAttrs(slog.Int("suppressed", carried), slog.Duration("suppressed_window", st.window))
 	}
 	return h.next.Handle(ctx, r)
+}
+
+// shape is a message with each run of digits folded into one '#', so that third-party messages
+// that put addresses, ports or counts in their text ("discarding stream ...
+// from=198.51.100.7:40000") are one kind, not one per connection.
+func shape(msg string) string {
+	if !strings.ContainsAny(msg, "0123456789") {
+		return msg
+	}
+	b := make([]byte, 0, len(msg))
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c >= '0' && c <= '9' {
+			if n := len(b); n == 0 || b[n-1] != '#' {
+				b = append(b, '#')
+			}
+			continue
+		}
+		b = append(b, c)
+	}
+	return string(b)
 }
 
 // forgetLocked drops the kinds whose window is over, or all of them if

@@ -90,11 +90,21 @@ func TestPerConnectionLoggersAreCapped(t *testing.T) {
 	if n := len(lines(buf)); n != messageBurst {
 		t.Fatalf("%d lines, want %d", n, messageBurst)
 	}
+	// Addresses in the text do not make a message new.
 	buf.Reset()
 	for i := 0; i < 20000; i++ {
-		log.Info(fmt.Sprintf("No Permission or Channel exists for 198.51.100.7:%d", i))
+		log.Warn(fmt.Sprintf("discarding stream with unacceptable label \"\": from=198.51.100.7:%d", i))
 	}
-	if n := len(lines(buf)); n != totalBurst-messageBurst {
-		t.Fatalf("%d lines of distinct messages, want %d (the total cap)", n, totalBurst-messageBurst)
+	if n := len(lines(buf)); n != 5 {
+		t.Fatalf("%d lines of one message with changing addresses, want 5", n)
+	}
+	// Messages that really differ: the total cap.
+	buf.Reset()
+	words := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}
+	for i := 0; i < 20000; i++ {
+		log.Error(words[i%10] + words[i/10%10] + words[i/100%10] + words[i/1000%10] + words[i/10000%10])
+	}
+	if n := len(lines(buf)); n != totalBurst-messageBurst-5 {
+		t.Fatalf("%d lines of distinct messages, want %d (the total cap)", n, totalBurst-messageBurst-5)
 	}
 }
