@@ -160,6 +160,13 @@ type CoordinatorInfo struct {
 	Address   string    `json:"address,omitempty"`
 	Since     time.Time `json:"since,omitzero"` // in State since
 	LastError string    `json:"last_error,omitempty"`
+	// Conflict is set while coordinators refuse this node because another
+	// host holds a live session with its identity (a cloned machine running
+	// with this node's certificate and key), e.g. "another host at
+	// 192.0.2.7:41234 is using this node's identity (refused by coordinator
+	// c1)". The established session keeps the name; this node retries with
+	// backoff.
+	Conflict string `json:"conflict,omitempty"`
 }
 
 // PeerCounts summarises the peer list.

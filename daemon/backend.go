@@ -105,7 +105,7 @@ func (d *Daemon) coordinatorInfo() control.CoordinatorInfo {
 		return control.CoordinatorInfo{State: control.SessionDisconnected}
 	}
 	s := c.Status()
-	ci := control.CoordinatorInfo{Name: s.Coordinator, Address: s.Address}
+	ci := control.CoordinatorInfo{Name: s.Coordinator, Address: s.Address, Conflict: s.Conflict.String()}
 	if s.LastError != nil {
 		ci.LastError = s.LastError.Error()
 	}
@@ -322,6 +322,9 @@ func (d *Daemon) Summary() string {
 		if ci.Address != "" {
 			fmt.Fprintf(&b, " (%s)", ci.Address)
 		}
+	}
+	if ci.Conflict != "" {
+		b.WriteString("; REFUSED: " + ci.Conflict)
 	}
 	v := d.view.Load()
 	var peers []control.Peer

@@ -40,6 +40,14 @@ type ClientOptions struct {
 	// BackoffMin and BackoffMax bound the jittered exponential backoff
 	// between connection attempts. Zero = 250ms and 30s.
 	BackoffMin, BackoffMax time.Duration
+	// ConflictBackoffMin and ConflictBackoffMax bound the backoff after a
+	// coordinator refused the session because another host holds this
+	// node's session (ErrDuplicateIdentity): the first retry comes after
+	// ConflictBackoffMin (a restarted node whose old session is being closed
+	// gets in then), later ones after the coordinator's retry-after hint or
+	// the doubled delay, whichever is longer, never beyond
+	// ConflictBackoffMax. Zero = 1s and 60s.
+	ConflictBackoffMin, ConflictBackoffMax time.Duration
 	// SignalQueue is how many inbound signals may wait for OnSignal. Zero = 1024.
 	SignalQueue int
 	// CacheDelay coalesces cache writes after registry changes. Zero = 2s.
@@ -120,6 +128,40 @@ type Status struct {
 	LastErrorAt time.Time
 	Failovers   uint64 // sessions established after a lost one
 	Peers       int    // peers known (excluding self)
+	// Conflict is set while coordinators refuse this node because another
+	// host holds its session (ErrDuplicateIdentity); zero otherwise. It is
+	// cleared when a session is established.
+	Conflict Conflict
+}
+
+// Conflict describes coordinators refusing this node because another host
+// holds a live session with its name: usually a machine cloned with this
+// node's certificate and key. The established session keeps the name; this
+// node retries with backoff and gets in once that session ends.
+type Conflict struct {
+	// Holder is the address ("ip:port") of the host holding the session, as
+	// the coordinator tier sees it; "" if the coordinator did not say.
+	Holder string
+	// Coordinator names the coordinator that refused (its certificate's
+	// name), or its address.
+	Coordinator string
+	Refusals    uint64    // refusals since the last established session
+	First, Last time.Time // first and latest of them
+}
+
+// Active reports whether the node is being refused.
+func (c Conflict) Active() bool { return c.Refusals > 0 }
+
+// String says what happened in one line, or "" when there is no conflict.
+func (c Conflict) String() string {
+	if !c.Active() {
+		return ""
+	}
+	who := "another host"
+	if c.Holder != "" {
+		who += " at " + c.Holder
+	}
+	return who + " is using this node's identity (refused by coordinator " + c.Coordinator + ")"
 }
 
 // Client is a node's session to the coordinator tier: it registers the node's
@@ -161,6 +203,7 @@ type Client struct {
 	signalsDropped  atomic.Uint64
 	failovers       atomic.Uint64
 	versionsRefused atomic.Uint64
+	dupRefusals     atomic.Uint64
 
 	// Owned by the run goroutine.
 	reg        map[string]*Record // peers, excluding self; no tombstones
@@ -181,6 +224,13 @@ type Client struct {
 	// refusedHeld is the last version a coordinator claimed to hold that
 	// this node refused to follow (logged once per value, not per retry).
 	refusedHeld uint64
+	// Duplicate-identity refusals: consecutive ones since the last session,
+	// the latest retry-after hint, whether the next delay is theirs, and the
+	// last conflict logged (logged once per distinct reason).
+	dupStreak      int
+	dupHint        time.Duration
+	dupNext        bool
+	conflictLogged string
 	// changeBacklog: while more changes than this wait for subscribers, the
 	// run loop stops taking frames from the session (backpressure), so a
 	// coordinator cannot grow the queue faster than subscribers drain it.
@@ -210,6 +260,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	setDefault(&opts.DialTimeout, 10*time.Second)
 	setDefault(&opts.BackoffMin, 250*time.Millisecond)
 	setDefault(&opts.BackoffMax, 30*time.Second)
+	setDefault(&opts.ConflictBackoffMin, time.Second)
+	setDefault(&opts.ConflictBackoffMax, time.Minute)
+	opts.ConflictBackoffMin = min(opts.ConflictBackoffMin, opts.ConflictBackoffMax)
 	setDefault(&opts.CacheDelay, 2*time.Second)
 	setDefault(&opts.CRLCheckInterval, time.Second)
 	if opts.SignalQueue <= 0 {
@@ -338,6 +391,7 @@ func (c *Client) Stats() ClientStats {
 		VersionsRefused:     c.versionsRefused.Load(),
 		SignalsDropped:      c.signalsDropped.Load(),
 		Failovers:           c.failovers.Load(),
+		DuplicateRefusals:   c.dupRefusals.Load(),
 	}
 }
 

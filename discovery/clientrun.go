@@ -334,7 +334,15 @@ func (c *Client) endSession(err error) {
 		return
 	}
 	var refused *RefusedError
+	c.dupNext = false
 	switch {
+	case errors.As(err, &refused) && refused.Code == CodeDuplicateIdentity:
+		c.conflictRefused(s, refused)
+		c.status.LastError, c.status.LastErrorAt = err, time.Now()
+		// The coordinator is fine; the refusal is about this node. Stay
+		// with it (another would refuse as well) and back off.
+		c.publishStatus()
+		return
 	case errors.As(err, &refused) && refused.Code.refusal():
 		c.log.Error("coordinator refused the session", "coordinator", s.addr, "code", refused.Code.String(), "reason", refused.Reason)
 	case wasUp:
@@ -354,6 +362,7 @@ func (c *Client) attemptFailed(addr string, err error) {
 	if c.ctx.Err() != nil {
 		return
 	}
+	c.dupNext = false
 	if errors.Is(err, ErrCertificateRejected) {
 		c.log.Error("refusing coordinator: certificate rejected", "coordinator", addr, "reason", err)
 	} else {
@@ -370,6 +379,9 @@ func (c *Client) attemptFailed(addr string, err error) {
 // attempts over the coordinator list, capped, with ±50% jitter so that the
 // nodes of a lost coordinator do not reconnect in lockstep.
 func (c *Client) backoff() time.Duration {
+	if c.dupNext {
+		return c.conflictBackoff()
+	}
 	n := len(c.opts.Coordinators)
 	rounds := c.attempts / n
 	d := c.opts.BackoffMin
@@ -394,6 +406,8 @@ func (c *Client) handleFrame(f frame) {
 			c.staleAnswer(s, f.version)
 		case CodeRateLimited:
 			c.log.Debug("coordinator rate-limited a frame", "detail", f.text)
+		case CodeDuplicateIdentity:
+			s.endErr = parseDuplicate(s.addr, f)
 		default:
 			s.endErr = &RefusedError{Coordinator: s.addr, Code: code, Reason: f.text}
 		}
@@ -540,6 +554,10 @@ func (c *Client) welcome(s *clientSession, f frame) {
 	}
 	c.everUp = true
 	c.attempts = 0
+	if c.status.Conflict.Active() {
+		c.log.Info("session established: no other host holds this node's session any more", "refusals", c.status.Conflict.Refusals)
+	}
+	c.status.Conflict, c.dupStreak, c.dupHint, c.conflictLogged = Conflict{}, 0, 0, ""
 	c.status.Connected, c.status.Coordinator, c.status.Address, c.status.Since = true, f.name, s.addr, time.Now()
 	c.publishStatus()
 	c.log.Info("connected to coordinator", "coordinator", f.name, "address", s.addr, "version", f.version)
@@ -743,4 +761,53 @@ func (c *Client) writeCache() {
 	if err := writeFileAtomic(c.cachePath, encodeCache(crl, recs, time.Now())); err != nil {
 		c.log.Warn("could not write the registry cache", "path", c.cachePath, "error", err)
 	}
+}
+
+// conflictRefused records a duplicate-identity refusal: counted, shown in
+// Status().Conflict, logged once per distinct conflict (the refusals repeat
+// at every retry; the log line should not).
+func (c *Client) conflictRefused(s *clientSession, e *RefusedError) {
+	c.dupRefusals.Add(1)
+	c.dupStreak++
+	c.dupHint, c.dupNext = e.RetryAfter, true
+	if !s.welcomed {
+		c.attempts++
+	}
+	coord := s.addr
+	if s.coordCert != nil {
+		coord = s.coordCert.Identity.Name
+	}
+	now := time.Now()
+	cf := c.status.Conflict
+	if !cf.Active() {
+		cf.First = now
+	}
+	cf.Holder, cf.Coordinator, cf.Last = e.Holder, coord, now
+	cf.Refusals++
+	c.status.Conflict = cf
+	if why := cf.String(); why != c.conflictLogged {
+		c.conflictLogged = why
+		c.log.Error("another host is using this node's identity: coordinator refused the session; retrying with backoff",
+			"conflict", why, "coordinator", s.addr, "holder", e.Holder, "detail", e.Reason)
+	} else {
+		c.log.Debug("coordinator refused the session again: duplicate identity", "coordinator", s.addr, "holder", e.Holder, "refusals", cf.Refusals)
+	}
+}
+
+// conflictBackoff is the delay after a duplicate-identity refusal: the
+// first retry comes soon (a node that restarted while its old session was
+// still being closed gets in then); later ones wait for the coordinator's
+// hint (when it will know whether the holder is alive) or the doubled
+// delay, whichever is longer, up to ConflictBackoffMax, plus up to 25%
+// jitter. A clone thus knocks a handful of times a minute, not hundreds.
+func (c *Client) conflictBackoff() time.Duration {
+	d := c.opts.ConflictBackoffMin
+	for i := 1; i < c.dupStreak && d < c.opts.ConflictBackoffMax; i++ {
+		d *= 2
+	}
+	if c.dupStreak > 1 {
+		d = max(d, c.dupHint)
+	}
+	d = min(d, c.opts.ConflictBackoffMax)
+	return d + time.Duration(rand.Int64N(int64(d)/4+1))
 }

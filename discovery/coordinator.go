@@ -165,6 +165,8 @@ type Coordinator struct {
 	gossipDropped   atomic.Uint64
 	gossipMalformed atomic.Uint64
 	sessRefused     atomic.Uint64
+	dupRefused      atomic.Uint64 // sessions refused: another host holds the node's session
+	holdersDead     atomic.Uint64 // claimed sessions presumed dead and closed
 	sessClosed      atomic.Uint64
 	sigRouted       atomic.Uint64
 	sigForwarded    atomic.Uint64
@@ -183,6 +185,9 @@ type Coordinator struct {
 	fwd        map[uint64]*fwdSignal
 	nextFwd    uint64
 	peers      map[string]*peerSender // other live coordinators
+	probing    map[*session]struct{}  // held sessions whose node another connection claims (duplicate.go)
+	dupQueries map[uint64]*dupQuery   // registrations waiting for the holder's coordinator; ids shared with fwd
+	dupLogged  map[string]time.Time   // duplicate refusals already logged (log once)
 	lastCRL    *big.Int
 	stateDirty bool
 }
@@ -261,6 +266,10 @@ func NewCoordinator(opts CoordinatorOptions) (*Coordinator, error) {
 		sessions:  map[string]*session{},
 		fwd:       map[uint64]*fwdSignal{},
 		peers:     map[string]*peerSender{},
+
+		probing:    map[*session]struct{}{},
+		dupQueries: map[uint64]*dupQuery{},
+		dupLogged:  map[string]time.Time{},
 	}
 	c.reg = newRegistry(opts.Verifier, opts.TombstoneTTL, opts.OfflineTTL, &c.rc)
 	if t := opts.TURN; t.enabled() && t.Secret == "" {
@@ -497,6 +506,8 @@ func (c *Coordinator) Stats() CoordinatorStats {
 		GossipDropped:       c.gossipDropped.Load(),
 		GossipMalformed:     c.gossipMalformed.Load(),
 		SessionsRefused:     c.sessRefused.Load(),
+		SessionsDuplicate:   c.dupRefused.Load(),
+		HoldersPresumedDead: c.holdersDead.Load(),
 		SessionsClosed:      c.sessClosed.Load(),
 		SignalsRouted:       c.sigRouted.Load(),
 		SignalsForwarded:    c.sigForwarded.Load(),
@@ -642,6 +653,7 @@ func (c *Coordinator) run() {
 		case ids := <-c.fwdFailed:
 			for _, id := range ids {
 				c.finishForward(id, sigPeerOffline)
+				c.finishDupQuery(id, dupUnreachable, nil)
 			}
 		case fn := <-c.cmds:
 			fn()

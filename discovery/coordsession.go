@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshd/meshd/pki"
@@ -100,6 +101,11 @@ type session struct {
 
 	writerDone chan struct{}
 
+	// lastRead is when the reader last took a frame (unix ns), keepalives
+	// included (they never reach the run loop). Written by the reader, read
+	// by the run loop to tell a live holder from a dead one (duplicate.go).
+	lastRead atomic.Int64
+
 	// Immutable after the handshake.
 	name string
 	cert *pki.NodeCert
@@ -109,6 +115,8 @@ type session struct {
 	live        bool      // snapshot queued; receives changes
 	since       time.Time // presence session start
 	turnExpires time.Time
+	probeStart  time.Time // another connection claimed this node then; zero = no probe running (duplicate.go)
+	dupQuery    *dupQuery // registration waits for the coordinator holding this node's session
 }
 
 // send queues a frame; a session whose queue is full is closed (the node
@@ -129,10 +137,18 @@ func (s *session) enqueue(it outItem) {
 // kill ends the session; a non-zero code sends a final error frame. Safe
 // from any goroutine; only the first call counts.
 func (s *session) kill(code ErrorCode, text string) {
+	var final []byte
+	if code != 0 {
+		final = errorFrame(code, 0, text)
+	}
+	s.end(final)
+}
+
+// end ends the session with final (nil = none) as its last frame. Safe from
+// any goroutine; only the first call (of end or kill) counts.
+func (s *session) end(final []byte) {
 	s.once.Do(func() {
-		if code != 0 {
-			s.final = errorFrame(code, 0, text)
-		}
+		s.final = final
 		close(s.quit)
 		// Unblock a writer stuck on a peer that does not read.
 		_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
@@ -314,6 +330,7 @@ func (c *Coordinator) serveConn(raw net.Conn) {
 
 		writerDone: make(chan struct{}),
 	}
+	s.lastRead.Store(time.Now().UnixNano())
 	c.wg.Add(1)
 	go s.writer(3 * c.opts.KeepaliveInterval)
 	err = c.readLoop(s)
@@ -347,6 +364,7 @@ func (c *Coordinator) readLoop(s *session) error {
 		if err != nil {
 			return c.readError(s, err, registered)
 		}
+		s.lastRead.Store(time.Now().UnixNano())
 		if !lim.Allow() {
 			c.fc.rateLimited.Add(1)
 			if f.typ == frameSignal {
@@ -471,7 +489,12 @@ func (c *Coordinator) handleSessionEvent(ev sessionEvent) {
 }
 
 func (c *Coordinator) acceptRecord(s *session, rec *Record) {
-	now := time.Now()
+	if q := s.dupQuery; q != nil {
+		// Registration waits for the holder's coordinator; the newest
+		// record is the one registered if it lets this session in.
+		q.rec = rec
+		return
+	}
 	cur := c.reg.get(rec.Name)
 	if s.registered {
 		if cur == nil {
@@ -490,6 +513,30 @@ func (c *Coordinator) acceptRecord(s *session, rec *Record) {
 			return
 		}
 	}
+	// Checked before the record touches the registry: a second host with
+	// this node's identity must not replace the established session's
+	// record, nor its session (duplicate.go).
+	if c.refuseDuplicate(s, rec, true) {
+		return
+	}
+	c.register(s, rec)
+}
+
+// register makes s the node's session: the record is stored with a new
+// presence, a previous session of the node is closed as superseded, and the
+// snapshot is queued.
+func (c *Coordinator) register(s *session, rec *Record) {
+	if c.opts.Verifier.IsRevoked(s.cert.Cert.SerialNumber) {
+		// A CRL installed after the certificate and record were checked
+		// (while the registration waited for a DupAnswer, or the event
+		// for the run loop): checkCRL closed the registered sessions only.
+		c.sessRefused.Add(1)
+		s.log.Warn("refused node session: certificate revoked since it was checked")
+		s.kill(CodeRevoked, "certificate revoked")
+		return
+	}
+	now := time.Now()
+	cur := c.reg.get(rec.Name)
 	var prev Presence
 	if cur != nil {
 		prev = cur.rec.Presence
@@ -584,8 +631,21 @@ func (c *Coordinator) sessionClosed(s *session, err error) {
 			delete(c.fwd, id)
 		}
 	}
+	if q := s.dupQuery; q != nil {
+		delete(c.dupQueries, q.id)
+		s.dupQuery = nil
+	}
+	delete(c.probing, s)
+	if c.dropSession(s) {
+		s.log.Info("node session closed", "reason", err)
+	}
+}
+
+// dropSession removes s from the session table and marks the node offline,
+// unless s is not (or no longer) the node's registered session.
+func (c *Coordinator) dropSession(s *session) bool {
 	if !s.registered || c.sessions[s.name] != s {
-		return
+		return false
 	}
 	delete(c.sessions, s.name)
 	c.nSessions.Store(int64(len(c.sessions)))
@@ -596,7 +656,7 @@ func (c *Coordinator) sessionClosed(s *session, err error) {
 			c.entryChanged(c.reg.setPresence(s.name, p), false)
 		}
 	}
-	s.log.Info("node session closed", "reason", err)
+	return true
 }
 
 // refreshTURN re-issues TURN credentials at half-life.

@@ -37,6 +37,17 @@
 // memberlist's dead-node gossip still heals. Departed nodes leave signed
 // tombstones that block their older records until TombstoneTTL.
 //
+// # Duplicate identities
+//
+// One node name, one session: when a second host registers a node whose
+// session is held and alive (a machine cloned with the node's certificate
+// and key), the established session wins and the newcomer is refused with
+// CodeDuplicateIdentity naming the holder's address. The coordinator that
+// holds the session decides whether it is alive (a session silent for two
+// keepalive intervals while its node is claimed is presumed dead), and is
+// asked over gossip when the claim arrives elsewhere (duplicate.go;
+// docs/protocol.md, "Duplicate identities").
+//
 // # Goroutines and ownership
 //
 // Coordinator: the run goroutine owns the registry, the session table, the

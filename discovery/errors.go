@@ -3,6 +3,7 @@ package discovery
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Sentinel errors callers branch on. Wrapped errors are tested with errors.Is.
@@ -26,6 +27,11 @@ var (
 	// ErrCertificateRejected: a peer certificate failed the pki policy. It is
 	// matched together with the pki sentinel that says why.
 	ErrCertificateRejected = errors.New("discovery: certificate rejected")
+	// ErrDuplicateIdentity: a coordinator refused the session because another
+	// host holds a live session with this node's name (typically a cloned
+	// machine running with the same certificate and key). It is matched
+	// together with ErrRefused; the RefusedError names the other host.
+	ErrDuplicateIdentity = errors.New("discovery: another host is using this node's identity")
 
 	// ErrFrameTooLarge: a frame's announced length exceeds the limit.
 	ErrFrameTooLarge = errors.New("discovery: frame too large")
@@ -62,22 +68,31 @@ var (
 )
 
 // RefusedError says that a coordinator refused the session and why, as the
-// coordinator put it in its error frame. Is matches ErrRefused, and
-// ErrCertificateRejected when the reason is the node's certificate.
+// coordinator put it in its error frame. Is matches ErrRefused,
+// ErrCertificateRejected when the reason is the node's certificate, and
+// ErrDuplicateIdentity when another host holds the node's session.
 type RefusedError struct {
 	Coordinator string // address dialed
 	Code        ErrorCode
 	Reason      string
+	// Holder is, for CodeDuplicateIdentity, the address ("ip:port") of the
+	// host holding the node's session as the coordinator tier sees it; ""
+	// when the coordinator did not say (or said something unparsable).
+	Holder string
+	// RetryAfter is, for CodeDuplicateIdentity, when the coordinator expects
+	// to know whether that session is still alive (0 = no hint).
+	RetryAfter time.Duration
 }
 
 func (e *RefusedError) Error() string {
 	return fmt.Sprintf("discovery: coordinator %s refused the session: %s: %s", e.Coordinator, e.Code, e.Reason)
 }
 
-// Is reports whether target is ErrRefused, or ErrCertificateRejected for a
-// certificate refusal.
+// Is reports whether target is ErrRefused, ErrCertificateRejected for a
+// certificate refusal, or ErrDuplicateIdentity for a duplicate identity.
 func (e *RefusedError) Is(target error) bool {
-	return target == ErrRefused || (target == ErrCertificateRejected && e.Code == CodeCertificateRejected)
+	return target == ErrRefused || (target == ErrCertificateRejected && e.Code == CodeCertificateRejected) ||
+		(target == ErrDuplicateIdentity && e.Code == CodeDuplicateIdentity)
 }
 
 // SignalError is returned by SendSignal when the coordinator reports that it
@@ -126,6 +141,11 @@ const (
 	CodeShuttingDown        ErrorCode = 8  // coordinator is closing; fatal
 	CodeOverloaded          ErrorCode = 9  // too many sessions or a session that cannot keep up; fatal
 	CodeRevoked             ErrorCode = 10 // the session's certificate was revoked while connected; fatal
+	// CodeDuplicateIdentity: another host holds a live session with this
+	// node's name; the established session wins. The error's "version held"
+	// field carries a retry-after in milliseconds and its text starts with
+	// the holder's address (docs/protocol.md, "Duplicate identities"); fatal.
+	CodeDuplicateIdentity ErrorCode = 11
 )
 
 func (c ErrorCode) String() string {
@@ -150,6 +170,8 @@ func (c ErrorCode) String() string {
 		return "overloaded"
 	case CodeRevoked:
 		return "revoked"
+	case CodeDuplicateIdentity:
+		return "duplicate identity"
 	default:
 		return fmt.Sprintf("error code %d", uint8(c))
 	}

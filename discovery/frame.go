@@ -142,7 +142,7 @@ type frame struct {
 	name    string        // signal: target; deliver: sender; welcome: coordinator; remove: node
 	payload []byte        // signal, deliver
 	code    uint8         // signal-result, error, remove (reason)
-	version uint64        // welcome: accepted record version; remove: record version; error: version held
+	version uint64        // welcome: accepted record version; remove: record version; error: version held (stale record) or retry-after ms (duplicate identity)
 	since   int64         // welcome: session start (unix ns)
 	period  time.Duration // welcome: keepalive interval
 	count   uint32        // snapshot-begin: at most MaxRegistryEntries

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -158,6 +159,8 @@ func TestGossipRoundTrip(t *testing.T) {
 		encodeGossipCRL([]byte{1, 2, 3}),
 		encodeGossipBatch([][]byte{encodeGossipSignalResult(1, sigOK), encodeGossipPresence("n", Presence{})}),
 		encodeGossipState([]byte{9}, []*Record{rec, rec}),
+		encodeGossipDupQuery(3, "c2", "node-a", "192.0.2.7:41234"),
+		encodeGossipDupAnswer(3, true, "[2001:db8::7]:41234", 1500*time.Millisecond),
 	} {
 		m, err := decodeGossip(msg)
 		if err != nil {
@@ -166,6 +169,12 @@ func TestGossipRoundTrip(t *testing.T) {
 		if m.typ != msg[0] {
 			t.Fatalf("type %d decoded as %d", msg[0], m.typ)
 		}
+	}
+	if q, err := decodeGossip(encodeGossipDupQuery(3, "c2", "node-a", "192.0.2.7:41234")); err != nil || q.fwdID != 3 || q.origin != "c2" || q.to != "node-a" || q.addr != "192.0.2.7:41234" {
+		t.Fatalf("dup query round trip: %+v %v", q, err)
+	}
+	if a, err := decodeGossip(encodeGossipDupAnswer(4, true, "[2001:db8::7]:41234", 1500*time.Millisecond)); err != nil || a.fwdID != 4 || !a.held || a.addr != "[2001:db8::7]:41234" || a.retry != 1500*time.Millisecond {
+		t.Fatalf("dup answer round trip: %+v %v", a, err)
 	}
 	m, _ := decodeGossip(encodeGossipState(nil, []*Record{rec}))
 	if len(m.entries) != 1 || !bytes.Equal(m.entries[0].raw, rec.raw) || m.entries[0].pres != rec.Presence {
@@ -204,6 +213,22 @@ func TestDecodeLimits(t *testing.T) {
 		}},
 		{"gossip state count one over the registry limit", func() error {
 			_, err := decodeGossip(append(append([]byte{gossipState, gossipVersion}, u32(0)...), u32(MaxRegistryEntries+1)...))
+			return err
+		}},
+		{"gossip dup answer retry beyond an hour", func() error {
+			b := encodeGossipDupAnswer(1, true, "192.0.2.7:1", 0)
+			binary.BigEndian.PutUint32(b[len(b)-4:], maxRetryHintMillis+1)
+			_, err := decodeGossip(b)
+			return err
+		}},
+		{"gossip dup query claimant over 64 bytes", func() error {
+			w := wbuf{}
+			gossipHeader(&w, gossipDupQuery)
+			w.u64(1)
+			w.str8("c2")
+			w.str8("node-a")
+			w.str8(strings.Repeat("9", maxAddrText+1))
+			_, err := decodeGossip(w.b)
 			return err
 		}},
 		{"gossip CRL length 0xFFFFFFFF", func() error {
@@ -361,4 +386,42 @@ func FuzzDecodeCache(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDuplicateFrame: the duplicate-identity error frame carries the
+// holder's address and a retry hint that the node reads back; whatever a
+// coordinator puts there, the node keeps only a real "ip:port" and a
+// bounded hint.
+func TestDuplicateFrame(t *testing.T) {
+	why := "another host is using this node's identity"
+	tests := []struct {
+		name       string
+		frame      []byte
+		holder     string
+		reason     string
+		retryAfter time.Duration
+	}{
+		{"IPv4 holder", duplicateFrame("192.0.2.7:41234", 2500*time.Millisecond, why), "192.0.2.7:41234", why, 2500 * time.Millisecond},
+		{"IPv6 holder", duplicateFrame("[2001:db8::7]:41234", 0, why), "[2001:db8::7]:41234", why, 0},
+		{"unknown holder", duplicateFrame("", time.Second, why), "", why, time.Second},
+		{"negative hint", duplicateFrame("192.0.2.7:1", -time.Second, why), "192.0.2.7:1", why, 0},
+		{"garbage holder", errorFrame(CodeDuplicateIdentity, 5, "\x1b[2J evil"), "", "\x1b[2J evil", 5 * time.Millisecond},
+		{"no space", errorFrame(CodeDuplicateIdentity, 0, "192.0.2.7:41234"), "", "192.0.2.7:41234", 0},
+		{"hint beyond an hour", errorFrame(CodeDuplicateIdentity, math.MaxUint64, "- x"), "", "x", time.Hour},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, _, err := decodeFrame(tt.frame)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := parseDuplicate("192.0.2.1:7000", f)
+			if e.Holder != tt.holder || e.Reason != tt.reason || e.RetryAfter != tt.retryAfter {
+				t.Fatalf("got holder %q reason %q retry %v", e.Holder, e.Reason, e.RetryAfter)
+			}
+			if !errors.Is(e, ErrDuplicateIdentity) || !errors.Is(e, ErrRefused) || errors.Is(e, ErrCertificateRejected) {
+				t.Fatalf("%v does not match ErrDuplicateIdentity and ErrRefused only", e)
+			}
+		})
+	}
 }

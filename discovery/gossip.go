@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -34,6 +35,12 @@ const (
 	gossipCRL          uint8 = 5 // CRL DER
 	gossipBatch        uint8 = 6 // several of the above in one reliable send
 	gossipState        uint8 = 7 // push/pull: the whole registry + CRL
+	gossipDupQuery     uint8 = 8 // does the holder of a node's session still hold it? (duplicate identity)
+	gossipDupAnswer    uint8 = 9 // answer to a DupQuery
+
+	// maxAddrText bounds an "ip:port" text in a gossip message (the longest
+	// IPv6 form with brackets and port is 47 bytes).
+	maxAddrText = 64
 
 	// maxBatchMessages bounds one Batch: a peer sender puts at most this
 	// many queued messages (its whole queue) in one.
@@ -54,12 +61,16 @@ type gossipMsg struct {
 	name  string   // presence: node
 	pres  Presence // presence
 
-	fwdID   uint64 // signal, signal result
-	origin  string // signal: coordinator that holds the sender's session
+	fwdID   uint64 // signal, signal result, dup query, dup answer
+	origin  string // signal: coordinator that holds the sender's session; dup query: asking coordinator
 	from    string // signal
-	to      string // signal
+	to      string // signal; dup query: node
 	payload []byte // signal
 	code    signalCode
+
+	addr  string        // dup query: claimant's address; dup answer: holder's address
+	held  bool          // dup answer: the session is held and answers keepalives
+	retry time.Duration // dup answer: when the holder's liveness will be known
 
 	crl     []byte     // crl, state
 	entries []rawEntry // state
@@ -100,6 +111,42 @@ func encodeGossipSignalResult(id uint64, code signalCode) []byte {
 	w.u64(id)
 	w.u8(uint8(code))
 	return w.b
+}
+
+// encodeGossipDupQuery asks origin's peer holding node's session whether it
+// still does; claimant is the address of the host that claims the node.
+func encodeGossipDupQuery(id uint64, origin, node, claimant string) []byte {
+	var w wbuf
+	gossipHeader(&w, gossipDupQuery)
+	w.u64(id)
+	w.str8(origin)
+	w.str8(node)
+	w.str8(truncate(claimant, maxAddrText))
+	return w.b
+}
+
+// encodeGossipDupAnswer answers a DupQuery: held says the session is held
+// and alive (as far as the holder knows yet), holder is its address, retry
+// when its liveness will be decided.
+func encodeGossipDupAnswer(id uint64, held bool, holder string, retry time.Duration) []byte {
+	var w wbuf
+	gossipHeader(&w, gossipDupAnswer)
+	w.u64(id)
+	w.bool(held)
+	w.str8(truncate(holder, maxAddrText))
+	w.u32(uint32(min(max(retry, 0)/time.Millisecond, maxRetryHintMillis)))
+	return w.b
+}
+
+// maxRetryHintMillis bounds a retry-after hint on the wire (gossip and
+// session error frames): one hour, far beyond any hint a coordinator makes.
+const maxRetryHintMillis = 3600 * 1000
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 func encodeGossipCRL(der []byte) []byte {
@@ -163,6 +210,20 @@ func decodeGossip(b []byte) (gossipMsg, error) {
 		m.code = signalCode(r.u8("code"))
 	case gossipCRL:
 		m.crl = r.bytes32("crl", maxCRLBytes)
+	case gossipDupQuery:
+		m.fwdID = r.u64("query id")
+		m.origin = r.str8("origin", maxNameLen)
+		m.to = r.str8("node", maxNameLen)
+		m.addr = r.str8("claimant", maxAddrText)
+	case gossipDupAnswer:
+		m.fwdID = r.u64("query id")
+		m.held = r.bool("held")
+		m.addr = r.str8("holder", maxAddrText)
+		ms := r.u32("retry after")
+		if r.err == nil && ms > maxRetryHintMillis {
+			r.failLimit("retry after ms", uint64(ms), maxRetryHintMillis)
+		}
+		m.retry = time.Duration(ms) * time.Millisecond
 	case gossipBatch:
 		n := r.count("batch count", maxBatchMessages)
 		for i := 0; i < n && r.err == nil; i++ {

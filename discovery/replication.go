@@ -23,6 +23,9 @@ func (c *Coordinator) sweep() {
 	c.reconcileMembers()
 	c.refreshTURN(now)
 	c.expireForwards(now)
+	c.checkProbes(now)
+	c.expireDupQueries(now)
+	c.pruneDupLogged(now)
 	if c.stateDirty {
 		c.encodeState()
 	}
@@ -56,6 +59,13 @@ func (c *Coordinator) reconcileMembers() {
 		if !alive[name] {
 			p.stop()
 			delete(c.peers, name)
+		}
+	}
+	// A registration waiting for a coordinator that is gone goes ahead: the
+	// sessions it held are being marked offline just below.
+	for id, q := range c.dupQueries {
+		if !alive[q.holder] {
+			c.finishDupQuery(id, dupUnreachable, nil)
 		}
 	}
 	now := time.Now()

@@ -62,6 +62,10 @@ func (c *Coordinator) handleGossipMsg(m gossipMsg, nested bool) {
 		c.deliverForwarded(m)
 	case gossipSignalResult:
 		c.finishForward(m.fwdID, m.code)
+	case gossipDupQuery:
+		c.answerDupQuery(m)
+	case gossipDupAnswer:
+		c.finishDupQuery(m.fwdID, dupAnswered, &m)
 	case gossipCRL:
 		if err := c.applyCRL(m.crl); err != nil {
 			c.log.Debug("gossiped CRL rejected", "error", err)

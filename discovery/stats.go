@@ -31,12 +31,18 @@ type CoordinatorStats struct {
 	GossipDropped   uint64 // gossip messages dropped because the run loop was behind
 	GossipMalformed uint64 // undecodable gossip messages
 
-	SessionsRefused  uint64 // sessions refused (certificate, record, protocol, overload)
-	SessionsClosed   uint64 // sessions ended for any reason
-	SignalsRouted    uint64 // signals delivered to a local session
-	SignalsForwarded uint64 // signals forwarded to another coordinator
-	SignalsFailed    uint64 // signals answered with an error
-	CRLsInstalled    uint64 // newer CRLs installed and propagated
+	SessionsRefused uint64 // sessions refused (certificate, record, protocol, overload, duplicate identity)
+	// SessionsDuplicate counts sessions refused because another host holds
+	// a live session with the node's name (also in SessionsRefused).
+	SessionsDuplicate uint64
+	// HoldersPresumedDead counts established sessions closed because they
+	// stayed silent while another connection claimed their node.
+	HoldersPresumedDead uint64
+	SessionsClosed      uint64 // sessions ended for any reason
+	SignalsRouted       uint64 // signals delivered to a local session
+	SignalsForwarded    uint64 // signals forwarded to another coordinator
+	SignalsFailed       uint64 // signals answered with an error
+	CRLsInstalled       uint64 // newer CRLs installed and propagated
 }
 
 // ClientStats are a client's counters since Start.
@@ -50,6 +56,9 @@ type ClientStats struct {
 	VersionsRefused     uint64 // stale answers not followed: the claimed version was too far ahead (ErrFutureVersion)
 	SignalsDropped      uint64 // inbound signals dropped because OnSignal was behind
 	Failovers           uint64
+	// DuplicateRefusals counts sessions refused because another host holds
+	// this node's session (CodeDuplicateIdentity).
+	DuplicateRefusals uint64
 }
 
 // recordCounters classify record rejections.

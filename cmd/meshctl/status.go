@@ -43,6 +43,12 @@ func newStatusCmd() *cobra.Command {
 
 // renderStatus writes the summary block, then the peer table.
 func renderStatus(w io.Writer, st *control.Status, now time.Time) error {
+	if c := st.Coordinator.Conflict; c != "" {
+		// First: while it lasts this node is off the mesh's control plane,
+		// and only the operator can fix it.
+		fmt.Fprintf(w, "WARNING: %s\n         (a cloned machine? each host needs its own key and certificate: meshctl cert request on one of the two, meshctl cert sign on the CA machine)\n\n",
+			strings.ToUpper(c[:1])+c[1:])
+	}
 	if st.Cert.Warning != "" {
 		fmt.Fprintf(w, "WARNING: %s\n         (meshctl cert request on this node, meshctl cert sign on the CA machine)\n\n",
 			strings.ToUpper(st.Cert.Warning[:1])+st.Cert.Warning[1:])
@@ -90,6 +96,10 @@ func coordinatorLine(c control.CoordinatorInfo, now time.Time) string {
 		}
 	}
 	var s string
+	if c.Conflict != "" {
+		// LastError says the same thing less plainly.
+		return "REFUSED: " + c.Conflict
+	}
 	switch c.State {
 	case control.SessionConnected:
 		s = joinNonEmpty(" ", "connected to", who)

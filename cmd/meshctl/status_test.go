@@ -76,6 +76,17 @@ func TestRenderStatusStates(t *testing.T) {
 			st.Coordinator = control.CoordinatorInfo{State: control.SessionDisconnected,
 				Since: statusNow.Add(-5 * time.Minute), LastError: "dial tcp 198.51.100.10:7000: connection refused"}
 		}, []string{"coordinator  DISCONNECTED since 5m ago (last error: dial tcp 198.51.100.10:7000: connection refused)"}, nil},
+		{"identity conflict", func(st *control.Status) {
+			st.Coordinator = control.CoordinatorInfo{State: control.SessionConnecting, Name: "", Address: "198.51.100.10:7000",
+				LastError: "discovery: coordinator 198.51.100.10:7000 refused the session: duplicate identity: ...",
+				Conflict:  "another host at 192.0.2.7:41234 is using this node's identity (refused by coordinator coord-a)"}
+		}, []string{
+			"WARNING: Another host at 192.0.2.7:41234 is using this node's identity (refused by coordinator coord-a)\n" +
+				"         (a cloned machine? each host needs its own key and certificate: meshctl cert request on one of the two, meshctl cert sign on the CA machine)\n\n" +
+				"node ",
+			"coordinator  REFUSED: another host at 192.0.2.7:41234 is using this node's identity (refused by coordinator coord-a)\n",
+		}, []string{"(last error:", "connecting to"}},
+		{"no conflict, no refusal line", func(st *control.Status) {}, nil, []string{"REFUSED", "identity"}},
 		{"coordinator failing over", func(st *control.Status) {
 			st.Coordinator = control.CoordinatorInfo{State: control.SessionConnecting, Name: "coord-b", Address: "198.51.100.11:7000"}
 		}, []string{"coordinator  connecting to coord-b (198.51.100.11:7000)"}, nil},
@@ -185,5 +196,35 @@ func checkAligned(t *testing.T, out, header string) {
 	}
 	if rows == 0 {
 		t.Errorf("table %q has no rows", header)
+	}
+}
+
+// TestStatusCommandConflict: a node refused because another host holds its
+// session says so first, and --json carries it.
+func TestStatusCommandConflict(t *testing.T) {
+	h := newHarness(t)
+	st := sampleStatus(time.Now(), 200)
+	st.Peers, st.PeerCounts = nil, control.PeerCounts{}
+	st.Coordinator = control.CoordinatorInfo{State: control.SessionConnecting, Address: "198.51.100.10:7000",
+		Conflict: "another host at 192.0.2.7:41234 is using this node's identity (refused by coordinator coord-a)"}
+	h.b.SetStatus(*st)
+
+	out, err := h.run(t, "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, "WARNING: Another host at 192.0.2.7:41234 is using this node's identity (refused by coordinator coord-a)\n") {
+		t.Errorf("conflict is not the first line:\n%s", out)
+	}
+	out, err = h.run(t, "status", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got control.Status
+	if err := control.Decode([]byte(out), &got); err != nil {
+		t.Fatalf("status --json does not decode: %v\n%s", err, out)
+	}
+	if got.Coordinator.Conflict != st.Coordinator.Conflict || !strings.Contains(out, `"conflict": "another host at 192.0.2.7:41234`) {
+		t.Errorf("status --json conflict %q:\n%s", got.Coordinator.Conflict, out)
 	}
 }
