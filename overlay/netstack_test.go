@@ -203,9 +203,12 @@ func TestNetstackFailsFast(t *testing.T) {
 	if !strings.Contains(err.Error(), "no route to host") {
 		t.Fatalf("dial error %q is not EHOSTUNREACH (no route to host)", err)
 	}
-	if s := a.ifc.Stats(); s.Drops.NoRoute == 0 || s.ICMPSent == 0 {
-		t.Fatalf("stats %+v", s)
-	}
+	// The packet loop publishes its counters after the batch, and so after
+	// the ICMP error that failed the dial: wait for them, do not sample.
+	testutil.WaitFor(t, 10*time.Second, "the no-route drop and the ICMP error counted", func() bool {
+		s := a.ifc.Stats()
+		return s.Drops.NoRoute > 0 && s.ICMPSent > 0
+	})
 
 	// The firewall denies port 8 on b: the dial gets no answer at all.
 	short, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
