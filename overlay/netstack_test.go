@@ -217,7 +217,7 @@ func TestNetstackFailsFast(t *testing.T) {
 		c.Close()
 		t.Fatal("dial to a firewalled port succeeded")
 	}
-	if s := b.ifc.Stats(); s.Drops.FirewallIn == 0 {
-		t.Fatalf("b counted no inbound firewall drop: %+v", s.Drops)
-	}
+	testutil.WaitFor(t, 10*time.Second, "b to count the inbound firewall drop", func() bool {
+		return b.ifc.Stats().Drops.FirewallIn > 0
+	})
 }
