@@ -283,6 +283,8 @@ func (l *Link) onRekeyTick() {
 	}
 	ks := s.keys
 	now := time.Now()
+	// The tick every connected link has; punching needs no ticker of its own.
+	l.punch(now)
 	// While a rekey handshake runs, a pending epoch is the one it is
 	// staging, whose deadline onRekeyDone has yet to set.
 	p := ks.pending.Load()

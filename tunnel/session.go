@@ -32,6 +32,7 @@ type session struct {
 	controlling bool        // this side is ICE-controlling and DTLS client
 
 	// Owned by the run goroutine.
+	lastPunch            time.Time // punch.go
 	localUfrag, localPwd string
 	iceConn              *ice.Conn // set when checks start (answer received / offer accepted)
 	pending              []string  // remote candidates received before checks started
