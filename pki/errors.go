@@ -42,6 +42,9 @@ var (
 	ErrRevoked = errors.New("pki: revoked")
 	// ErrSelf: the peer is this node (same certificate or same name).
 	ErrSelf = errors.New("pki: self-connection")
+	// ErrNotCoordinator: the caller expected a coordinator (Expect.Coordinator)
+	// and the certificate lacks the coordinator role.
+	ErrNotCoordinator = errors.New("pki: certificate lacks the coordinator role")
 	// ErrNameMismatch: the certificate names another node than the expected one.
 	ErrNameMismatch = errors.New("pki: name mismatch")
 	// ErrAddressMismatch: the expected overlay address is not the certificate's.
@@ -72,7 +75,7 @@ var (
 var verifyReasons = []error{
 	ErrNoCertificate, ErrMalformed, ErrUnknownCA, ErrCANotYetValid, ErrCAExpired,
 	ErrNotYetValid, ErrExpired, ErrCriticalExtension, ErrKeyUsage, ErrRevoked,
-	ErrSelf, ErrNameMismatch, ErrAddressMismatch, ErrSubnetNotAllowed,
+	ErrSelf, ErrNotCoordinator, ErrNameMismatch, ErrAddressMismatch, ErrSubnetNotAllowed,
 }
 
 // VerifyError says why Verify rejected a certificate. Reason is one of the

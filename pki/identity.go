@@ -18,6 +18,25 @@ type Identity struct {
 	Addr6   netip.Prefix   // optional overlay IPv6 (zero if none)
 	Groups  []string       // sorted, unique
 	Subnets []netip.Prefix // subnets this node may route for (home-lab LANs), masked
+	// Coordinator is the coordinator role: the holder may serve coordinator
+	// sessions and gossip with other coordinators. Certificates issued before
+	// roles existed carry none and read as a plain node (false).
+	Coordinator bool
+}
+
+// Role names as the CLI and docs print them.
+const (
+	RoleNode        = "node"
+	RoleCoordinator = "coordinator"
+)
+
+// Role is "coordinator" for a certificate with the coordinator role and
+// "node" otherwise.
+func (id Identity) Role() string {
+	if id.Coordinator {
+		return RoleCoordinator
+	}
+	return RoleNode
 }
 
 // Limits that keep a certificate (and so a DTLS flight) small.
@@ -52,15 +71,29 @@ const identityVersion = 1
 //	    addr     OCTET STRING (SIZE (5)),       -- IPv4 address || prefix length
 //	    addr6    OCTET STRING (SIZE (0 | 17)),  -- empty, or IPv6 address || prefix length
 //	    groups   SEQUENCE OF UTF8String,
-//	    subnets  SEQUENCE OF OCTET STRING (SIZE (5 | 17))  -- address || prefix length
+//	    subnets  SEQUENCE OF OCTET STRING (SIZE (5 | 17)), -- address || prefix length
+//	    role     [0] EXPLICIT INTEGER { node(0), coordinator(1) } DEFAULT node
 //	}
+//
+// role was added after version 1 shipped; it stays version 1 because the
+// field is optional and at the end: DER omits it for a node (so a node
+// certificate encodes exactly as before), and older readers ignore trailing
+// SEQUENCE elements (encoding/asn1 allows them), so they read a coordinator
+// certificate as a node one. Any role value but 0 and 1 is refused.
 type identityASN1 struct {
 	Version int
 	Addr    []byte
 	Addr6   []byte
 	Groups  []asn1.RawValue
 	Subnets [][]byte
+	Role    int `asn1:"optional,explicit,tag:0,default:0"`
 }
+
+// DER values of the role field.
+const (
+	roleNode        = 0
+	roleCoordinator = 1
+)
 
 // ValidName reports whether s is a valid node (or mesh) name:
 // [a-z0-9][a-z0-9.-]{0,62}.
@@ -201,6 +234,9 @@ func marshalIdentity(id Identity) ([]byte, error) {
 	for _, s := range id.Subnets {
 		v.Subnets = append(v.Subnets, marshalPrefix(s))
 	}
+	if id.Coordinator {
+		v.Role = roleCoordinator
+	}
 	return asn1.Marshal(v)
 }
 
@@ -222,6 +258,13 @@ func unmarshalIdentity(der []byte) (Identity, error) {
 		return Identity{}, errors.New("meshd identity extension: too many groups or subnets")
 	}
 	var id Identity
+	switch v.Role {
+	case roleNode:
+	case roleCoordinator:
+		id.Coordinator = true
+	default:
+		return Identity{}, fmt.Errorf("meshd identity extension: unknown role %d", v.Role)
+	}
 	if id.Addr, err = unmarshalPrefix(v.Addr); err != nil {
 		return Identity{}, fmt.Errorf("meshd identity extension: addr: %w", err)
 	}

@@ -89,6 +89,7 @@ func TestIdentityExtensionRoundTrip(t *testing.T) {
 	for _, id := range []Identity{
 		testIdentity("node-a", 1),
 		{Name: "solo", Addr: netip.MustParsePrefix("100.64.0.7/10")},
+		{Name: "coord", Addr: netip.MustParsePrefix("100.64.0.8/10"), Coordinator: true},
 	} {
 		der, err := marshalIdentity(id)
 		if err != nil {
@@ -127,10 +128,63 @@ func TestIdentityExtensionRejects(t *testing.T) {
 		"bad addr6":       mod(func(v *identityASN1) { v.Addr6 = []byte{1, 2, 3} }),
 		"group not UTF8":  mod(func(v *identityASN1) { v.Groups = []asn1.RawValue{{Tag: asn1.TagPrintableString, Bytes: []byte("a")}} }),
 		"bad subnet":      mod(func(v *identityASN1) { v.Subnets = [][]byte{{10, 1, 0, 0}} }),
+		"unknown role":    mod(func(v *identityASN1) { v.Role = 2 }),
+		"negative role":   mod(func(v *identityASN1) { v.Role = -1 }),
 		"wrong type":      enc(struct{ A string }{"x"}),
 	} {
 		if _, err := unmarshalIdentity(der); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// identityV1 is the extension as certificates issued before roles carried it.
+type identityV1 struct {
+	Version int
+	Addr    []byte
+	Addr6   []byte
+	Groups  []asn1.RawValue
+	Subnets [][]byte
+}
+
+// TestIdentityRoleCompatible: the role field is invisible to both sides of an
+// upgrade. A node certificate encodes byte for byte as before roles existed,
+// a pre-role certificate reads as a node, and a pre-role reader still parses
+// a coordinator certificate (as a node).
+func TestIdentityRoleCompatible(t *testing.T) {
+	node := testIdentity("node-a", 1)
+	old, err := asn1.Marshal(identityV1{Version: 1, Addr: marshalPrefix(node.Addr), Addr6: marshalPrefix(node.Addr6),
+		Groups:  []asn1.RawValue{{Class: asn1.ClassUniversal, Tag: asn1.TagUTF8String, Bytes: []byte("lab")}, {Class: asn1.ClassUniversal, Tag: asn1.TagUTF8String, Bytes: []byte("servers")}},
+		Subnets: [][]byte{marshalPrefix(node.Subnets[0])}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := marshalIdentity(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(der, old) {
+		t.Errorf("a node identity no longer encodes as before roles:\n got %x\nwant %x", der, old)
+	}
+	back, err := unmarshalIdentity(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Coordinator || back.Role() != RoleNode {
+		t.Errorf("a pre-role certificate reads as role %q", back.Role())
+	}
+
+	coord := node
+	coord.Coordinator = true
+	der, err = marshalIdentity(coord)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v identityV1
+	if rest, err := asn1.Unmarshal(der, &v); err != nil || len(rest) != 0 {
+		t.Fatalf("a pre-role reader refuses a coordinator identity: %v (%d bytes left)", err, len(rest))
+	}
+	if back, err = unmarshalIdentity(der); err != nil || !back.Coordinator || back.Role() != RoleCoordinator {
+		t.Fatalf("coordinator identity reads as %q, %v", back.Role(), err)
 	}
 }

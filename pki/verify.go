@@ -15,10 +15,14 @@ import (
 
 // Expect says which peer the caller means to reach. Zero fields mean "any".
 type Expect struct {
-	Name    string
-	Addr    netip.Addr     // must equal the cert's overlay v4 or v6 address
-	Subnets []netip.Prefix // each must be inside a subnet the cert allows
-	Now     time.Time      // zero = time.Now()
+	Name string
+	// Coordinator requires the coordinator role (ErrNotCoordinator without
+	// it): set by a node dialling a coordinator and by a coordinator
+	// accepting a peer coordinator.
+	Coordinator bool
+	Addr        netip.Addr     // must equal the cert's overlay v4 or v6 address
+	Subnets     []netip.Prefix // each must be inside a subnet the cert allows
+	Now         time.Time      // zero = time.Now()
 }
 
 // Verifier is THE verification policy every handshake uses: DTLS links and
@@ -101,8 +105,8 @@ func (v *Verifier) IsRevoked(serial *big.Int) bool {
 // malformed, chain to the CA (incl. tampered signature), CA not yet valid, CA
 // expired, not yet valid, expired, unhandled critical extensions (CA's, then
 // the certificate's), key usage (CA flag, EKU client+server,
-// digitalSignature, key type, meshd identity), revoked, self, name, address,
-// subnets.
+// digitalSignature, key type, meshd identity), revoked, self, coordinator
+// role, name, address, subnets.
 func (v *Verifier) Verify(rawCerts [][]byte, want Expect) (*NodeCert, error) {
 	if len(rawCerts) == 0 || len(rawCerts[0]) == 0 {
 		return nil, reject(ErrNoCertificate, "", "the peer sent none")
@@ -189,6 +193,9 @@ func (v *Verifier) Verify(rawCerts [][]byte, want Expect) (*NodeCert, error) {
 		}
 	}
 
+	if want.Coordinator && !id.Coordinator {
+		return nil, reject(ErrNotCoordinator, subject, "it is a %s certificate; sign coordinators with 'meshctl cert sign --coordinator'", id.Role())
+	}
 	if want.Name != "" && id.Name != want.Name {
 		return nil, reject(ErrNameMismatch, subject, "expected %q", want.Name)
 	}

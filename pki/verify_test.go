@@ -358,3 +358,45 @@ func testVerifyCAAndExtensions(t *testing.T, kt KeyType) {
 		})
 	}
 }
+
+// TestVerifyCoordinatorRole: Expect.Coordinator accepts only certificates
+// signed with the coordinator role; without it any role is accepted.
+func TestVerifyCoordinatorRole(t *testing.T) {
+	ca := mustCA(t, "test-mesh", KeyECDSAP256)
+	node := mustNode(t, ca, KeyECDSAP256, testIdentity("node-b", 2), time.Time{}, time.Time{})
+	coordID := testIdentity("coord", 3)
+	coordID.Coordinator = true
+	coord := mustNode(t, ca, KeyECDSAP256, coordID, time.Time{}, time.Time{})
+	v := NewVerifier(ca.Cert, nil)
+	tests := []struct {
+		name string
+		peer testNode
+		want Expect
+		err  error
+	}{
+		{"coordinator as coordinator", coord, Expect{Coordinator: true}, nil},
+		{"coordinator by name", coord, Expect{Coordinator: true, Name: "coord"}, nil},
+		{"coordinator as any peer", coord, Expect{}, nil},
+		{"node as any peer", node, Expect{}, nil},
+		{"node as coordinator", node, Expect{Coordinator: true}, ErrNotCoordinator},
+		{"node as coordinator by its name", node, Expect{Coordinator: true, Name: "node-b"}, ErrNotCoordinator},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := v.Verify(tc.peer.raw(), tc.want)
+			if tc.err == nil {
+				if err != nil {
+					t.Fatalf("Verify: %v", err)
+				}
+				if nc.Identity.Coordinator != tc.peer.cert.Identity.Coordinator {
+					t.Fatalf("accepted with Coordinator=%v", nc.Identity.Coordinator)
+				}
+				return
+			}
+			matchesExactly(t, err, tc.err)
+			if !strings.Contains(err.Error(), "certificate lacks the coordinator role") {
+				t.Errorf("error text %q does not name the missing role", err)
+			}
+		})
+	}
+}

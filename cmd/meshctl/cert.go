@@ -120,6 +120,7 @@ type certSignArgs struct {
 	keyType  string
 	force    bool
 	exit     bool
+	coord    bool
 }
 
 func newCertSignCmd() *cobra.Command {
@@ -145,6 +146,7 @@ written next to the certificate: move it to the node securely.`,
 	f.StringSliceVar(&a.groups, "groups", nil, "comma-separated groups, e.g. servers,lab")
 	f.StringSliceVar(&a.subnets, "subnets", nil, "comma-separated subnets the node may route, e.g. 10.1.0.0/24")
 	f.BoolVar(&a.exit, "exit", false, "the node is an exit node: it may route 0.0.0.0/0 or ::/0")
+	f.BoolVar(&a.coord, "coordinator", false, "grant the coordinator role: nodes accept coordinator sessions, and coordinators gossip, only with such certificates")
 	f.DurationVar(&a.duration, "duration", 8760*time.Hour, "how long the certificate is valid (never past the CA's expiry)")
 	f.StringVar(&a.out, "out", ".", "directory for NODE.crt (and NODE.key)")
 	f.StringVar(&a.keyType, "key-type", pki.KeyECDSAP256.String(), "key type when generating a key (no --csr)")
@@ -155,7 +157,7 @@ written next to the certificate: move it to the node securely.`,
 }
 
 func (a certSignArgs) identity() (pki.Identity, error) {
-	id := pki.Identity{Name: a.name}
+	id := pki.Identity{Name: a.name, Coordinator: a.coord}
 	var err error
 	if id.Addr, err = netip.ParsePrefix(a.ip); err != nil || !id.Addr.Addr().Is4() {
 		return id, pkiUsage("--ip %q: want an IPv4 address with the mesh prefix length, e.g. 100.64.0.1/10", a.ip)
@@ -303,6 +305,7 @@ func newCertShowCmd() *cobra.Command {
 type certShowJSON struct {
 	SchemaVersion    int       `json:"schema_version"`
 	Kind             string    `json:"kind"` // "node" or "ca"
+	Role             string    `json:"role"` // "node" or "coordinator"; "" for a CA
 	Name             string    `json:"name"`
 	Addresses        []string  `json:"addresses"`
 	Groups           []string  `json:"groups"`
@@ -363,6 +366,7 @@ func runCertShow(w io.Writer, a certShowArgs) error {
 	}
 	if id != nil {
 		out.Kind = "node"
+		out.Role = id.Role()
 		out.Addresses = pkiAddresses(*id)
 		out.Groups = append(out.Groups, id.Groups...)
 		for _, s := range id.Subnets {
@@ -391,6 +395,7 @@ func pkiCertFields(now time.Time, cert *x509.Certificate, id *pki.Identity) []pk
 		}
 		fields = append(fields,
 			pkiField{"kind", "node"},
+			pkiField{"role", id.Role()},
 			pkiField{"addresses", strings.Join(pkiAddresses(*id), ", ")},
 			pkiField{"groups", none(id.Groups)},
 			pkiField{"subnets", none(subnets)},

@@ -353,3 +353,34 @@ func TestCertSignSubnetChecks(t *testing.T) {
 		}
 	}
 }
+
+// TestCertSignCoordinator: --coordinator grants the role, cert show prints it
+// (text and JSON), and a plain node certificate shows role "node".
+func TestCertSignCoordinator(t *testing.T) {
+	root := t.TempDir()
+	caDir := filepath.Join(root, "ca")
+	mustPKICmd(t, "ca", "init", "--name", "test-mesh", "--dir", caDir)
+	mustPKICmd(t, "cert", "sign", "--ca-dir", caDir, "--name", "coord", "--ip", "100.64.0.1/10", "--out", root, "--coordinator")
+	mustPKICmd(t, "cert", "sign", "--ca-dir", caDir, "--name", "node-a", "--ip", "100.64.0.2/10", "--out", root)
+	for _, tc := range []struct{ name, role string }{{"coord", "coordinator"}, {"node-a", "node"}} {
+		crt := filepath.Join(root, tc.name+".crt")
+		creds, err := pki.LoadCredentials(filepath.Join(caDir, "ca.crt"), crt, filepath.Join(root, tc.name+".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = pki.NewVerifier(creds.CA, nil).Verify([][]byte{creds.Cert.Cert.Raw}, pki.Expect{Coordinator: true})
+		if (tc.role == "coordinator") != (err == nil) {
+			t.Errorf("%s: Verify as coordinator = %v", tc.name, err)
+		}
+		if got := pkiFieldValue(t, mustPKICmd(t, "cert", "show", crt), "role"); got != tc.role {
+			t.Errorf("%s: cert show role = %q, want %q", tc.name, got, tc.role)
+		}
+		var js map[string]any
+		if err := json.Unmarshal([]byte(mustPKICmd(t, "cert", "show", crt, "--json")), &js); err != nil {
+			t.Fatal(err)
+		}
+		if js["role"] != tc.role {
+			t.Errorf("%s: cert show --json role = %v, want %q", tc.name, js["role"], tc.role)
+		}
+	}
+}

@@ -97,8 +97,12 @@ func (m *meshdMesh) node(h *lab.Host, coordinator bool) (meshdNode, error) {
 		socket: filepath.Join(dir, "meshd.sock"),
 	}
 	m.nextAddr++
-	if err := offline(m.meshctl, "cert", "sign", "--ca-dir", m.caDir, "--name", n.name,
-		"--ip", netip.PrefixFrom(n.addr, 10).String(), "--out", dir); err != nil {
+	args := []string{"cert", "sign", "--ca-dir", m.caDir, "--name", n.name,
+		"--ip", netip.PrefixFrom(n.addr, 10).String(), "--out", dir}
+	if coordinator {
+		args = append(args, "--coordinator")
+	}
+	if err := offline(m.meshctl, args...); err != nil {
 		return n, err
 	}
 	var b strings.Builder

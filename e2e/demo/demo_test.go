@@ -82,7 +82,11 @@ func TestDemo(t *testing.T) {
 		}
 		n := &demoNode{host: h, name: h.Name(), addr: netip.AddrFrom4([4]byte{100, 64, 0, byte(i + 1)}), dir: dir,
 			sock: filepath.Join(dir, "meshd.sock"), cfg: filepath.Join(dir, "meshd.toml")}
-		offline("cert", "sign", "--ca-dir", caDir, "--name", n.name, "--ip", n.addr.String()+"/10", "--out", dir)
+		args := []string{"cert", "sign", "--ca-dir", caDir, "--name", n.name, "--ip", n.addr.String() + "/10", "--out", dir}
+		if h == coordHost {
+			args = append(args, "--coordinator") // nodes accept coordinator sessions only from this role
+		}
+		offline(args...)
 		nodes = append(nodes, n)
 	}
 	coord := nodes[0]

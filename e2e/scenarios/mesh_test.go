@@ -185,6 +185,9 @@ func (m *mesh) addNode(h *lab.Host, o nodeOpts) *node {
 	if len(o.subnets) > 0 {
 		args = append(args, "--subnets", strings.Join(o.subnets, ","))
 	}
+	if o.coordinator {
+		args = append(args, "--coordinator")
+	}
 	m.offline(args...)
 	n.cert, n.key = filepath.Join(dir, n.name+".crt"), filepath.Join(dir, n.name+".key")
 	n.cfg = filepath.Join(dir, "meshd.toml")
