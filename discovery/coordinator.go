@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -77,8 +78,16 @@ type CoordinatorOptions struct {
 	// it needs before it can signal new links. 1000 sessions cost the
 	// coordinator 200 small frames a second.
 	KeepaliveInterval time.Duration
-	// HandshakeTimeout bounds the TLS handshake and the registration. Zero = 10s.
+	// HandshakeTimeout bounds the TLS handshake and, separately, the
+	// registration after it. Zero = 10s.
 	HandshakeTimeout time.Duration
+	// MaxUnauthenticated bounds connections whose TLS handshake has not
+	// completed; beyond it new connections are closed at accept. Zero = 256.
+	MaxUnauthenticated int
+	// MaxUnauthenticatedPerSource bounds them per source address (an IPv4
+	// address or an IPv6 /64), so that one host cannot take every slot.
+	// Zero = 16.
+	MaxUnauthenticatedPerSource int
 	// FrameRate and FrameBurst are the per-session token bucket for inbound
 	// frames. Zero = 50 frames/s, burst 200.
 	FrameRate  float64
@@ -136,6 +145,7 @@ type Coordinator struct {
 	label    string
 	tlsConf  *tls.Config
 	bcastMax int // largest message put on memberlist's broadcast queue
+	adm      *admission
 
 	// Lifecycle.
 	ctx       context.Context
@@ -173,7 +183,8 @@ type Coordinator struct {
 	sigFailed       atomic.Uint64
 	crlsInstalled   atomic.Uint64
 	nconns          atomic.Int64 // handshaken connections (for MaxSessions)
-	handshakes      atomic.Int64 // TLS handshakes in progress
+	unauthRefused   atomic.Uint64
+	unauthLog       refusalLog
 	nSessions       atomic.Int64
 	nRecords        atomic.Int64
 	nMembers        atomic.Int64
@@ -230,6 +241,12 @@ func NewCoordinator(opts CoordinatorOptions) (*Coordinator, error) {
 	if opts.MaxSessions <= 0 {
 		opts.MaxSessions = 10000
 	}
+	if opts.MaxUnauthenticated <= 0 {
+		opts.MaxUnauthenticated = 256
+	}
+	if opts.MaxUnauthenticatedPerSource <= 0 {
+		opts.MaxUnauthenticatedPerSource = 16
+	}
 	if opts.SendQueue <= 0 {
 		opts.SendQueue = 1024
 	}
@@ -260,6 +277,7 @@ func NewCoordinator(opts CoordinatorOptions) (*Coordinator, error) {
 			MinVersion: tls.VersionTLS13,
 			NextProtos: []string{sessionALPN},
 		},
+		adm:       newAdmission(opts.MaxUnauthenticated, opts.MaxUnauthenticatedPerSource),
 		events:    make(chan sessionEvent, 256),
 		cmds:      make(chan func()),
 		fwdFailed: make(chan []uint64, 16),
@@ -506,6 +524,7 @@ func (c *Coordinator) Stats() CoordinatorStats {
 		GossipDropped:       c.gossipDropped.Load(),
 		GossipMalformed:     c.gossipMalformed.Load(),
 		SessionsRefused:     c.sessRefused.Load(),
+		UnauthRefused:       c.unauthRefused.Load(),
 		SessionsDuplicate:   c.dupRefused.Load(),
 		HoldersPresumedDead: c.holdersDead.Load(),
 		SessionsClosed:      c.sessClosed.Load(),
@@ -593,8 +612,30 @@ func (c *Coordinator) acceptLoop() {
 			c.onFatal(fmt.Errorf("discovery: accepting sessions: %w", err))
 			return
 		}
+		src := sourceKey(conn.RemoteAddr())
+		if v := c.adm.admit(src); v != admitted {
+			// Closed before any goroutine or TLS state exists.
+			_ = conn.Close()
+			c.refuseUnauthenticated(src, v)
+			continue
+		}
 		c.wg.Add(1)
-		go c.serveConn(conn)
+		go c.serveConn(conn, src)
+	}
+}
+
+// refuseUnauthenticated counts a connection refused at accept and logs it,
+// at most once a second with the count since the last line: a flood costs a
+// line a second, not one per connection.
+func (c *Coordinator) refuseUnauthenticated(src netip.Addr, v admitVerdict) {
+	c.unauthRefused.Add(1)
+	c.sessRefused.Add(1)
+	if n, ok := c.unauthLog.note(time.Now()); ok {
+		reason, limit := "per-source limit", c.opts.MaxUnauthenticatedPerSource
+		if v == admitTotalFull {
+			reason, limit = "total limit", c.opts.MaxUnauthenticated
+		}
+		c.log.Warn("refusing unauthenticated connections", "source", src.String(), "reason", reason, "limit", limit, "refused", n)
 	}
 }
 

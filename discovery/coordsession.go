@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -232,9 +233,6 @@ func (s *session) writer(timeout time.Duration) {
 	}
 }
 
-// maxHandshakes bounds TLS handshakes in progress on one coordinator.
-const maxHandshakes = 256
-
 var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
 
 func (c *Coordinator) closing() bool { return c.ctx.Err() != nil }
@@ -258,32 +256,20 @@ func drain(conn net.Conn) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(conn, 1<<20))
 }
 
-// serveConn handshakes one node connection and runs its read loop.
-func (c *Coordinator) serveConn(raw net.Conn) {
+// serveConn handshakes one node connection and runs its read loop. src's
+// admission slot is held until the TLS handshake ends.
+func (c *Coordinator) serveConn(raw net.Conn, src netip.Addr) {
 	defer c.wg.Done()
 	remote := raw.RemoteAddr().String()
 	log := c.log.With("remote", remote)
 	stop := context.AfterFunc(c.ctx, func() { _ = raw.Close() })
 	defer stop()
-	// Bound concurrent handshakes: each costs a signature and a key
-	// exchange, and an unauthenticated flood must not take the CPU.
-	if c.handshakes.Add(1) > maxHandshakes {
-		c.handshakes.Add(-1)
-		c.sessRefused.Add(1)
-		_ = raw.Close()
-		return
-	}
-	handshaking := true
-	defer func() {
-		if handshaking {
-			c.handshakes.Add(-1)
-		}
-	}()
 
 	conn := tls.Server(raw, c.tlsConf)
 	hctx, cancel := context.WithTimeout(c.ctx, c.opts.HandshakeTimeout)
 	err := conn.HandshakeContext(hctx)
 	cancel()
+	c.adm.release(src)
 	if err != nil {
 		c.sessRefused.Add(1)
 		if !c.closing() {
@@ -292,8 +278,6 @@ func (c *Coordinator) serveConn(raw net.Conn) {
 		_ = raw.Close()
 		return
 	}
-	c.handshakes.Add(-1)
-	handshaking = false
 	cs := conn.ConnectionState()
 	if cs.NegotiatedProtocol != sessionALPN {
 		c.sessRefused.Add(1)

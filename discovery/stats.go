@@ -31,7 +31,11 @@ type CoordinatorStats struct {
 	GossipDropped   uint64 // gossip messages dropped because the run loop was behind
 	GossipMalformed uint64 // undecodable gossip messages
 
-	SessionsRefused uint64 // sessions refused (certificate, record, protocol, overload, duplicate identity)
+	SessionsRefused uint64 // sessions refused (certificate, record, protocol, overload, duplicate identity, unauthenticated caps)
+	// UnauthRefused counts connections closed at accept because the
+	// unauthenticated connections of their source, or in total, were at
+	// their cap (also in SessionsRefused).
+	UnauthRefused uint64
 	// SessionsDuplicate counts sessions refused because another host holds
 	// a live session with the node's name (also in SessionsRefused).
 	SessionsDuplicate uint64
