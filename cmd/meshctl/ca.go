@@ -53,7 +53,7 @@ func newCAInitCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&a.name, "name", "", "mesh name, the CA's common name (required)")
 	f.StringVar(&a.dir, "dir", ".", "directory for ca.crt and ca.key (created 0700 if missing)")
-	f.DurationVar(&a.duration, "duration", 87600*time.Hour, "how long the CA is valid")
+	durationVar(f, &a.duration, "duration", 3650*day, "how long the CA is valid")
 	f.StringVar(&a.keyType, "key-type", pki.KeyECDSAP256.String(), "ecdsa-p256 or ed25519")
 	f.BoolVar(&a.force, "force", false, "replace an existing CA (every issued certificate stops verifying)")
 	_ = cmd.MarkFlagRequired("name")
@@ -121,7 +121,7 @@ CA signature before using one.`,
 	f := cmd.Flags()
 	f.StringVar(&a.caDir, "ca-dir", "", "the CA directory (ca.crt, ca.key, crl.pem) (required)")
 	f.StringVar(&a.reason, "reason", "", `why, as free text; an RFC 5280 reason name ("keyCompromise", "superseded", "cessationOfOperation") also sets the reason code`)
-	f.DurationVar(&a.validity, "crl-validity", pki.DefaultCRLValidity, "NextUpdate of the new list (informational: meshd keeps using an older list)")
+	durationVar(f, &a.validity, "crl-validity", pki.DefaultCRLValidity, "NextUpdate of the new list (informational: meshd keeps using an older list)")
 	_ = cmd.MarkFlagRequired("ca-dir")
 	return cmd
 }

@@ -147,7 +147,7 @@ written next to the certificate: move it to the node securely.`,
 	f.StringSliceVar(&a.subnets, "subnets", nil, "comma-separated subnets the node may route, e.g. 10.1.0.0/24")
 	f.BoolVar(&a.exit, "exit", false, "the node is an exit node: it may route 0.0.0.0/0 or ::/0")
 	f.BoolVar(&a.coord, "coordinator", false, "grant the coordinator role: nodes accept coordinator sessions, and coordinators gossip, only with such certificates")
-	f.DurationVar(&a.duration, "duration", 8760*time.Hour, "how long the certificate is valid (never past the CA's expiry)")
+	durationVar(f, &a.duration, "duration", 365*day, "how long the certificate is valid (never past the CA's expiry)")
 	f.StringVar(&a.out, "out", ".", "directory for NODE.crt (and NODE.key)")
 	f.StringVar(&a.keyType, "key-type", pki.KeyECDSAP256.String(), "key type when generating a key (no --csr)")
 	f.BoolVar(&a.force, "force", false, "replace an existing certificate (and key)")

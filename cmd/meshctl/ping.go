@@ -46,7 +46,7 @@ exits 1 if none did; --until-direct=false sends all N pings.`,
 	addOnlineFlags(cmd, &a.onlineFlags)
 	fl := cmd.Flags()
 	fl.IntVarP(&a.count, "count", "c", control.DefaultPingCount, "how many pings to send")
-	fl.DurationVar(&a.interval, "interval", control.DefaultPingInterval, "time between pings")
+	durationVar(fl, &a.interval, "interval", control.DefaultPingInterval, "time between pings")
 	fl.BoolVar(&a.untilDirect, "until-direct", true, "stop at the first reply over a direct path")
 	return cmd
 }

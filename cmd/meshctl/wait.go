@@ -61,7 +61,7 @@ that is not running yet is waited for.`,
 	fl := cmd.Flags()
 	fl.StringVar(&a.peer, "peer", "", "wait for the link to this peer")
 	fl.BoolVar(&a.direct, "direct", false, "wait for a direct path to --peer")
-	fl.DurationVar(&a.timeout, "timeout", 30*time.Second, "give up after this long (0: wait forever)")
+	durationVar(fl, &a.timeout, "timeout", 30*time.Second, "give up after this long (0: wait forever)")
 	_ = cmd.RegisterFlagCompletionFunc("peer", completePeerNames(&a.onlineFlags))
 	return cmd
 }
