@@ -227,8 +227,9 @@ func (l *Link) handshake(s *session, t *dtlsTransport, p Peer, client, rekey boo
 	if err != nil {
 		return nil, err
 	}
+	cred := m.cred.Load()
 	shared := []dtls.Option{
-		dtls.WithCertificates(m.tlsCert),
+		dtls.WithCertificates(cred.tls),
 		// ECDHE with AEAD only, ECDSA-authenticated (pion also uses these
 		// suites for Ed25519 certificates); the suite also picks the data
 		// cipher (record.CipherForSuite).
@@ -278,6 +279,7 @@ func (l *Link) handshake(s *session, t *dtlsTransport, p Peer, client, rekey boo
 	if err := c.HandshakeContext(ctx); err != nil {
 		return c, err
 	}
+	s.credGen.Store(cred.gen)
 	if l.log.Enabled(s.ctx, slog.LevelDebug) && rekey {
 		l.log.Debug("rekey handshake complete", "client", client)
 	}

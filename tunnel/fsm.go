@@ -99,7 +99,14 @@ func (l *Link) run() {
 // begin starts the first attempt: the controlling side offers, the
 // controlled side asks for an offer.
 func (l *Link) begin() {
-	if l.o.controlling {
+	// Roles follow the current fingerprints; a live session kept its own
+	// across a certificate renewal (renew.go), the next one may swap them.
+	o := &l.o
+	if c := o.peer.controlling(l.m.self().Fingerprint); c != o.controlling {
+		o.controlling = c
+		l.updateSnap(func(sn *snapshot) { sn.controlling = c })
+	}
+	if o.controlling {
 		l.startAttempt()
 	} else {
 		l.askForSession()
@@ -548,8 +555,16 @@ func (l *Link) handleUpdatePeer(p Peer) {
 	if p.equal(o.peer) {
 		return
 	}
+	if sameIdentity(p, o.peer) && o.sess != nil && o.sess.keys != nil &&
+		(o.state == StateConnected || o.state == StateDisconnected) {
+		// The peer renewed its certificate: the live session stays, and
+		// the peer's rekey handshake presents the new one (renew.go).
+		o.peer = p
+		l.updateSnap(func(sn *snapshot) { sn.peer = p.clone() })
+		return
+	}
 	o.peer = p
-	o.controlling = p.controlling(l.m.self.Fingerprint)
+	o.controlling = p.controlling(l.m.self().Fingerprint)
 	l.updateSnap(func(sn *snapshot) {
 		sn.peer, sn.controlling = p.clone(), o.controlling
 	})

@@ -292,7 +292,9 @@ func (l *Link) onRekeyTick() {
 		l.installStaged(s, p)
 		p = nil
 	}
-	if p != nil || s.rekeying || !ks.rs.NeedsRekey() {
+	// A renewed certificate (renew.go) needs a rekey as much as worn keys.
+	renewed := s.credGen.Load() != l.m.cred.Load().gen
+	if p != nil || s.rekeying || (!renewed && !ks.rs.NeedsRekey()) {
 		return
 	}
 	if o.controlling {

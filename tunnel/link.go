@@ -102,7 +102,7 @@ func newLink(m *Manager, p Peer) *Link {
 		stop:  cancel,
 		done:  make(chan struct{}),
 	}
-	controlling := p.controlling(m.self.Fingerprint)
+	controlling := p.controlling(m.self().Fingerprint)
 	l.o = owner{state: StateNew, peer: p.clone(), controlling: controlling}
 	l.snap = snapshot{peer: p.clone(), state: StateNew, since: time.Now(), controlling: controlling}
 	return l

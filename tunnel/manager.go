@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/pion/ice/v4"
 
-	"github.com/meshd/meshd/pki"
 )
 
 // housekeepingInterval paces the shared socket's coarse clock, the expiry
@@ -38,8 +36,6 @@ type Manager struct {
 	timers      Timers
 	log         *slog.Logger
 	pionLogs    pionLogs
-	self        *pki.NodeCert
-	tlsCert     tls.Certificate
 	errLinkDown *linkDownError
 	notifier    *notifier
 	counters    counters
@@ -63,6 +59,10 @@ type Manager struct {
 	// routes maps remote addresses to links for the socket readers.
 	routes routes
 
+	// cred is this node's certificate and key as handshakes present them;
+	// SetCredentials swaps it (a renewed certificate).
+	cred atomic.Pointer[localCred]
+
 	mu      sync.Mutex // guards the following
 	links   map[string]*Link
 	started bool
@@ -83,19 +83,19 @@ func NewManager(opts Options) (*Manager, error) {
 	}
 	log = log.With("component", "tunnel")
 	opts.ExcludePrefixes = append([]netip.Prefix(nil), opts.ExcludePrefixes...)
-	return &Manager{
+	m := &Manager{
 		opts:        opts,
 		timers:      opts.Timers,
 		log:         log,
 		pionLogs:    pionLogs{log: log},
-		self:        opts.Credentials.Cert,
-		tlsCert:     opts.Credentials.TLSCertificate(),
 		errLinkDown: &linkDownError{alias: opts.LinkDownError},
 		notifier:    newNotifier(),
 		links:       make(map[string]*Link),
 		done:        make(chan struct{}),
 		onceLog:     make(map[string]bool),
-	}, nil
+	}
+	m.cred.Store(&localCred{self: opts.Credentials.Cert, tls: opts.Credentials.TLSCertificate(), gen: 1})
+	return m, nil
 }
 
 // Interfaces classifies the host's interfaces with the manager's candidate
@@ -212,7 +212,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	for _, l := range m.links {
 		l.start()
 	}
-	m.log.Info("tunnel manager started", append([]any{"listen", local.String(), "fingerprint", m.self.Fingerprint}, socks.describe()...)...)
+	m.log.Info("tunnel manager started", append([]any{"listen", local.String(), "fingerprint", m.self().Fingerprint}, socks.describe()...)...)
 	return nil
 }
 
@@ -283,10 +283,11 @@ func (m *Manager) LocalAddr() net.Addr {
 
 // Link returns the link to peer p, creating (and, once the manager is
 // started, starting) it if there is none. If p differs from what the
-// existing link verifies against (a new certificate, address or subnets in
-// the registry), the link adopts p and starts a new session.
+// existing link verifies against (a new address or subnets in the registry),
+// the link adopts p and starts a new session; a new certificate alone (the
+// peer renewed it) keeps a connected session (renew.go).
 func (m *Manager) Link(p Peer) (*Link, error) {
-	if err := p.validate(m.self); err != nil {
+	if err := p.validate(m.self()); err != nil {
 		return nil, err
 	}
 	m.mu.Lock()

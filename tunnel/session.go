@@ -57,6 +57,7 @@ type session struct {
 	closed    bool
 
 	peerCert atomic.Pointer[pki.NodeCert] // the certificate the handshake accepted
+	credGen  atomic.Uint64                // localCred.gen this side presented in its last handshake
 	wg       sync.WaitGroup               // ICE reader, handshake and control-reader goroutines
 }
 
