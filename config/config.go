@@ -248,6 +248,15 @@ type TURN struct {
 	// allocations per username (node); 0 means unlimited; default 1024
 	// (a link may hold one allocation per announced TURN URL: two per peer).
 	UserQuota int `toml:"user_quota"`
+	// AllowedPeerIPs is coordinator.turn.allowed_peer_ips, peer prefixes the
+	// relay reaches whatever the defaults say (coturn's allowed-peer-ip);
+	// default none.
+	AllowedPeerIPs []netip.Prefix `toml:"allowed_peer_ips"`
+	// DeniedPeerIPs is coordinator.turn.denied_peer_ips, peer prefixes the
+	// relay refuses on top of the defaults (loopback, link-local, multicast,
+	// the host's own addresses except relay ports, and private ranges unless
+	// relay_address is private); default none.
+	DeniedPeerIPs []netip.Prefix `toml:"denied_peer_ips"`
 }
 
 // ICE is the [ice] table: connectivity establishment of peer links.

@@ -163,6 +163,8 @@ func (v *validator) coordinator() {
 		v.p.addf("coordinator.turn.user_quota", ErrInvalid, "%d is negative (0 means unlimited)", t.UserQuota)
 	}
 	v.specific("coordinator.turn.relay_address", t.RelayAddress, t.RelayAddress.IsValid())
+	v.prefixes("coordinator.turn.allowed_peer_ips", t.AllowedPeerIPs)
+	v.prefixes("coordinator.turn.denied_peer_ips", t.DeniedPeerIPs)
 	v.resolve(&t.TLSCert)
 	v.resolve(&t.TLSKey)
 

@@ -141,7 +141,9 @@ func (m *testMesh) config(t testing.TB, n *testNode, c confSpec) string {
 		if len(c.coordPeers) > 0 {
 			fmt.Fprintf(&b, "peers = [%q]\n", strings.Join(c.coordPeers, `", "`))
 		}
-		b.WriteString("[coordinator.turn]\nrelay_address = \"127.0.0.1\"\n")
+		// Peers relay to each other on loopback, which the relay refuses
+		// unless allowed.
+		b.WriteString("[coordinator.turn]\nrelay_address = \"127.0.0.1\"\nallowed_peer_ips = [\"127.0.0.0/8\"]\n")
 	}
 	fmt.Fprintf(&b, "[ice]\nport = 0\nlazy = %v\n", c.lazy)
 	fmt.Fprintf(&b, "[control]\nsocket = %q\ngroup = \"\"\n", filepath.Join(n.dir, "meshd.sock"))

@@ -168,6 +168,8 @@ func (d *Daemon) coordinatorOptions(p *prepared) discovery.CoordinatorOptions {
 			RelayPortMin:   uint16(t.RelayPortMin),
 			RelayPortMax:   uint16(t.RelayPortMax),
 			CredentialTTL:  t.CredentialTTL.Std(),
+			AllowedPeers:   slices.Clone(t.AllowedPeerIPs),
+			DeniedPeers:    slices.Clone(t.DeniedPeerIPs),
 		}
 		if t.TCPListen.IsValid() {
 			o.TURN.TCPAddr = t.TCPListen.String()

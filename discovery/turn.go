@@ -52,6 +52,20 @@ type TURNOptions struct {
 	// MaxAllocationsPerUser caps concurrent allocations per node name. Zero = 8.
 	MaxAllocationsPerUser int
 
+	// AllowedPeers are peer prefixes the server relays to whatever else
+	// says (coturn's allowed-peer-ip): labs and private deployments. nil =
+	// none. The host's own non-loopback addresses stay limited to relay
+	// ports even when listed.
+	AllowedPeers []netip.Prefix
+	// DeniedPeers are peer prefixes refused on top of the defaults
+	// (coturn's denied-peer-ip). nil = none. The defaults refuse loopback,
+	// link-local, multicast, unspecified and reserved addresses, the host's
+	// own addresses except on relay ports, and the private ranges (RFC 1918,
+	// 100.64.0.0/10, fc00::/7) unless RelayAddress is itself private.
+	DeniedPeers []netip.Prefix
+	// interfaceAddrs replaces net.InterfaceAddrs in tests; nil = the host's.
+	interfaceAddrs func() ([]net.Addr, error)
+
 	// PublicHost is the host written into handed-out URLs. "" = RelayAddress.
 	PublicHost string
 	// ExternalURLs are extra stun:/turn:/turns: URLs (an external coturn
@@ -80,6 +94,7 @@ type turnService struct {
 	server *turn.Server // nil when no listener is configured
 	urls   []string
 	log    *slog.Logger
+	peers  *peerPolicy // which peer addresses the relay reaches
 
 	mu     sync.Mutex
 	allocs map[string]int // per user; guarded by mu
@@ -100,7 +115,7 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 	if o.RelayPortMin == 0 && o.RelayPortMax == 0 {
 		o.RelayPortMin, o.RelayPortMax = 49152, 65535
 	}
-	t := &turnService{opts: o, log: log, allocs: map[string]int{}}
+	t := &turnService{opts: o, log: log, allocs: map[string]int{}, peers: newPeerPolicy(&o, log)}
 	for _, u := range o.ExternalURLs {
 		if _, err := stun.ParseURI(u); err != nil {
 			return nil, fmt.Errorf("discovery: TURN external URL %q: %w", u, err)
@@ -125,12 +140,12 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 		bind = o.RelayAddress.String()
 	}
 	relay := func() turn.RelayAddressGenerator {
-		return &turn.RelayAddressGeneratorPortRange{
+		return filteredRelay{p: t.peers, RelayAddressGenerator: &turn.RelayAddressGeneratorPortRange{
 			RelayAddress: net.IP(o.RelayAddress.AsSlice()),
 			Address:      bind,
 			MinPort:      o.RelayPortMin,
 			MaxPort:      o.RelayPortMax,
-		}
+		}}
 	}
 	var (
 		cfg     turn.ServerConfig
@@ -149,7 +164,7 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 			return fail(fmt.Errorf("discovery: TURN UDP listener: %w", err))
 		}
 		closers = append(closers, pc.Close)
-		cfg.PacketConnConfigs = append(cfg.PacketConnConfigs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: relay()})
+		cfg.PacketConnConfigs = append(cfg.PacketConnConfigs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
 		port := pc.LocalAddr().(*net.UDPAddr).Port
 		hp := net.JoinHostPort(host, strconv.Itoa(port))
 		t.urls = append(t.urls, "stun:"+hp, "turn:"+hp+"?transport=udp")
@@ -160,7 +175,7 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 			return fail(fmt.Errorf("discovery: TURN TCP listener: %w", err))
 		}
 		closers = append(closers, ln.Close)
-		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: ln, RelayAddressGenerator: relay()})
+		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: ln, RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
 		hp := net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 		t.urls = append(t.urls, "turn:"+hp+"?transport=tcp")
 	}
@@ -175,7 +190,7 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 		}
 		tln := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 		closers = append(closers, tln.Close)
-		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: tln, RelayAddressGenerator: relay()})
+		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: tln, RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
 		hp := net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 		t.urls = append(t.urls, "turns:"+hp+"?transport=tcp")
 	}
@@ -198,6 +213,9 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 		return fail(fmt.Errorf("discovery: TURN server: %w", err))
 	}
 	t.server = srv
+	if t.peers.allowPrivate {
+		log.Info("TURN relays to private addresses: the relay address is private", "relayAddress", o.RelayAddress)
+	}
 	return t, nil
 }
 

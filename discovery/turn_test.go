@@ -36,6 +36,9 @@ func turnTweak(o *CoordinatorOptions) {
 		MaxAllocationsPerUser: 1,
 		CredentialTTL:         time.Hour,
 		ExternalURLs:          []string{"turn:turn.example.net:3478?transport=udp"},
+		// The test's peers are on loopback, which the relay refuses unless
+		// allowed (TestTURNRelayRefusesInternalPeers).
+		AllowedPeers: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 	}
 }
 
