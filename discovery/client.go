@@ -193,6 +193,10 @@ type Client struct {
 	changes    *notifier[Change]
 	signals    chan signalIn
 
+	// creds is the node's certificate and key (opts.Credentials until
+	// SetCredentials swaps them); dials read it.
+	creds atomic.Pointer[pki.Credentials]
+
 	// Published for concurrent readers.
 	peersPub  atomic.Pointer[[]*Record]
 	statusPub atomic.Pointer[Status]
@@ -296,6 +300,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		return nil, fmt.Errorf("discovery: node record: %w", err)
 	}
 	c.local = rec
+	c.creds.Store(opts.Credentials)
 	c.publishPeers()
 	c.publishStatus()
 	return c, nil
@@ -457,12 +462,12 @@ func (c *Client) SendSignal(ctx context.Context, to string, payload []byte) erro
 // UpdateRecord re-signs the node's record with new information (a newer
 // version) and publishes it when connected, else at the next registration.
 func (c *Client) UpdateRecord(info LocalInfo) error {
-	if err := checkRoutes(info.Routes, c.opts.Credentials.Cert.Identity.Subnets); err != nil {
+	if err := checkRoutes(info.Routes, c.creds.Load().Cert.Identity.Subnets); err != nil {
 		return err
 	}
 	var err error
 	if derr := c.do(context.Background(), func() {
-		rec, e := newLocalRecord(c.opts.Credentials, info, c.nextVersion(), false)
+		rec, e := newLocalRecord(c.creds.Load(), info, c.nextVersion(), false)
 		if e != nil {
 			err = e
 			return
@@ -470,6 +475,42 @@ func (c *Client) UpdateRecord(info LocalInfo) error {
 		c.info, c.local = info, rec
 		if c.sess != nil && c.sess.welcomed {
 			c.sess.send(recordFrame(frameRecord, rec))
+		}
+	}); derr != nil {
+		return derr
+	}
+	return err
+}
+
+// SetCredentials replaces the node's certificate and key (a renewal: same
+// name). The record is re-signed with the new
+// certificate, and the coordinator session is re-established with it at
+// once — a coordinator accepts a record only with the certificate of the
+// session carrying it. The node is offline in the registry for the moment
+// that takes; peers keep their connected links meanwhile.
+func (c *Client) SetCredentials(creds *pki.Credentials) error {
+	if creds == nil || creds.Cert == nil || creds.Key == nil {
+		return errors.New("discovery: SetCredentials needs a certificate and key")
+	}
+	if old := c.creds.Load().Cert.Identity.Name; creds.Cert.Identity.Name != old {
+		return fmt.Errorf("discovery: the new certificate is for %q, not %q", creds.Cert.Identity.Name, old)
+	}
+	var err error
+	if derr := c.do(context.Background(), func() {
+		if e := checkRoutes(c.info.Routes, creds.Cert.Identity.Subnets); e != nil {
+			err = e
+			return
+		}
+		rec, e := newLocalRecord(creds, c.info, c.nextVersion(), c.local.Left)
+		if e != nil {
+			err = e
+			return
+		}
+		c.creds.Store(creds)
+		c.local = rec
+		if c.sess != nil && !c.left {
+			c.endSession(errRenewed)
+			c.startDial()
 		}
 	}); derr != nil {
 		return derr
@@ -500,7 +541,7 @@ func (c *Client) Leave(ctx context.Context) error {
 			res <- fmt.Errorf("discovery: leave: %w", ErrNotConnected)
 			return
 		}
-		tomb, err := newLocalRecord(c.opts.Credentials, c.info, c.nextVersion(), true)
+		tomb, err := newLocalRecord(c.creds.Load(), c.info, c.nextVersion(), true)
 		if err != nil {
 			res <- err
 			return
@@ -597,3 +638,7 @@ func (c *Client) publishStatus() {
 	s := c.status
 	c.statusPub.Store(&s)
 }
+
+// errRenewed ends a coordinator session so that the next one presents the
+// renewed certificate (SetCredentials).
+var errRenewed = errors.New("discovery: certificate renewed")

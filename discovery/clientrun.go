@@ -195,7 +195,7 @@ func (c *Client) dial(addr string) {
 	defer c.wg.Done()
 	var peer *pki.NodeCert
 	conf := &tls.Config{
-		Certificates: []tls.Certificate{c.opts.Credentials.TLSCertificate()},
+		Certificates: []tls.Certificate{c.creds.Load().TLSCertificate()},
 		// Verification is pki's (VerifyPeerCertificate below), which checks
 		// the chain to the mesh CA itself.
 		InsecureSkipVerify: true,
@@ -341,6 +341,12 @@ func (c *Client) endSession(err error) {
 		c.status.LastError, c.status.LastErrorAt = err, time.Now()
 		// The coordinator is fine; the refusal is about this node. Stay
 		// with it (another would refuse as well) and back off.
+		c.publishStatus()
+		return
+	case errors.Is(err, errRenewed):
+		// Not a failure: the same coordinator at once, with the new
+		// certificate (SetCredentials).
+		c.log.Info("certificate renewed; re-registering with it", "coordinator", s.addr)
 		c.publishStatus()
 		return
 	case errors.As(err, &refused) && refused.Code.refusal():
@@ -522,7 +528,7 @@ func (c *Client) staleAnswer(s *clientSession, held uint64) {
 			return
 		}
 		// held < lim, so held+1 neither wraps nor exceeds what receivers accept.
-		rec, err := newLocalRecord(c.opts.Credentials, c.info, max(held+1, c.nextVersion()), c.local.Left)
+		rec, err := newLocalRecord(c.creds.Load(), c.info, max(held+1, c.nextVersion()), c.local.Left)
 		if err != nil {
 			s.endErr = err
 			return
@@ -673,7 +679,7 @@ func (c *Client) checkCRL() {
 			c.dropPeer(rec, ReasonRevoked)
 		}
 	}
-	if c.opts.Verifier.IsRevoked(c.opts.Credentials.Cert.Cert.SerialNumber) {
+	if c.opts.Verifier.IsRevoked(c.creds.Load().Cert.Cert.SerialNumber) {
 		c.log.Error("this node's certificate is revoked; coordinators will refuse it")
 	}
 	if s := c.sess; s != nil && s.welcomed && s.snapshot == nil {
@@ -728,7 +734,7 @@ func (c *Client) loadCache() {
 		if rec.Name == c.name {
 			if rec.Version > c.local.Version {
 				// Never publish below what the mesh already holds.
-				if r, err := newLocalRecord(c.opts.Credentials, c.info, rec.Version+1, false); err == nil {
+				if r, err := newLocalRecord(c.creds.Load(), c.info, rec.Version+1, false); err == nil {
 					c.local = r
 				}
 			}
