@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -61,6 +62,9 @@ func newCAInitCmd() *cobra.Command {
 }
 
 func runCAInit(w io.Writer, a caInitArgs) error {
+	if err := pkiNoStdio("--dir", a.dir); err != nil {
+		return err
+	}
 	kt, err := pki.ParseKeyType(a.keyType)
 	if err != nil {
 		return pkiUsage("--key-type %q: want ecdsa-p256 or ed25519", a.keyType)
@@ -101,6 +105,7 @@ type caRevokeArgs struct {
 	reason   string
 	validity time.Duration
 	files    []string
+	stdin    io.Reader // a file "-"
 }
 
 func newCARevokeCmd() *cobra.Command {
@@ -114,7 +119,7 @@ coordinator; newer lists spread through the mesh, and every node checks the
 CA signature before using one.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a.files = args
+			a.files, a.stdin = args, cmd.InOrStdin()
 			return runCARevoke(cmd.OutOrStdout(), a)
 		},
 	}
@@ -129,6 +134,12 @@ CA signature before using one.`,
 func runCARevoke(w io.Writer, a caRevokeArgs) error {
 	if a.validity <= 0 {
 		return pkiUsage("--crl-validity %v: must be positive", a.validity)
+	}
+	if err := pkiNoStdio("--ca-dir", a.caDir); err != nil {
+		return err
+	}
+	if i := slices.Index(a.files, pkiStdio); i >= 0 && slices.Contains(a.files[i+1:], pkiStdio) {
+		return pkiUsage("- (stdin) given twice")
 	}
 	ca, err := pki.LoadCA(a.caDir)
 	if err != nil {
@@ -151,7 +162,7 @@ func runCARevoke(w io.Writer, a caRevokeArgs) error {
 	}
 	certs := make([]*x509.Certificate, 0, len(a.files))
 	for _, file := range a.files {
-		data, err := os.ReadFile(file)
+		data, err := pkiReadInput(file, a.stdin)
 		if err != nil {
 			return err
 		}

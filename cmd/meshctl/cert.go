@@ -63,6 +63,9 @@ func newCertRequestCmd() *cobra.Command {
 }
 
 func runCertRequest(w io.Writer, a certRequestArgs) error {
+	if err := pkiNoStdio("--dir", a.dir); err != nil {
+		return err
+	}
 	if !pki.ValidName(a.name) {
 		return pkiUsage("--name %q: want 1-63 of a-z 0-9 . - starting with a letter or digit", a.name)
 	}
@@ -121,6 +124,9 @@ type certSignArgs struct {
 	force    bool
 	exit     bool
 	coord    bool
+
+	stdin  io.Reader // --csr -
+	stderr io.Writer // the summary, when --out - puts the certificate on stdout
 }
 
 func newCertSignCmd() *cobra.Command {
@@ -134,12 +140,13 @@ route. With --csr the node's own request is signed (the name comes from it;
 written next to the certificate: move it to the node securely.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			a.stdin, a.stderr = cmd.InOrStdin(), cmd.ErrOrStderr()
 			return runCertSign(cmd.OutOrStdout(), a)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&a.caDir, "ca-dir", "", "the CA directory (ca.crt, ca.key) (required)")
-	f.StringVar(&a.csr, "csr", "", "certificate request made by 'meshctl cert request'")
+	f.StringVar(&a.csr, "csr", "", "certificate request made by 'meshctl cert request' (- reads it from stdin)")
 	f.StringVar(&a.name, "name", "", "node name (required without --csr)")
 	f.StringVar(&a.ip, "ip", "", "overlay IPv4 address with the mesh prefix length, e.g. 100.64.0.1/10 (required)")
 	f.StringVar(&a.ip6, "ip6", "", "overlay IPv6 address with prefix length, e.g. fd7a:115c::1/48")
@@ -148,7 +155,7 @@ written next to the certificate: move it to the node securely.`,
 	f.BoolVar(&a.exit, "exit", false, "the node is an exit node: it may route 0.0.0.0/0 or ::/0")
 	f.BoolVar(&a.coord, "coordinator", false, "grant the coordinator role: nodes accept coordinator sessions, and coordinators gossip, only with such certificates")
 	durationVar(f, &a.duration, "duration", 365*day, "how long the certificate is valid (never past the CA's expiry)")
-	f.StringVar(&a.out, "out", ".", "directory for NODE.crt (and NODE.key)")
+	f.StringVar(&a.out, "out", ".", "directory for NODE.crt (and NODE.key); - writes the certificate (PEM) to stdout")
 	f.StringVar(&a.keyType, "key-type", pki.KeyECDSAP256.String(), "key type when generating a key (no --csr)")
 	f.BoolVar(&a.force, "force", false, "replace an existing certificate (and key)")
 	_ = cmd.MarkFlagRequired("ca-dir")
@@ -208,13 +215,20 @@ func runCertSign(w io.Writer, a certSignArgs) error {
 	if a.duration <= 0 {
 		return pkiUsage("--duration %v: must be positive", a.duration)
 	}
+	if err := pkiNoStdio("--ca-dir", a.caDir); err != nil {
+		return err
+	}
+	toStdout := a.out == pkiStdio
+	if toStdout && a.csr == "" {
+		return pkiUsage("--out - writes only a certificate: sign a request (--csr), or give a directory for the key generated here")
+	}
 	id, err := a.identity()
 	if err != nil {
 		return err
 	}
 	var csrPEM []byte
 	if a.csr != "" {
-		if csrPEM, err = os.ReadFile(a.csr); err != nil {
+		if csrPEM, err = pkiReadInput(a.csr, a.stdin); err != nil {
 			return err
 		}
 	} else if err := id.Validate(); err != nil {
@@ -261,6 +275,13 @@ func runCertSign(w io.Writer, a certSignArgs) error {
 			return pkiCLIError(err)
 		}
 	}
+	if toStdout {
+		if _, err := w.Write(nc.PEM()); err != nil {
+			return err
+		}
+		pkiPrintFields(a.stderr, append([]pkiField{{"certificate", "(stdout)"}}, pkiCertFields(time.Now(), nc.Cert, &nc.Identity)...))
+		return nil
+	}
 	certPath := filepath.Join(a.out, nc.Identity.Name+".crt")
 	if err := os.MkdirAll(a.out, 0o700); err != nil {
 		return err
@@ -281,18 +302,19 @@ func runCertSign(w io.Writer, a certSignArgs) error {
 
 // certShowArgs are the flags of "meshctl cert show".
 type certShowArgs struct {
-	file string
-	json bool
+	file  string
+	json  bool
+	stdin io.Reader // FILE "-"
 }
 
 func newCertShowCmd() *cobra.Command {
 	var a certShowArgs
 	cmd := &cobra.Command{
-		Use:   "show FILE",
+		Use:   "show FILE (- reads stdin)",
 		Short: "Show a node or CA certificate: name, addresses, groups, subnets, validity",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a.file = args[0]
+			a.file, a.stdin = args[0], cmd.InOrStdin()
 			return runCertShow(cmd.OutOrStdout(), a)
 		},
 	}
@@ -322,7 +344,7 @@ type certShowJSON struct {
 }
 
 func runCertShow(w io.Writer, a certShowArgs) error {
-	data, err := os.ReadFile(a.file)
+	data, err := pkiReadInput(a.file, a.stdin)
 	if err != nil {
 		return err
 	}
@@ -504,4 +526,39 @@ func pkiDisplayPath(p string) string {
 		return "./" + p
 	}
 	return p
+}
+
+// pkiStdio on a path flag or argument means stdin (an input) or stdout (an
+// output); it never names a file or directory.
+const pkiStdio = "-"
+
+// maxPEMInput bounds a PEM input read from stdin (certificates and requests
+// are a few kilobytes; a CRL of many thousand entries fits too).
+const maxPEMInput = 4 << 20
+
+// pkiReadInput reads path, or stdin when path is "-".
+func pkiReadInput(path string, stdin io.Reader) ([]byte, error) {
+	if path != pkiStdio {
+		return os.ReadFile(path)
+	}
+	if stdin == nil {
+		stdin = os.Stdin
+	}
+	data, err := io.ReadAll(io.LimitReader(stdin, maxPEMInput+1))
+	if err != nil {
+		return nil, fmt.Errorf("stdin: %w", err)
+	}
+	if len(data) > maxPEMInput {
+		return nil, fmt.Errorf("stdin: more than %d bytes, not a PEM certificate or request", maxPEMInput)
+	}
+	return data, nil
+}
+
+// pkiNoStdio refuses "-" for a directory flag: there is no directory on
+// stdin, and meshctl never creates one named "-".
+func pkiNoStdio(flag, value string) error {
+	if value == pkiStdio {
+		return pkiUsage("%s -: a directory is needed here (stdin/stdout is not one)", flag)
+	}
+	return nil
 }
