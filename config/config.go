@@ -386,8 +386,14 @@ type Control struct {
 	// Socket is control.socket, default "/run/meshd/meshd.sock".
 	Socket string `toml:"socket"`
 	// Group is control.group, the group allowed to use the socket besides
-	// root; default "meshd"; "" means root only.
+	// root; default "meshd"; "" means root only. When the file does not
+	// set it (GroupSet false) and group meshd does not exist, as on a plain
+	// binary install, meshd falls back to root only and warns; a group the
+	// file names must exist.
 	Group string `toml:"group"`
+	// GroupSet reports whether the file sets control.group. Not part of
+	// the schema; [Diff] ignores it.
+	GroupSet bool `toml:"-"`
 }
 
 // Metrics is the [metrics] table: the Prometheus endpoint.

@@ -99,6 +99,9 @@ func parse(name string, data []byte, o options) (*Config, error) {
 	cfg := Default()
 	cfg.File = name
 	(&decoder{p: p}).table("", raw, reflect.ValueOf(cfg).Elem())
+	if c, ok := raw["control"].(map[string]any); ok {
+		_, cfg.Control.GroupSet = c["group"]
+	}
 	(&validator{p: p, cfg: cfg, dir: filepath.Dir(name)}).run()
 	if o.checkFiles {
 		checkFiles(p, cfg)

@@ -129,6 +129,9 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	if opts.LogLevel != nil {
 		opts.LogLevel.Set(cfg.Log.Level.Slog())
 	}
+	for _, w := range p.warnings {
+		log.Warn("configuration", "warning", w)
+	}
 	version := opts.Version
 	if version == "" {
 		version = "dev"
@@ -243,7 +246,7 @@ func (d *Daemon) build(p *prepared) error {
 
 	if d.ctl, err = control.NewServer(control.ServerOptions{
 		Socket:  cfg.Control.Socket,
-		Group:   cfg.Control.Group,
+		Group:   p.controlGroup,
 		Backend: d,
 		Logger:  d.log.With("component", "control"),
 	}); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -244,14 +245,17 @@ func TestTwoNodes(t *testing.T) {
 		}
 	})
 
+	var rxBeforeRelink float64 // a's packets from beta before the link is closed
 	t.Run("metrics", func(t *testing.T) {
-		resp, err := http.Get("http://" + a.MetricsAddr().String() + "/metrics")
-		if err != nil {
-			t.Fatal(err)
+		body := scrape(t, a)
+		rxBeforeRelink = metricValue(t, body, `meshd_peer_receive_packets_total{peer="beta"}`)
+		if rxBeforeRelink <= 0 {
+			t.Errorf("alpha counted %v packets from beta", rxBeforeRelink)
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
 		for _, want := range []string{
+			`meshd_build_info{goversion="go`,
+			`go_goroutines `,
+			`process_start_time_seconds `,
 			`meshd_peer_up{peer="beta"} 1`,
 			`meshd_peer_path{path="direct",peer="beta"} 1`,
 			`meshd_peer_link_state{peer="beta",state="up"} 1`,
@@ -375,7 +379,49 @@ func TestTwoNodes(t *testing.T) {
 		testutil.WaitFor(t, 10*time.Second, "peer_down for beta", func() bool {
 			return aEvents.has(control.EventPeerDown, "beta", "")
 		})
+		// Per-peer totals keep what the closed link counted: a counter
+		// never goes backwards within a process.
+		body := scrape(t, a)
+		if rx := metricValue(t, body, `meshd_peer_receive_packets_total{peer="beta"}`); rx < rxBeforeRelink {
+			t.Errorf("meshd_peer_receive_packets_total went from %v to %v when the link closed", rxBeforeRelink, rx)
+		}
+		if n := strings.Count(body, "meshd_peer_link_state{peer=\"beta\",state="); n != len(metricLinkStates) ||
+			!strings.Contains(body, `meshd_peer_link_state{peer="beta",state="closed"} 1`) {
+			t.Errorf("link state series for a revoked beta:\n%s", body)
+		}
 	})
+}
+
+// scrape returns d's /metrics page.
+func scrape(t *testing.T, d *testDaemon) string {
+	t.Helper()
+	resp, err := http.Get("http://" + d.MetricsAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
+// metricValue returns the value of the series (name and labels as
+// exposed) in body.
+func metricValue(t *testing.T, body, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no series %s", series)
+	return 0
 }
 
 // TestLazyLinks: with ice.lazy no link is made until a packet (or a ping)

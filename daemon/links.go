@@ -93,3 +93,37 @@ func (c *linkConn) receive(bufs [][]byte, offset int) {
 	}
 	clear(c.scratch)
 }
+
+// linkTotals are a link's counters that metrics export as per-peer
+// `_total` series.
+type linkTotals struct {
+	rxBytes, txBytes, rxPackets, txPackets uint64
+	sessions, failures                     uint64
+}
+
+func (t linkTotals) plus(u linkTotals) linkTotals {
+	return linkTotals{
+		rxBytes: t.rxBytes + u.rxBytes, txBytes: t.txBytes + u.txBytes,
+		rxPackets: t.rxPackets + u.rxPackets, txPackets: t.txPackets + u.txPackets,
+		sessions: t.sessions + u.sessions, failures: t.failures + u.failures,
+	}
+}
+
+// totals reads the link's counters now.
+func (c *linkConn) totals() linkTotals {
+	s := c.link.Status()
+	return linkTotals{
+		rxBytes: s.BytesReceived, txBytes: s.BytesSent,
+		rxPackets: s.PacketsReceived, txPackets: s.PacketsSent,
+		sessions: s.Attempts, failures: s.Failures,
+	}
+}
+
+// retire adds the final counters of lc, a link just closed, to the peer's
+// retired totals. Control loop only; the caller publishes a view next.
+func (d *Daemon) retire(name string, lc *linkConn) {
+	if d.loop.retired == nil {
+		d.loop.retired = map[string]linkTotals{}
+	}
+	d.loop.retired[name] = d.loop.retired[name].plus(lc.totals())
+}

@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshd/meshd/control"
@@ -26,7 +28,7 @@ type metricDescs struct {
 	peerFailures, handshakes, handshakeFailures, drops           *prometheus.Desc
 	overlayPackets, overlayBytes, sessionUp, failovers           *prometheus.Desc
 	registryPeers, certExpiry, reloads, coordSessions            *prometheus.Desc
-	coordRecords, coordMembers, pathChanges                      *prometheus.Desc
+	coordRecords, coordMembers, pathChanges, buildInfo           *prometheus.Desc
 }
 
 func newMetricDescs() *metricDescs {
@@ -36,6 +38,7 @@ func newMetricDescs() *metricDescs {
 	}
 	return &metricDescs{
 		info:              n("info", "Constant 1, labelled with the node name and software version.", "node", "version"),
+		buildInfo:         n("build_info", "Constant 1, labelled with the meshd version and the Go version it was built with.", "version", "goversion"),
 		peerRxBytes:       n("peer_receive_bytes_total", "Bytes received from the peer over its link.", peer...),
 		peerTxBytes:       n("peer_transmit_bytes_total", "Bytes sent to the peer over its link.", peer...),
 		peerRxPackets:     n("peer_receive_packets_total", "Packets received from the peer over its link.", peer...),
@@ -71,7 +74,7 @@ type collector struct {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	m := c.descs
-	for _, d := range []*prometheus.Desc{m.info, m.peerRxBytes, m.peerTxBytes, m.peerRxPackets, m.peerTxPackets,
+	for _, d := range []*prometheus.Desc{m.info, m.buildInfo, m.peerRxBytes, m.peerTxBytes, m.peerRxPackets, m.peerTxPackets,
 		m.peerUp, m.peerState, m.peerPath, m.peerRTT, m.peerAttempts, m.peerFailures, m.handshakes,
 		m.handshakeFailures, m.drops, m.overlayPackets, m.overlayBytes, m.sessionUp, m.failovers,
 		m.registryPeers, m.certExpiry, m.reloads, m.coordSessions, m.coordRecords, m.coordMembers, m.pathChanges} {
@@ -88,19 +91,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, float64(v), labels...)
 	}
 	gauge(m.info, 1, d.name, d.version)
-	states := []control.LinkState{control.LinkIdle, control.LinkNew, control.LinkChecking, control.LinkHandshaking,
-		control.LinkUp, control.LinkFailed, control.LinkClosed}
+	gauge(m.buildInfo, 1, d.version, runtime.Version())
 	paths := []control.Path{control.PathDirect, control.PathRelay}
 	v := d.view.Load()
 	for i := range v.peers {
 		p := &v.peers[i]
-		doc := peerDoc(p, v.links[p.Name])
-		counter(m.peerRxBytes, doc.RxBytes, p.Name)
-		counter(m.peerTxBytes, doc.TxBytes, p.Name)
-		counter(m.peerRxPackets, doc.RxPackets, p.Name)
-		counter(m.peerTxPackets, doc.TxPackets, p.Name)
+		lc := v.links[p.Name]
+		doc := peerDoc(p, lc)
+		// Per-peer totals: the links closed so far plus the current one, so
+		// they never go backwards when a link is re-established.
+		t := v.retired[p.Name]
+		if lc != nil {
+			t = t.plus(lc.totals())
+		}
+		counter(m.peerRxBytes, t.rxBytes, p.Name)
+		counter(m.peerTxBytes, t.txBytes, p.Name)
+		counter(m.peerRxPackets, t.rxPackets, p.Name)
+		counter(m.peerTxPackets, t.txPackets, p.Name)
+		counter(m.peerAttempts, t.sessions, p.Name)
+		counter(m.peerFailures, t.failures, p.Name)
 		gauge(m.peerUp, b2f(doc.Online), p.Name)
-		for _, s := range states {
+		for _, s := range metricLinkStates {
 			gauge(m.peerState, b2f(doc.State == s), p.Name, string(s))
 		}
 		for _, pa := range paths {
@@ -108,11 +119,6 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(m.peerPath, b2f(doc.Path == control.PathNone), p.Name, "none")
 		gauge(m.peerRTT, doc.RTT.Seconds(), p.Name)
-		if lc := v.links[p.Name]; lc != nil {
-			s := lc.link.Status()
-			counter(m.peerAttempts, s.Attempts, p.Name)
-			counter(m.peerFailures, s.Failures, p.Name)
-		}
 	}
 	counter(m.handshakes, d.stats.handshakes.Load())
 	for reason, n := range d.stats.failureSnapshot() {
@@ -148,6 +154,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// metricLinkStates are the values of meshd_peer_link_state's state label:
+// every state peerDoc reports, so exactly one series per peer is 1
+// (docs/metrics.md lists them).
+var metricLinkStates = []control.LinkState{control.LinkIdle, control.LinkOffline, control.LinkNew,
+	control.LinkChecking, control.LinkHandshaking, control.LinkUp, control.LinkFailed, control.LinkClosed}
+
 func b2f(b bool) float64 {
 	if b {
 		return 1
@@ -169,7 +181,9 @@ type metricsServer struct {
 
 func newMetricsServer(d *Daemon, addr netip.AddrPort) *metricsServer {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&collector{d: d, descs: newMetricDescs()})
+	reg.MustRegister(&collector{d: d, descs: newMetricDescs()},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	return &metricsServer{

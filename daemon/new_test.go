@@ -82,7 +82,7 @@ func TestNewRejects(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.says) {
 				t.Errorf("error %q does not say %q", err, tc.says)
 			}
-			if cerr := Check(cfg); cerr == nil || !errors.Is(cerr, tc.kind) {
+			if _, cerr := Check(cfg); cerr == nil || !errors.Is(cerr, tc.kind) {
 				t.Errorf("Check: %v, want %v", cerr, tc.kind)
 			}
 		})

@@ -29,18 +29,26 @@ type loopState struct {
 	unsubClient func()
 	coordSeen   discovery.Status // last polled session status
 	coordEver   bool             // a session was up at least once
+	// retired sums, per peer, the counters of the links closed so far, so
+	// that per-peer totals survive re-links (metrics.go). Never shrinks
+	// within a process; copied into every published view.
+	retired map[string]linkTotals
 }
 
 // view is what readers (the control API, metrics, ping) see of the control
 // loop's state: published whole after every recomputation.
+//
+// retired and links are published together, so a reader sees a closed
+// link's counters either in links or in retired, never in both or neither.
 type view struct {
-	peers  []peerPlan
-	byName map[string]*peerPlan
-	links  map[string]*linkConn
+	peers   []peerPlan
+	byName  map[string]*peerPlan
+	links   map[string]*linkConn
+	retired map[string]linkTotals // read-only copy of loopState.retired
 }
 
 func (d *Daemon) publishView(peers []peerPlan, links map[string]*linkConn) {
-	v := &view{peers: peers, byName: make(map[string]*peerPlan, len(peers)), links: links}
+	v := &view{peers: peers, byName: make(map[string]*peerPlan, len(peers)), links: links, retired: maps.Clone(d.loop.retired)}
 	for i := range v.peers {
 		v.byName[v.peers[i].Name] = &v.peers[i]
 	}
@@ -168,6 +176,7 @@ func (d *Daemon) applyDesired(want desired) error {
 		if links[name] != lc {
 			d.log.Info("closing link", "peer", name)
 			d.tm.Remove(name)
+			d.retire(name, lc)
 		}
 	}
 	d.loop.links = links
@@ -232,12 +241,12 @@ func (d *Daemon) pollSession() {
 // warnCertificate logs (and reports as an event) a certificate that expires
 // within control.CertWarnDays or has expired.
 func (d *Daemon) warnCertificate() {
-	ci := control.CertStatus(control.CertInfo{NotAfter: d.creds.Cert.Cert.NotAfter}, d.now())
+	ci := control.CertStatus(control.CertInfo{NotAfter: d.cred().Cert.Cert.NotAfter}, d.now())
 	if ci.Warning == "" {
 		return
 	}
-	if ci.DaysLeft < 0 || !d.now().Before(d.creds.Cert.Cert.NotAfter) {
-		d.log.Error("CERTIFICATE EXPIRED: "+ci.Warning, "cert", d.startCfg.PKI.Cert, "notAfter", d.creds.Cert.Cert.NotAfter)
+	if ci.DaysLeft < 0 || !d.now().Before(d.cred().Cert.Cert.NotAfter) {
+		d.log.Error("CERTIFICATE EXPIRED: "+ci.Warning, "cert", d.startCfg.PKI.Cert, "notAfter", d.cred().Cert.Cert.NotAfter)
 	} else {
 		d.log.Warn("CERTIFICATE EXPIRES SOON: "+ci.Warning, "cert", d.startCfg.PKI.Cert, "daysLeft", ci.DaysLeft)
 	}

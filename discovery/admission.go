@@ -11,14 +11,16 @@ import (
 //
 // A connection costs the coordinator a goroutine, TLS buffers and, once the
 // ClientHello arrives, a signature and a key exchange, before anything says
-// who is connecting. Until its TLS handshake completes it holds one slot of
-// two bounded pools: MaxUnauthenticated in total and
-// MaxUnauthenticatedPerSource per source (an IPv4 address or an IPv6 /64,
-// what one host can cheaply vary). A connection beyond either cap is
-// closed at accept, before any goroutine or TLS state exists, and counted;
-// a slot is held for at most HandshakeTimeout. So one host holding
-// thousands of idle connections occupies MaxUnauthenticatedPerSource slots
-// and every other host still finds the rest free.
+// who is connecting. Until its TLS handshake completes it holds one of
+// MaxUnauthenticated slots. Once half of them are taken, a source (an IPv4
+// address or an IPv6 /64, what one host can cheaply vary) holding
+// MaxUnauthenticatedPerSource gets no more: so many nodes behind one NAT
+// reconnecting at once (a coordinator restart) are not refused while the
+// coordinator is idle, and one host holding thousands of idle connections
+// takes at most half the slots plus its share, leaving the rest to every
+// other host. A connection not admitted is closed at accept, before any
+// goroutine or TLS state exists, and counted; a slot is held for at most
+// HandshakeTimeout.
 
 // admission counts unauthenticated connections. Safe for concurrent use: the
 // accept loop admits, connection goroutines release.
@@ -62,7 +64,7 @@ func sourceKey(addr net.Addr) netip.Addr {
 func (a *admission) admit(src netip.Addr) admitVerdict {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.bySource[src] >= a.maxPerSource {
+	if a.total >= a.maxTotal/2 && a.bySource[src] >= a.maxPerSource {
 		return admitSourceFull
 	}
 	if a.total >= a.maxTotal {

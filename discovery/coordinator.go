@@ -85,13 +85,18 @@ type CoordinatorOptions struct {
 	// completed; beyond it new connections are closed at accept. Zero = 256.
 	MaxUnauthenticated int
 	// MaxUnauthenticatedPerSource bounds them per source address (an IPv4
-	// address or an IPv6 /64), so that one host cannot take every slot.
-	// Zero = 16.
+	// address or an IPv6 /64) once half of MaxUnauthenticated are taken,
+	// so that one host cannot take every slot (admission.go). Zero = 16.
 	MaxUnauthenticatedPerSource int
 	// FrameRate and FrameBurst are the per-session token bucket for inbound
-	// frames. Zero = 50 frames/s, burst 200.
+	// signals. Zero = 50 frames/s, burst 200. The other frame kinds have
+	// fixed buckets (sessionLimits; docs/protocol.md, "Limits").
 	FrameRate  float64
 	FrameBurst int
+	// FloodDrops: a session that has this many frames dropped by its rate
+	// limits within FloodWindow is closed (CodeFlooding). Zero = 500 in 10s.
+	FloodDrops  int
+	FloodWindow time.Duration
 	// MaxSessions refuses sessions above this count (overloaded). Zero = 10000.
 	MaxSessions int
 	// SendQueue is how many frames may wait for one session before it is
@@ -184,6 +189,9 @@ type Coordinator struct {
 	crlsInstalled   atomic.Uint64
 	nconns          atomic.Int64 // handshaken connections (for MaxSessions)
 	unauthRefused   atomic.Uint64
+	floodClosed     atomic.Uint64
+	crlRepeats      atomic.Uint64
+	crls            crlCache
 	unauthLog       refusalLog
 	nSessions       atomic.Int64
 	nRecords        atomic.Int64
@@ -241,6 +249,10 @@ func NewCoordinator(opts CoordinatorOptions) (*Coordinator, error) {
 	if opts.MaxSessions <= 0 {
 		opts.MaxSessions = 10000
 	}
+	if opts.FloodDrops <= 0 {
+		opts.FloodDrops = 500
+	}
+	setDefault(&opts.FloodWindow, 10*time.Second)
 	if opts.MaxUnauthenticated <= 0 {
 		opts.MaxUnauthenticated = 256
 	}
@@ -525,6 +537,8 @@ func (c *Coordinator) Stats() CoordinatorStats {
 		GossipMalformed:     c.gossipMalformed.Load(),
 		SessionsRefused:     c.sessRefused.Load(),
 		UnauthRefused:       c.unauthRefused.Load(),
+		SessionsFlooding:    c.floodClosed.Load(),
+		CRLsRepeated:        c.crlRepeats.Load(),
 		SessionsDuplicate:   c.dupRefused.Load(),
 		HoldersPresumedDead: c.holdersDead.Load(),
 		SessionsClosed:      c.sessClosed.Load(),

@@ -330,11 +330,73 @@ func (c *Coordinator) serveConn(raw net.Conn, src netip.Addr) {
 	}
 }
 
+// Per-session rate limits of the frame kinds other than signals (whose
+// bucket is CoordinatorOptions.FrameRate/FrameBurst), each well above what a
+// node sends: a node pings once per keepalive interval (5 s), re-signs its
+// record when an address changes (a few a minute when roaming), and passes
+// on a CRL only when a newer one reaches it. docs/protocol.md, "Limits".
+const (
+	pingRate, pingBurst     = 2, 10  // frames/s, burst
+	recordRate, recordBurst = 1, 20  // Record and Leave together
+	crlRate, crlBurst       = 0.2, 4 // one every 5 s
+)
+
+// sessionLimits are one session's token buckets and its flood accounting;
+// owned by the session's reader.
+type sessionLimits struct {
+	ping, record, signal, crl *rate.Limiter
+
+	windowStart time.Time
+	dropped     int  // frames dropped in the window
+	told        bool // the node was told about a drop in this window
+}
+
+func (c *Coordinator) newSessionLimits() *sessionLimits {
+	return &sessionLimits{
+		ping:   rate.NewLimiter(pingRate, pingBurst),
+		record: rate.NewLimiter(recordRate, recordBurst),
+		signal: rate.NewLimiter(rate.Limit(c.opts.FrameRate), c.opts.FrameBurst),
+		crl:    rate.NewLimiter(crlRate, crlBurst),
+	}
+}
+
+// allow takes a token for a frame of kind t (unknown kinds pass: the read
+// loop refuses them).
+func (l *sessionLimits) allow(t frameType, now time.Time) bool {
+	var lim *rate.Limiter
+	switch t {
+	case framePing:
+		lim = l.ping
+	case frameRecord, frameLeave:
+		lim = l.record
+	case frameSignal:
+		lim = l.signal
+	case frameCRL:
+		lim = l.crl
+	default:
+		return true
+	}
+	return lim.AllowN(now, 1)
+}
+
+// drop accounts one dropped frame; flooding says the session passed
+// maxDrops within window; tell says to send the node a rate-limit error
+// (once per window, so that a flood is not answered frame by frame).
+func (l *sessionLimits) drop(now time.Time, window time.Duration, maxDrops int) (tell, flooding bool) {
+	if now.Sub(l.windowStart) > window {
+		l.windowStart, l.dropped, l.told = now, 0, false
+	}
+	l.dropped++
+	tell = !l.told
+	l.told = true
+	return tell, l.dropped >= maxDrops
+}
+
 // readLoop reads frames until the session ends and returns why.
 func (c *Coordinator) readLoop(s *session) error {
 	// Nodes send small frames; larger reads bypass the buffer.
 	br := bufio.NewReaderSize(s.conn, 2<<10)
-	lim := rate.NewLimiter(rate.Limit(c.opts.FrameRate), c.opts.FrameBurst)
+	lim := c.newSessionLimits()
 	var hdr [frameHeaderLen]byte
 	regDeadline := time.Now().Add(c.opts.HandshakeTimeout)
 	registered := false
@@ -348,12 +410,22 @@ func (c *Coordinator) readLoop(s *session) error {
 		if err != nil {
 			return c.readError(s, err, registered)
 		}
-		s.lastRead.Store(time.Now().UnixNano())
-		if !lim.Allow() {
+		now := time.Now()
+		s.lastRead.Store(now.UnixNano())
+		if !lim.allow(f.typ, now) {
 			c.fc.rateLimited.Add(1)
+			tell, flooding := lim.drop(now, c.opts.FloodWindow, c.opts.FloodDrops)
+			if flooding {
+				c.floodClosed.Add(1)
+				err := fmt.Errorf("%w: %d frames dropped by the rate limits within %v (last: %s)", ErrRateLimited, lim.dropped, c.opts.FloodWindow, f.typ)
+				s.log.Warn("closing node session: flooding", "error", err)
+				s.kill(CodeFlooding, err.Error())
+				return err
+			}
 			if f.typ == frameSignal {
+				// The node waits for each signal's result.
 				s.send(signalResultFrame(f.id, sigRateLimited))
-			} else if f.typ != framePing {
+			} else if tell {
 				s.send(errorFrame(CodeRateLimited, 0, f.typ.String()+" frame dropped: rate limit exceeded"))
 			}
 			continue
@@ -379,6 +451,23 @@ func (c *Coordinator) readLoop(s *session) error {
 		case frameSignal:
 			ev.kind = evSignal
 		case frameCRL:
+			if !registered {
+				c.fc.malformed.Add(1)
+				err := fmt.Errorf("%w: CRL before registration", ErrMalformed)
+				s.log.Info("closing node session: protocol error", "error", err)
+				s.kill(CodeProtocol, err.Error())
+				return err
+			}
+			// Verified here, off the run loop, once per distinct CRL.
+			installed, repeat, err := c.crls.verifyCRL(c.opts.Verifier, f.crl)
+			if repeat {
+				c.crlRepeats.Add(1)
+			} else if err != nil {
+				s.log.Warn("CRL from node rejected", "reason", err)
+			}
+			if !installed {
+				continue
+			}
 			ev.kind = evCRL
 		default:
 			c.fc.malformed.Add(1)
@@ -449,9 +538,8 @@ func (c *Coordinator) handleSessionEvent(ev sessionEvent) {
 		c.sessionClosed(s, ev.err)
 		return
 	case evCRL:
-		if err := c.applyCRL(ev.f.crl); err != nil {
-			s.log.Warn("CRL from node rejected", "reason", err)
-		}
+		// Installed by the session's reader; propagate it.
+		c.checkCRL()
 		return
 	}
 	if s.killed() {

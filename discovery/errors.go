@@ -146,6 +146,10 @@ const (
 	// field carries a retry-after in milliseconds and its text starts with
 	// the holder's address (docs/protocol.md, "Duplicate identities"); fatal.
 	CodeDuplicateIdentity ErrorCode = 11
+	// CodeFlooding: the session kept sending frames beyond its rate limits
+	// (FloodDrops dropped within FloodWindow); the text says how many of
+	// which kind; fatal.
+	CodeFlooding ErrorCode = 12
 )
 
 func (c ErrorCode) String() string {
@@ -172,6 +176,8 @@ func (c ErrorCode) String() string {
 		return "revoked"
 	case CodeDuplicateIdentity:
 		return "duplicate identity"
+	case CodeFlooding:
+		return "flooding"
 	default:
 		return fmt.Sprintf("error code %d", uint8(c))
 	}

@@ -3,8 +3,6 @@ package discovery
 import (
 	"math/big"
 	"time"
-
-	"github.com/meshd/meshd/pki"
 )
 
 // replication.go: how the coordinator's run goroutine keeps its replica,
@@ -148,17 +146,17 @@ func (c *Coordinator) checkCRL() {
 	c.stateDirty = true
 }
 
-// applyCRL installs a CRL received from a session or gossip.
+// applyCRL installs a CRL received from gossip (verified once per distinct
+// CRL, crlcache.go) and propagates it if it is newer.
 func (c *Coordinator) applyCRL(der []byte) error {
-	crl, err := pki.ParseCRLDER(der)
-	if err != nil {
-		return err
+	installed, repeat, err := c.crls.verifyCRL(c.opts.Verifier, der)
+	if repeat {
+		c.crlRepeats.Add(1)
 	}
-	if _, err := c.opts.Verifier.UpdateCRL(crl); err != nil {
-		return err
+	if installed {
+		c.checkCRL()
 	}
-	c.checkCRL()
-	return nil
+	return err
 }
 
 // nextSince is the start of a new session for a node whose current presence

@@ -36,6 +36,9 @@ type CoordinatorStats struct {
 	// unauthenticated connections of their source, or in total, were at
 	// their cap (also in SessionsRefused).
 	UnauthRefused uint64
+	// SessionsFlooding counts sessions closed because their rate limits
+	// dropped FloodDrops frames within FloodWindow (CodeFlooding).
+	SessionsFlooding uint64
 	// SessionsDuplicate counts sessions refused because another host holds
 	// a live session with the node's name (also in SessionsRefused).
 	SessionsDuplicate uint64
@@ -47,6 +50,7 @@ type CoordinatorStats struct {
 	SignalsForwarded    uint64 // signals forwarded to another coordinator
 	SignalsFailed       uint64 // signals answered with an error
 	CRLsInstalled       uint64 // newer CRLs installed and propagated
+	CRLsRepeated        uint64 // CRLs seen before: answered from the verification cache
 }
 
 // ClientStats are a client's counters since Start.

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meshd/meshd/config"
+	"github.com/meshd/meshd/internal/preflight"
 )
 
 func init() { register(newConfigCmd) }
@@ -39,12 +40,18 @@ func newConfigCheckCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "check [FILE]",
 		Short: "Validate a configuration file and list every problem in it",
-		Long: `Check parses and validates FILE (default ` + defaultConfigPath + `) the way meshd
-does at start and on reload. It prints every problem, one per line as
-FILE:LINE:COL: KEY: MESSAGE, and exits 1 if there are any; otherwise it prints
-"FILE: ok". The files the configuration names (certificates, keys, secret
-files) must exist and be readable by the user running the check; use
---skip-files to check a file meant for another machine or user.`,
+		Long: `Check parses and validates FILE (default ` + defaultConfigPath + `) and then runs
+exactly the checks meshd runs at start and on reload: the key matches the
+certificate, the certificate was issued by the CA in pki.ca, node.name is
+the certificate's name, routes.advertise lies inside its subnets, the secret
+files and the CRL can be used, the control group exists. It prints every
+problem in the file, one per line as FILE:LINE:COL: KEY: MESSAGE, or the first
+problem with what it names, in the words meshd would use, and exits 1;
+otherwise it prints its warnings (inbound firewall without rules, secrets
+others can read, a session_listen address this host does not have, an
+expired certificate) and "FILE: ok". The files the configuration names must
+be readable by the user running the check (run it as root, like meshd); use
+--skip-files to check only the file itself, e.g. one meant for another machine.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := defaultConfigPath
@@ -61,9 +68,26 @@ files) must exist and be readable by the user running the check; use
 func runConfigCheck(w io.Writer, path string, a configCheckArgs) error {
 	cfg, err := config.Load(path, config.WithFileChecks(!a.skipFiles))
 	if err == nil {
-		// Warnings (a secret others can read) do not make the file wrong.
+		var warnings []string
+		if !a.skipFiles {
+			// The same function meshd runs before it builds anything.
+			r, perr := preflight.Run(cfg, preflight.Options{})
+			if perr != nil {
+				if _, werr := fmt.Fprintf(w, "%s: %v\n", path, perr); werr != nil {
+					return werr
+				}
+				return &exitError{code: 1, err: fmt.Errorf("%s: 1 problem", path)}
+			}
+			warnings = r.Warnings
+		}
+		// Warnings (a secret others can read, ...) do not make the file wrong.
 		for _, warn := range cfg.Warnings {
 			if _, werr := fmt.Fprintf(w, "warning: %v\n", warn); werr != nil {
+				return werr
+			}
+		}
+		for _, warn := range warnings {
+			if _, werr := fmt.Fprintf(w, "warning: %s: %s\n", path, warn); werr != nil {
 				return werr
 			}
 		}

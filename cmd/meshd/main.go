@@ -88,11 +88,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	if *check {
-		if err := daemon.Check(cfg); err != nil {
+		warnings, err := daemon.Check(cfg)
+		if err != nil {
 			return fail(stderr, err)
 		}
 		for _, w := range cfg.Warnings {
 			fmt.Fprintf(stderr, "meshd: warning: %v\n", w)
+		}
+		for _, w := range warnings {
+			fmt.Fprintf(stderr, "meshd: warning: %s\n", w)
 		}
 		fmt.Fprintf(stdout, "meshd: %s: configuration OK\n", *cfgPath)
 		return exitOK
