@@ -36,7 +36,7 @@ func (d *Daemon) Status(ctx context.Context) (*control.Status, error) {
 		Address:     d.self.Addrs[0].Addr(),
 		Version:     d.version,
 		Uptime:      up,
-		Cert:        control.CertInfo{NotAfter: d.creds.Cert.Cert.NotAfter, Fingerprint: d.creds.Cert.Fingerprint},
+		Cert:        control.CertInfo{NotAfter: d.cred().Cert.Cert.NotAfter, Fingerprint: d.cred().Cert.Fingerprint},
 		Coordinator: d.coordinatorInfo(),
 		NAT:         control.NATUnknown,
 		Drops:       nonZero(d.drops()),
@@ -333,7 +333,7 @@ func (d *Daemon) Summary() string {
 	}
 	n := control.CountPeers(peers)
 	fmt.Fprintf(&b, "; %d/%d peers up (%d direct, %d relay)", n.Online, n.Total, n.Direct, n.Relay)
-	ci2 := control.CertStatus(control.CertInfo{NotAfter: d.creds.Cert.Cert.NotAfter}, d.now())
+	ci2 := control.CertStatus(control.CertInfo{NotAfter: d.cred().Cert.Cert.NotAfter}, d.now())
 	if ci2.Warning != "" {
 		b.WriteString("; " + ci2.Warning)
 	}

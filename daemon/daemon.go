@@ -44,7 +44,6 @@ type Daemon struct {
 	version  string
 	cfgPath  string
 	startCfg *config.Config // configuration at New (restart-only keys)
-	creds    *pki.Credentials
 	verifier *pki.Verifier
 	self     selfInfo
 	lazy     bool
@@ -69,6 +68,7 @@ type Daemon struct {
 	// ================================================================
 	// Read by any goroutine, swapped whole.
 	run     atomic.Pointer[runConfig]
+	creds   atomic.Pointer[pki.Credentials] // swapped by a reload that renews the certificate
 	client  atomic.Pointer[discovery.Client]
 	view    atomic.Pointer[view]
 	lastNet atomic.Pointer[netSnapshot] // newest netcheck, nil before the first
@@ -144,7 +144,6 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		version:    version,
 		cfgPath:    opts.ConfigPath,
 		startCfg:   cfg,
-		creds:      p.creds,
 		verifier:   p.verifier,
 		self:       selfInfo{Name: id.Name, Addrs: []netip.Prefix{id.Addr}},
 		lazy:       cfg.ICE.Lazy,
@@ -160,6 +159,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		done:       make(chan struct{}),
 		fatalCh:    make(chan struct{}),
 	}
+	d.creds.Store(p.creds)
 	if d.cfgPath == "" {
 		d.cfgPath = cfg.File
 	}
@@ -430,7 +430,7 @@ func (d *Daemon) coordinatorList(join []string) []string {
 func (d *Daemon) newClient(coords []string) (*discovery.Client, error) {
 	cfg := d.startCfg
 	o := discovery.ClientOptions{
-		Credentials:  d.creds,
+		Credentials:  d.cred(),
 		Verifier:     d.verifier,
 		Coordinators: coords,
 		Info: discovery.LocalInfo{
@@ -487,7 +487,7 @@ func (d *Daemon) onRegistryChange(ch discovery.Change) {
 	switch ch.Kind {
 	case discovery.CRLUpdated:
 		d.log.Info("CRL updated", "number", ch.CRL.Number().String())
-		if d.verifier.IsRevoked(d.creds.Cert.Cert.SerialNumber) {
+		if d.verifier.IsRevoked(d.cred().Cert.Cert.SerialNumber) {
 			d.log.Error("this node's certificate is on the CRL: peers and coordinators refuse it; get a new certificate")
 			d.events.publish(control.Event{Kind: control.EventCertWarning, Message: "this node's certificate is revoked"})
 		}
@@ -666,3 +666,6 @@ func (d *Daemon) Healthy(ctx context.Context) error {
 	}
 	return d.do(ctx, func() {})
 }
+
+// cred returns this node's current certificate and key.
+func (d *Daemon) cred() *pki.Credentials { return d.creds.Load() }

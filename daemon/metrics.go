@@ -143,7 +143,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	} else {
 		gauge(m.sessionUp, 0)
 	}
-	gauge(m.certExpiry, d.creds.Cert.Cert.NotAfter.Sub(d.now()).Seconds())
+	gauge(m.certExpiry, d.cred().Cert.Cert.NotAfter.Sub(d.now()).Seconds())
 	counter(m.reloads, d.stats.reloads.Load(), "ok")
 	counter(m.reloads, d.stats.reloadsFailed.Load(), "failed")
 	if d.coord != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/control"
 	"github.com/meshd/meshd/discovery"
+	"github.com/meshd/meshd/pki"
 )
 
 // Reload implements control.Backend and is what SIGHUP runs: it reads and
@@ -82,8 +83,19 @@ func (d *Daemon) reload(ctx context.Context, res *control.ReloadResult) (*contro
 			res.NeedsRestart = append(res.NeedsRestart, k)
 		}
 	}
-	if p.creds.Cert.Fingerprint != d.creds.Cert.Fingerprint && !slices.Contains(res.NeedsRestart, "pki.cert") {
-		// Same path, new file (a renewed certificate): it is read at start.
+	renew, why := renewal(d.cred(), p.creds, res.NeedsRestart)
+	if renew {
+		// A renewed certificate (same path or a new one) is applied now:
+		// links re-handshake with it and keep their traffic.
+		res.NeedsRestart = slices.DeleteFunc(res.NeedsRestart, func(k string) bool { return k == "pki.cert" || k == "pki.key" })
+		res.Changed = append(res.Changed, "pki.cert")
+		if d.coord != nil {
+			// The embedded coordinator's TLS listener keeps the certificate
+			// it started with (valid until it expires).
+			res.NeedsRestart = append(res.NeedsRestart, "pki.cert")
+		}
+	} else if why != "" && !slices.Contains(res.NeedsRestart, "pki.cert") {
+		d.log.Warn("the new certificate is not a renewal of the running one", "reason", why)
 		res.NeedsRestart = append(res.NeedsRestart, "pki.cert")
 	}
 	if p.crl != nil {
@@ -101,6 +113,9 @@ func (d *Daemon) reload(ctx context.Context, res *control.ReloadResult) (*contro
 	eff.PKI.CRL = newCfg.PKI.CRL
 	eff.ICE.STUNServers = slices.Clone(newCfg.ICE.STUNServers)
 	eff.ICE.TURNServers = slices.Clone(newCfg.ICE.TURNServers)
+	if renew {
+		eff.PKI.Cert, eff.PKI.Key = newCfg.PKI.Cert, newCfg.PKI.Key
+	}
 	next, err := newRunConfig(&eff)
 	if err != nil {
 		return res, err
@@ -124,6 +139,9 @@ func (d *Daemon) reload(ctx context.Context, res *control.ReloadResult) (*contro
 	}
 	if d.opts.LogLevel != nil {
 		d.opts.LogLevel.Set(eff.Log.Level.Slog())
+	}
+	if renew {
+		d.renew(p.creds)
 	}
 	if !slices.Equal(old.cfg.ICE.STUNServers, eff.ICE.STUNServers) {
 		d.kickNetcheck() // the NAT verdict depends on which STUN servers answer
@@ -173,4 +191,41 @@ func (d *Daemon) swapRun(old, next *runConfig, newClient *discovery.Client) erro
 		d.kickLoop()
 	}
 	return nil
+}
+
+// renewal reports whether next can replace the running certificate cur
+// without a restart: a new certificate for the same identity (name,
+// addresses, groups, subnets), under the same CA file. why says what stops
+// it when next is a different certificate; both are zero when nothing
+// changed.
+func renewal(cur, next *pki.Credentials, needsRestart []string) (ok bool, why string) {
+	if next.Cert.Fingerprint == cur.Cert.Fingerprint {
+		return false, ""
+	}
+	a, b := cur.Cert.Identity, next.Cert.Identity
+	switch {
+	case slices.Contains(needsRestart, "pki.ca"):
+		return false, "pki.ca changed too (a CA change takes a restart)"
+	case a.Name != b.Name || a.Addr != b.Addr || a.Addr6 != b.Addr6:
+		return false, fmt.Sprintf("it names %s %s, the running one %s %s", b.Name, b.Addr, a.Name, a.Addr)
+	case !slices.Equal(a.Groups, b.Groups) || !slices.Equal(a.Subnets, b.Subnets):
+		return false, "its groups or subnets differ from the running certificate's"
+	}
+	return true, ""
+}
+
+// renew makes the links and the coordinator session present creds (a
+// renewed certificate). Neither drops traffic: links re-handshake through a
+// rekey, and the session re-registers at once.
+func (d *Daemon) renew(creds *pki.Credentials) {
+	d.creds.Store(creds)
+	if err := d.tm.SetCredentials(creds); err != nil {
+		d.log.Error("links keep the old certificate", "error", err)
+	}
+	if c := d.client.Load(); c != nil {
+		if err := c.SetCredentials(creds); err != nil {
+			d.log.Error("the coordinator session keeps the old certificate", "error", err)
+		}
+	}
+	d.log.Info("certificate renewed", "fingerprint", creds.Cert.Fingerprint, "notAfter", creds.Cert.Cert.NotAfter)
 }
