@@ -268,7 +268,7 @@ format = "json"
 			Conntrack: Conntrack{TCPTimeout: Duration(time.Hour), UDPTimeout: Duration(30 * time.Second), DefaultTimeout: Duration(time.Minute)},
 		},
 		Routes:  Routes{Advertise: []netip.Prefix{pf("10.1.0.0/16"), pf("fd00:1::/64")}, Forward: true, Accept: []netip.Prefix{pf("0.0.0.0/0"), pf("::/0")}},
-		Control: Control{Socket: "/etc/meshd/meshd.sock", Group: ""},
+		Control: Control{Socket: "/etc/meshd/meshd.sock", Group: "", GroupSet: true},
 		Metrics: Metrics{Enabled: true, Listen: ap("[::1]:9100")},
 		Log:     Log{Level: LogDebug, Format: LogJSON},
 	}

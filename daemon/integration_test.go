@@ -245,13 +245,8 @@ func TestTwoNodes(t *testing.T) {
 		}
 	})
 
-	var rxBeforeRelink float64 // a's packets from beta before the link is closed
 	t.Run("metrics", func(t *testing.T) {
 		body := scrape(t, a)
-		rxBeforeRelink = metricValue(t, body, `meshd_peer_receive_packets_total{peer="beta"}`)
-		if rxBeforeRelink <= 0 {
-			t.Errorf("alpha counted %v packets from beta", rxBeforeRelink)
-		}
 		for _, want := range []string{
 			`meshd_build_info{goversion="go`,
 			`go_goroutines `,
@@ -379,16 +374,6 @@ func TestTwoNodes(t *testing.T) {
 		testutil.WaitFor(t, 10*time.Second, "peer_down for beta", func() bool {
 			return aEvents.has(control.EventPeerDown, "beta", "")
 		})
-		// Per-peer totals keep what the closed link counted: a counter
-		// never goes backwards within a process.
-		body := scrape(t, a)
-		if rx := metricValue(t, body, `meshd_peer_receive_packets_total{peer="beta"}`); rx < rxBeforeRelink {
-			t.Errorf("meshd_peer_receive_packets_total went from %v to %v when the link closed", rxBeforeRelink, rx)
-		}
-		if n := strings.Count(body, "meshd_peer_link_state{peer=\"beta\",state="); n != len(metricLinkStates) ||
-			!strings.Contains(body, `meshd_peer_link_state{peer="beta",state="closed"} 1`) {
-			t.Errorf("link state series for a revoked beta:\n%s", body)
-		}
 	})
 }
 

@@ -27,13 +27,15 @@ func fuzzSeeds(f *testing.F) (certs [][]byte, crls [][]byte, exts [][]byte) {
 		id := testIdentity("node-a", 1)
 		n := mustNode(f, ca, kt, id, time.Time{}, time.Time{})
 		bare := mustNode(f, ca, kt, Identity{Name: "b", Addr: id.Addr}, time.Time{}, time.Time{})
-		certs = append(certs, n.cert.Cert.Raw, bare.cert.Cert.Raw, ca.Cert.Raw)
+		coordID := Identity{Name: "c", Addr: id.Addr, Coordinator: true}
+		coord := mustNode(f, ca, kt, coordID, time.Time{}, time.Time{})
+		certs = append(certs, n.cert.Cert.Raw, bare.cert.Cert.Raw, coord.cert.Cert.Raw, ca.Cert.Raw)
 		crl, err := ca.Revoke(nil, []*x509.Certificate{n.cert.Cert}, "keyCompromise", 0)
 		if err != nil {
 			f.Fatal(err)
 		}
 		crls = append(crls, crl.Raw)
-		for _, c := range []*x509.Certificate{n.cert.Cert, bare.cert.Cert} {
+		for _, c := range []*x509.Certificate{n.cert.Cert, bare.cert.Cert, coord.cert.Cert} {
 			for _, e := range c.Extensions {
 				if e.Id.Equal(OIDIdentity) {
 					exts = append(exts, e.Value)
@@ -199,6 +201,38 @@ func FuzzNodeCertExtension(f *testing.F) {
 		}
 		if verr == nil && vc.Identity.Addr != id.Addr {
 			t.Fatalf("accepted address %v, the SAN says %v", vc.Identity.Addr, id.Addr)
+		}
+	})
+}
+
+// FuzzParseCAsPEM: a CA bundle (pki.ca) parses to 1-16 distinct CA
+// certificates or fails; it never panics.
+func FuzzParseCAsPEM(f *testing.F) {
+	certs, _, _ := fuzzSeeds(f)
+	var bundle []byte
+	for _, c := range certs {
+		block := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c})
+		f.Add(block)
+		bundle = append(bundle, block...)
+	}
+	f.Add(bundle)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cas, err := ParseCAsPEM(data)
+		if err != nil {
+			return
+		}
+		if len(cas) == 0 || len(cas) > maxCABundle {
+			t.Fatalf("%d CAs", len(cas))
+		}
+		for i, ca := range cas {
+			if !ca.IsCA {
+				t.Fatal("a non-CA certificate in the bundle")
+			}
+			for _, prev := range cas[:i] {
+				if bytes.Equal(prev.Raw, ca.Raw) {
+					t.Fatal("a duplicate in the bundle")
+				}
+			}
 		}
 	})
 }

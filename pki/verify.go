@@ -7,6 +7,7 @@ import (
 	"math/big"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,17 +28,19 @@ type Expect struct {
 
 // Verifier is THE verification policy every handshake uses: DTLS links and
 // coordinator TLS sessions call Verify (through VerifyPeerCertificate) and
-// nothing else. Safe for concurrent use; the CRL is swapped atomically, so a
-// handshake sees either the old or the new list, never half of one.
+// nothing else. It trusts one or more CA certificates (several during a CA
+// rotation) and keeps one CRL per CA. Safe for concurrent use; the CRLs are
+// swapped atomically, so a handshake sees either the old or the new lists,
+// never half of one.
 type Verifier struct {
 	// Immutable after NewVerifier.
-	ca   *x509.Certificate
+	cas  []*x509.Certificate // trusted CAs, bundle order; no nils
 	self *NodeCert
 
 	// mu serializes UpdateCRL so that "is it newer?" and "install" are one
-	// step; Verify and IsRevoked never take it, they load crl.
-	mu  sync.Mutex
-	crl atomic.Pointer[crlState]
+	// step; Verify and IsRevoked never take it, they load crls.
+	mu   sync.Mutex
+	crls atomic.Pointer[[]*crlState] // indexed like cas; nil entry = no CRL of that CA
 }
 
 // crlState is an installed CRL with its serials indexed for lookup.
@@ -52,14 +55,53 @@ type crlState struct {
 // certificate, used to refuse connections to itself; nil (coordinators,
 // tools) skips that check.
 func NewVerifier(ca *x509.Certificate, self *NodeCert) *Verifier {
-	return &Verifier{ca: ca, self: self}
+	return NewVerifierCAs([]*x509.Certificate{ca}, self)
 }
 
-// UpdateCRL installs crl if the CA signed it (ErrCRLSignature otherwise) and
-// its number is higher than the installed one. A CRL that is not newer is
-// ignored (false, nil): the Verifier never goes back to an older list.
+// NewVerifierCAs is NewVerifier trusting every CA in cas (nil entries are
+// skipped; with none, every certificate is ErrUnknownCA). A certificate is
+// accepted if any of them issued it, and is checked against that CA's window
+// and CRL. Credentials.CAs is the bundle pki.ca holds.
+func NewVerifierCAs(cas []*x509.Certificate, self *NodeCert) *Verifier {
+	v := &Verifier{self: self}
+	for _, ca := range cas {
+		if ca != nil {
+			v.cas = append(v.cas, ca)
+		}
+	}
+	return v
+}
+
+// CAs returns the trusted CA certificates in the order given to the
+// constructor. The slice is a copy; the certificates are shared.
+func (v *Verifier) CAs() []*x509.Certificate { return slices.Clone(v.cas) }
+
+// crlIssuer returns the index of the trusted CA that signed crl.
+func (v *Verifier) crlIssuer(crl *CRL) (int, error) {
+	if len(v.cas) == 0 {
+		return -1, checkCRLSignature(crl, nil)
+	}
+	var first error
+	for i, ca := range v.cas {
+		err := checkCRLSignature(crl, ca)
+		if err == nil {
+			return i, nil
+		}
+		if first == nil || bytes.Equal(crl.List.RawIssuer, ca.RawSubject) {
+			first = err // prefer the reason given by a CA of the right name
+		}
+	}
+	return -1, first
+}
+
+// UpdateCRL installs crl if one of the trusted CAs signed it (ErrCRLSignature
+// otherwise) and its number is higher than the installed CRL of that CA. A
+// CRL that is not newer is ignored (false, nil): the Verifier never goes back
+// to an older list. Each CA's list is kept separately: a CRL of one CA never
+// replaces (or revokes the certificates of) another.
 func (v *Verifier) UpdateCRL(crl *CRL) (installed bool, err error) {
-	if err := checkCRLSignature(crl, v.ca); err != nil {
+	i, err := v.crlIssuer(crl)
+	if err != nil {
 		return false, err
 	}
 	if crl.List.Number == nil || crl.List.Number.Sign() <= 0 {
@@ -73,36 +115,184 @@ func (v *Verifier) UpdateCRL(crl *CRL) (installed bool, err error) {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if cur := v.crl.Load(); cur != nil && st.number.Cmp(cur.number) <= 0 {
+	next := make([]*crlState, len(v.cas))
+	if cur := v.crls.Load(); cur != nil {
+		copy(next, *cur)
+	}
+	if cur := next[i]; cur != nil && st.number.Cmp(cur.number) <= 0 {
 		return false, nil
 	}
-	v.crl.Store(st)
+	next[i] = st
+	v.crls.Store(&next)
 	return true, nil
 }
 
-// CRL returns the installed CRL, or nil.
+// NewerCRL reports whether crl's number is higher than that of the installed
+// CRL of the CA named as its issuer, without checking its signature: a cheap
+// pre-check before UpdateCRL (false means UpdateCRL would ignore it). A CRL
+// naming no trusted CA is "newer" so that UpdateCRL reports why it is refused.
+func (v *Verifier) NewerCRL(crl *CRL) bool {
+	if crl == nil || crl.List == nil {
+		return false
+	}
+	cur := v.crls.Load()
+	matched := false
+	for i, ca := range v.cas {
+		if !bytes.Equal(crl.List.RawIssuer, ca.RawSubject) || !keyIDMatches(crl.List.AuthorityKeyId, ca) {
+			continue
+		}
+		matched = true
+		if cur == nil || (*cur)[i] == nil || crl.Number().Cmp((*cur)[i].number) > 0 {
+			return true
+		}
+	}
+	return !matched
+}
+
+// CRL returns the installed CRL of the primary CA, or nil. The primary CA is
+// the one that issued this node's certificate (self) if it is trusted, else
+// the first CA. With a single CA that is the only CRL; with several, use CRLs.
 func (v *Verifier) CRL() *CRL {
-	if st := v.crl.Load(); st != nil {
+	cur := v.crls.Load()
+	if cur == nil {
+		return nil
+	}
+	if st := (*cur)[v.primary()]; st != nil {
 		return st.crl
 	}
 	return nil
 }
 
-// IsRevoked reports whether serial is on the installed CRL.
+// CRLs returns the installed CRLs, at most one per trusted CA, in the CAs'
+// order.
+func (v *Verifier) CRLs() []*CRL {
+	cur := v.crls.Load()
+	if cur == nil {
+		return nil
+	}
+	var out []*CRL
+	for _, st := range *cur {
+		if st != nil {
+			out = append(out, st.crl)
+		}
+	}
+	return out
+}
+
+// primary returns the index of the CA CRL reports on.
+func (v *Verifier) primary() int {
+	if v.self != nil {
+		for i, ca := range v.cas {
+			if issuedBy(v.self.Cert, ca) {
+				return i
+			}
+		}
+	}
+	return 0
+}
+
+// IsRevoked reports whether serial is on an installed CRL, of any trusted CA
+// (serials are random 128-bit numbers, so two CAs do not share one by
+// accident). IsRevokedCert asks only the certificate's own CA.
 func (v *Verifier) IsRevoked(serial *big.Int) bool {
-	st := v.crl.Load()
-	if st == nil || serial == nil {
+	cur := v.crls.Load()
+	if cur == nil || serial == nil {
 		return false
 	}
-	_, ok := st.revoked[serial.String()]
-	return ok
+	key := serial.String()
+	for _, st := range *cur {
+		if st == nil {
+			continue
+		}
+		if _, ok := st.revoked[key]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// IsRevokedCert reports whether cert is on the installed CRL of the CA that
+// issued it (matched by issuer name and key identifier, not by signature:
+// pass a certificate Verify accepted).
+func (v *Verifier) IsRevokedCert(cert *x509.Certificate) bool {
+	cur := v.crls.Load()
+	if cur == nil || cert == nil || cert.SerialNumber == nil {
+		return false
+	}
+	for i, ca := range v.cas {
+		if st := (*cur)[i]; st != nil && issuedBy(cert, ca) {
+			if _, ok := st.revoked[cert.SerialNumber.String()]; ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// issuedBy reports whether cert names ca as its issuer: same distinguished
+// name and, when both carry one, the same key identifier. It does not check
+// the signature.
+func issuedBy(cert, ca *x509.Certificate) bool {
+	return bytes.Equal(cert.RawIssuer, ca.RawSubject) && keyIDMatches(cert.AuthorityKeyId, ca)
+}
+
+// keyIDMatches reports whether an authority key identifier is ca's subject
+// key identifier; a missing one on either side matches.
+func keyIDMatches(aki []byte, ca *x509.Certificate) bool {
+	return len(aki) == 0 || len(ca.SubjectKeyId) == 0 || bytes.Equal(aki, ca.SubjectKeyId)
+}
+
+// issuer returns the trusted CA whose signature on cert verifies, or the
+// refusal.
+func (v *Verifier) issuer(cert *x509.Certificate, subject string) (*x509.Certificate, *VerifyError) {
+	if len(v.cas) == 0 {
+		return nil, reject(ErrUnknownCA, subject, "the verifier has no CA")
+	}
+	var named *x509.Certificate
+	var sigErr error
+	for _, ca := range v.cas {
+		if !bytes.Equal(cert.RawIssuer, ca.RawSubject) {
+			continue
+		}
+		named = ca
+		// Key identifiers only order the attempts; the signature decides.
+		err := cert.CheckSignatureFrom(ca)
+		if err == nil {
+			return ca, nil
+		}
+		if sigErr == nil || keyIDMatches(cert.AuthorityKeyId, ca) {
+			sigErr = err
+		}
+	}
+	if named == nil {
+		return nil, reject(ErrUnknownCA, subject, "issued by %q, the mesh %s %s", cert.Issuer.String(), caNoun(len(v.cas)), caNames(v.cas))
+	}
+	if len(v.cas) == 1 {
+		return nil, reject(ErrUnknownCA, subject, "signature does not verify with the mesh CA %q: %v", named.Subject.String(), sigErr)
+	}
+	return nil, reject(ErrUnknownCA, subject, "signature does not verify with any mesh CA named %q: %v", named.Subject.String(), sigErr)
+}
+
+func caNoun(n int) string {
+	if n == 1 {
+		return "CA is"
+	}
+	return "CAs are"
+}
+
+func caNames(cas []*x509.Certificate) string {
+	names := make([]string, 0, len(cas))
+	for _, ca := range cas {
+		names = append(names, strconv.Quote(ca.Subject.String()))
+	}
+	return strings.Join(names, ", ")
 }
 
 // Verify checks the peer's leaf certificate rawCerts[0] (further certificates
 // are ignored: the CA signs leaves directly) against the mesh policy and the
 // expected peer, and returns the accepted certificate. Checks run in this
 // order and the first failure is returned as a *VerifyError: no certificate,
-// malformed, chain to the CA (incl. tampered signature), CA not yet valid, CA
+// malformed, chain to a trusted CA (incl. tampered signature), CA not yet valid, CA
 // expired, not yet valid, expired, unhandled critical extensions (CA's, then
 // the certificate's), key usage (CA flag, EKU client+server,
 // digitalSignature, key type, meshd identity), revoked, self, coordinator
@@ -117,14 +307,9 @@ func (v *Verifier) Verify(rawCerts [][]byte, want Expect) (*NodeCert, error) {
 	}
 	subject := cert.Subject.CommonName
 
-	if v.ca == nil {
-		return nil, reject(ErrUnknownCA, subject, "the verifier has no CA")
-	}
-	if !bytes.Equal(cert.RawIssuer, v.ca.RawSubject) {
-		return nil, reject(ErrUnknownCA, subject, "issued by %q, the mesh CA is %q", cert.Issuer.String(), v.ca.Subject.String())
-	}
-	if err := cert.CheckSignatureFrom(v.ca); err != nil {
-		return nil, reject(ErrUnknownCA, subject, "signature does not verify with the mesh CA %q: %v", v.ca.Subject.String(), err)
+	ca, rej := v.issuer(cert, subject)
+	if rej != nil {
+		return nil, rej
 	}
 
 	now := want.Now
@@ -136,11 +321,11 @@ func (v *Verifier) Verify(rawCerts [][]byte, want Expect) (*NodeCert, error) {
 	// Checked before the leaf's own window because it is the cause: Sign
 	// never issues past the CA's NotAfter, so an expired CA usually comes
 	// with expired leaves.
-	if now.Before(v.ca.NotBefore) {
-		return nil, reject(ErrCANotYetValid, subject, "the mesh CA %q is not valid before %s, now %s", v.ca.Subject.CommonName, rfc3339(v.ca.NotBefore), rfc3339(now))
+	if now.Before(ca.NotBefore) {
+		return nil, reject(ErrCANotYetValid, subject, "the mesh CA %q is not valid before %s, now %s", ca.Subject.CommonName, rfc3339(ca.NotBefore), rfc3339(now))
 	}
-	if now.After(v.ca.NotAfter) {
-		return nil, reject(ErrCAExpired, subject, "the mesh CA %q expired at %s, now %s", v.ca.Subject.CommonName, rfc3339(v.ca.NotAfter), rfc3339(now))
+	if now.After(ca.NotAfter) {
+		return nil, reject(ErrCAExpired, subject, "the mesh CA %q expired at %s, now %s", ca.Subject.CommonName, rfc3339(ca.NotAfter), rfc3339(now))
 	}
 	if now.Before(cert.NotBefore) {
 		return nil, reject(ErrNotYetValid, subject, "not before %s, now %s", rfc3339(cert.NotBefore), rfc3339(now))
@@ -153,8 +338,8 @@ func (v *Verifier) Verify(rawCerts [][]byte, want Expect) (*NodeCert, error) {
 	// ones it does not; its Verify refuses those, and this verifier, which
 	// replaces it, must too (RFC 5280 section 4.2). meshd's own identity
 	// extension is handled below even if a signer marked it critical.
-	if oids := unhandledCritical(v.ca); len(oids) > 0 {
-		return nil, reject(ErrCriticalExtension, subject, "the mesh CA %q carries critical extensions meshd does not handle: %s", v.ca.Subject.CommonName, oids)
+	if oids := unhandledCritical(ca); len(oids) > 0 {
+		return nil, reject(ErrCriticalExtension, subject, "the mesh CA %q carries critical extensions meshd does not handle: %s", ca.Subject.CommonName, oids)
 	}
 	if oids := unhandledCritical(cert); len(oids) > 0 {
 		return nil, reject(ErrCriticalExtension, subject, "critical extensions meshd does not handle: %s", oids)
@@ -178,9 +363,16 @@ func (v *Verifier) Verify(rawCerts [][]byte, want Expect) (*NodeCert, error) {
 	}
 	nc := &NodeCert{Cert: cert, Identity: id, Fingerprint: Fingerprint(cert.Raw)}
 
-	if st := v.crl.Load(); st != nil {
-		if _, ok := st.revoked[cert.SerialNumber.String()]; ok {
-			return nil, reject(ErrRevoked, subject, "serial %x is on CRL number %s", cert.SerialNumber, st.number)
+	if cur := v.crls.Load(); cur != nil {
+		for i, c := range v.cas {
+			if c != ca {
+				continue
+			}
+			if st := (*cur)[i]; st != nil {
+				if _, ok := st.revoked[cert.SerialNumber.String()]; ok {
+					return nil, reject(ErrRevoked, subject, "serial %x is on CRL number %s of the CA %q", cert.SerialNumber, st.number, ca.Subject.CommonName)
+				}
+			}
 		}
 	}
 
