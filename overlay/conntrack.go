@@ -18,7 +18,7 @@ const DefaultMaxFlows = 65536
 const ctShardBits = 5
 
 // evictScan bounds how many entries an insert into a full shard looks at for
-// an expired one before it evicts whatever it found first.
+// an expired one or a victim.
 const evictScan = 16
 
 // flowKey names a flow from this node's point of view, so both directions of
@@ -103,19 +103,30 @@ func (k *flowKey) shard() int {
 // survive a Reconfig and are re-checked against the new rules (see
 // flowEntry.gen).
 //
-// Lock rules: each shard's mu guards only that shard's map. No code holds two
-// shard locks at once, and nothing else is locked while one is held.
+// A full table is shared fairly between peers: a new flow in a full shard
+// takes the place of an expired flow, else of a flow of the peer holding the
+// most entries in that shard (its own peer's on a tie), and is not tracked
+// when every candidate belongs to a peer holding fewer entries there than
+// its own. So a peer opening flows in a loop evicts its own flows, never
+// those of a peer that holds fewer: the others keep theirs.
+//
+// Lock rules: each shard's mu guards only that shard's maps. No code holds
+// two shard locks at once, and nothing else is locked while one is held.
 type conntrack struct {
 	shards   [1 << ctShardBits]ctShard
 	perShard int // capacity of one shard
 
-	evicted atomic.Uint64 // live flows dropped to make room
+	evicted   atomic.Uint64 // live flows dropped to make room
+	untracked atomic.Uint64 // new flows not tracked: full shard, their peer held the most
 }
 
 type ctShard struct {
 	mu sync.Mutex
 	m  map[flowKey]flowEntry
-	_  [40]byte // keep shards on separate cache lines
+	// perPeer counts m's entries (live or not yet swept) by flowEntry.peer;
+	// peers with none have no key, so it is never larger than m.
+	perPeer map[uint64]int32
+	_       [32]byte // keep shards on separate cache lines
 }
 
 func newConntrack(maxFlows int) *conntrack {
@@ -123,8 +134,19 @@ func newConntrack(maxFlows int) *conntrack {
 	for i := range ct.shards {
 		// Start small; maps grow per new flow (allowed), never per packet.
 		ct.shards[i].m = make(map[flowKey]flowEntry, min(ct.perShard, 64))
+		ct.shards[i].perPeer = make(map[uint64]int32, 8)
 	}
 	return ct
+}
+
+// deleteLocked removes k (holding entry e) from the shard.
+func (sh *ctShard) deleteLocked(k flowKey, e *flowEntry) {
+	delete(sh.m, k)
+	if n := sh.perPeer[e.peer] - 1; n > 0 {
+		sh.perPeer[e.peer] = n
+	} else {
+		delete(sh.perPeer, e.peer)
+	}
 }
 
 type refreshResult int
@@ -146,7 +168,7 @@ func (ct *conntrack) refresh(fw *compiledFirewall, k flowKey, peer *peerState, c
 		return flowMiss
 	}
 	if e.expire <= now {
-		delete(sh.m, k)
+		sh.deleteLocked(k, &e)
 		sh.mu.Unlock()
 		return flowMiss
 	}
@@ -159,7 +181,7 @@ func (ct *conntrack) refresh(fw *compiledFirewall, k flowKey, peer *peerState, c
 		var f flowView
 		k.view(e.flags&flowInbound != 0, &f)
 		if !fw.allows(e.flags&flowInbound != 0, &f, peer) {
-			delete(sh.m, k)
+			sh.deleteLocked(k, &e)
 			sh.mu.Unlock()
 			return flowRecheck
 		}
@@ -183,36 +205,61 @@ func (ct *conntrack) has(k flowKey, peer uint64, now int64) bool {
 	return ok && e.expire > now && e.peer == peer
 }
 
-// insert adds or replaces k. A full shard first drops an expired entry among
-// the first few it looks at, else an arbitrary live one (map iteration order
-// is random), so a flood of new flows cannot grow the table without bound.
+// insert adds or replaces k. A full shard makes room as the conntrack type
+// describes (makeRoomLocked), so a flood of new flows neither grows the
+// table without bound nor evicts other peers' flows.
 func (ct *conntrack) insert(k flowKey, e flowEntry, now int64) {
 	sh := &ct.shards[k.shard()]
 	sh.mu.Lock()
-	if _, exists := sh.m[k]; !exists && len(sh.m) >= ct.perShard {
-		var victim flowKey
-		found, expired, n := false, false, 0
-		for vk, ve := range sh.m {
-			if ve.expire <= now {
-				victim, found, expired = vk, true, true
-				break
-			}
-			if !found {
-				victim, found = vk, true
-			}
-			if n++; n >= evictScan {
-				break
-			}
+	old, exists := sh.m[k]
+	switch {
+	case exists:
+		if old.peer != e.peer {
+			sh.deleteLocked(k, &old)
+			sh.perPeer[e.peer]++
 		}
-		if found {
-			delete(sh.m, victim)
-			if !expired {
-				ct.evicted.Add(1)
-			}
-		}
+	case len(sh.m) >= ct.perShard && !ct.makeRoomLocked(sh, e.peer, now):
+		ct.untracked.Add(1)
+		sh.mu.Unlock()
+		return
+	default:
+		sh.perPeer[e.peer]++
 	}
 	sh.m[k] = e
 	sh.mu.Unlock()
+}
+
+// makeRoomLocked frees one entry of the full shard sh for a new flow of
+// peer, or reports false: among the first evictScan entries (map order is
+// random) the first expired one, else one of the peer holding the most
+// entries in the shard, the new flow's own peer winning ties; another
+// peer's only if it holds more entries than the new flow's peer.
+func (ct *conntrack) makeRoomLocked(sh *ctShard, peer uint64, now int64) bool {
+	var (
+		victim  flowKey
+		ve      flowEntry
+		best    int32 = -1
+		scanned int
+	)
+	for vk, e := range sh.m {
+		if e.expire <= now {
+			sh.deleteLocked(vk, &e)
+			return true
+		}
+		n := sh.perPeer[e.peer]
+		if n > best || (n == best && e.peer == peer) {
+			victim, ve, best = vk, e, n
+		}
+		if scanned++; scanned >= evictScan {
+			break
+		}
+	}
+	if best < 0 || (ve.peer != peer && best <= sh.perPeer[peer]) {
+		return false
+	}
+	sh.deleteLocked(victim, &ve)
+	ct.evicted.Add(1)
+	return true
 }
 
 // sweep deletes expired flows. The janitor goroutine calls it; lookups treat
@@ -223,7 +270,7 @@ func (ct *conntrack) sweep(now int64) {
 		sh.mu.Lock()
 		for k, e := range sh.m {
 			if e.expire <= now {
-				delete(sh.m, k)
+				sh.deleteLocked(k, &e)
 			}
 		}
 		sh.mu.Unlock()

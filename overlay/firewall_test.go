@@ -525,3 +525,70 @@ func TestFlowCacheBatch(t *testing.T) {
 		t.Fatalf("after FIN and closing timeout: %v", err)
 	}
 }
+
+// TestConntrackFairPerPeer: with the table full, a peer that keeps opening
+// flows evicts its own, never the established flows of a peer holding
+// fewer; and a lighter peer still gets its new flows tracked.
+func TestConntrackFairPerPeer(t *testing.T) {
+	const maxFlows = 256
+	h := newHarness(t, FirewallConfig{Inbound: []Rule{{Proto: ProtoUDP}}}, maxFlows)
+	// b's established flows: it sent to us, we answer.
+	const bFlows = 16
+	for port := 1; port <= bFlows; port++ {
+		h.expect("b", true, udpPkt(peerB4, local4, uint16(port), 53), true)
+	}
+	// c floods: 20 000 new flows, far beyond the table.
+	for port := 1; port <= 20000; port++ {
+		h.expect("c", true, udpPkt(peerC4, local4, uint16(port), 53), true)
+	}
+	if n := h.ct.len(); n > maxFlows {
+		t.Fatalf("table holds %d flows, bound is %d", n, maxFlows)
+	}
+	if h.ct.evicted.Load() == 0 {
+		t.Fatal("no evictions counted")
+	}
+	for port := 1; port <= bFlows; port++ {
+		k := flowKeyOf(mustParse(t, udpPkt(peerB4, local4, uint16(port), 53)), true)
+		if !h.ct.has(k, peerID("b"), h.now) {
+			t.Fatalf("b's flow from port %d was evicted by c's flood", port)
+		}
+	}
+	// A new flow of b (outbound, so only tracking lets the replies in)
+	// takes room from c, the heaviest, and its replies pass.
+	h.expect("b", false, udpPkt(local4, peerB4, 1000, 9), true)
+	h.set(FirewallConfig{}) // no inbound rules: only tracked flows pass in
+	h.expect("b", true, udpPkt(peerB4, local4, 9, 1000), true)
+	// The per-shard per-peer counts match the table.
+	for i := range h.ct.shards {
+		sh := &h.ct.shards[i]
+		want := map[uint64]int32{}
+		for _, e := range sh.m {
+			want[e.peer]++
+		}
+		if len(want) != len(sh.perPeer) {
+			t.Fatalf("shard %d: counts %v, entries %v", i, sh.perPeer, want)
+		}
+		for p, n := range want {
+			if sh.perPeer[p] != n {
+				t.Fatalf("shard %d: counts %v, entries %v", i, sh.perPeer, want)
+			}
+		}
+	}
+	// Expiry and sweeping keep the counts too.
+	h.now += int64(2 * time.Hour)
+	h.ct.sweep(h.now)
+	for i := range h.ct.shards {
+		if n := len(h.ct.shards[i].perPeer); n != 0 {
+			t.Fatalf("shard %d keeps %d peer counts after everything expired", i, n)
+		}
+	}
+}
+
+func mustParse(t *testing.T, pkt testpkt.Packet) *packet {
+	t.Helper()
+	var p packet
+	if err := p.parse(pkt.Marshal()); err != nil {
+		t.Fatal(err)
+	}
+	return &p
+}

@@ -332,6 +332,7 @@ func (i *Interface) Stats() Stats {
 	s := i.stats.snapshot()
 	s.Flows = i.ct.len()
 	s.FlowsEvicted = i.ct.evicted.Load()
+	s.FlowsUntracked = i.ct.untracked.Load()
 	return s
 }
 

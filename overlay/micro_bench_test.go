@@ -57,3 +57,27 @@ func BenchmarkFirewallEstablished(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkConntrackNewFlowFull: the cost of tracking a new flow when the
+// table is full (a peer opening flows in a loop), with a second peer's
+// flows in the table.
+func BenchmarkConntrackNewFlowFull(b *testing.B) {
+	ct := newConntrack(DefaultMaxFlows)
+	key := func(peer netip.Addr, port uint32) flowKey {
+		return flowKey{local: local4.As16(), remote: peer.As16(), lport: uint16(port), rport: uint16(port >> 16), proto: protoUDP}
+	}
+	idB, idC := peerID("b"), peerID("c")
+	for i := range uint32(DefaultMaxFlows / 8) {
+		ct.insert(key(peerB4, i), flowEntry{expire: 1 << 62, peer: idB}, 1)
+	}
+	var i uint32
+	for range DefaultMaxFlows {
+		ct.insert(key(peerC4, i), flowEntry{expire: 1 << 62, peer: idC}, 1)
+		i++
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		ct.insert(key(peerC4, i), flowEntry{expire: 1 << 62, peer: idC}, 1)
+		i++
+	}
+}

@@ -17,6 +17,10 @@ type Stats struct {
 
 	Flows        int    // entries in the connection-tracking table
 	FlowsEvicted uint64 // live flows dropped because the table was full
+	// FlowsUntracked counts new flows not tracked because the table was
+	// full and their peer already held the most entries (the packet itself
+	// was allowed by the rules; replies must match rules of their own).
+	FlowsUntracked uint64
 }
 
 // Drops counts dropped packets by reason. Each field matches one drop error
