@@ -477,7 +477,7 @@ func testKeyPair(t *testing.T, seed byte, lc, ls *Link) (client, server *keyStat
 func TestDemuxBatchesPerLink(t *testing.T) {
 	m := &Manager{}
 	m.known = newKnownSources()
-	m.muxc = newMuxConn(nil, m.known, &m.counters)
+	m.muxc = newMuxConn(nil, m.known, &m.counters, nil)
 	links := []*Link{{m: m, name: "one"}, {m: m, name: "two"}}
 	addrs := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:1000"), netip.MustParseAddrPort("192.0.2.2:2000")}
 	var senders []*record.Sealer

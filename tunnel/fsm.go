@@ -39,13 +39,15 @@ type owner struct {
 	attempts    int      // consecutive failures, for backoff
 	lastStart   time.Time
 	timer       *time.Timer       // the current state's deadline
-	pathTick    *time.Ticker      // controlling and connected: path policy
+	pathTick    *time.Ticker      // connected: liveness, idleness and (controlling) path policy
+	idle        idleTracker       // idle.go
 	rekeyTick   *time.Ticker      // connected: rekey checks (keys.go)
 	routeAddrs  [2]netip.AddrPort // current and previous direct address in the manager's route table
 	policy      pathPolicy
 	moveKey     string // pair the path policy last renominated to
 	moveWhy     string // and why (a PathReason)
 	early       earlyCandidates
+	cands       remoteCandLimit // bound and pace of the peer's candidates (candlimit.go)
 	logged      map[string]bool // failure reasons logged since the last success
 	path        Path
 	local       Candidate
@@ -142,8 +144,9 @@ func (l *Link) enter(next State, err error) {
 	case StateConnected:
 		o.timer.Stop()
 		o.attempts = 0
-		if o.controlling && o.pathTick == nil {
+		if o.pathTick == nil {
 			o.policy.reset()
+			o.idle.reset(time.Now(), l.dataCount())
 			o.pathTick = time.NewTicker(max(t.KeepaliveInterval/3, 10*time.Millisecond))
 		}
 		if o.rekeyTick == nil {
@@ -188,7 +191,7 @@ func (l *Link) enter(next State, err error) {
 			sn.agent = nil
 		}
 		if !connected(next) {
-			sn.path, sn.local, sn.remote, sn.relayServer = PathNone, Candidate{}, Candidate{}, ""
+			sn.path, sn.local, sn.remote, sn.relayServer, sn.idle = PathNone, Candidate{}, Candidate{}, "", false
 		}
 	})
 	if prev != next {
@@ -471,6 +474,9 @@ func (l *Link) refreshPath(s *session, v pairsView) {
 	o := &l.o
 	sel := v.selectedPair()
 	l.setRoute(s, sel)
+	if sel != nil {
+		s.gate.setSelected(sel.remote.Addr, sel.local.Type == "relay")
+	}
 	path := sel.path()
 	var local, remote Candidate
 	if sel != nil {
@@ -506,16 +512,48 @@ func (l *Link) refreshPath(s *session, v pairsView) {
 	}
 }
 
-// onPathTick runs the path policy (controlling side, connected).
+// onPathTick runs on a connected link: liveness of the selected pair (in
+// place of pion's timers), idleness (idle.go) and, on the controlling side
+// of an active link, the path policy.
 func (l *Link) onPathTick() {
 	o := &l.o
 	s := o.sess
-	if s == nil || !o.controlling {
+	if s == nil {
+		return
+	}
+	t := l.m.timers
+	now := time.Now()
+	heard := selectedHeard(s.agent)
+	was := o.idle.idle
+	idle, woke := o.idle.observe(now, l.dataCount(), heard, t)
+	s.gate.setIdle(idle)
+	if idle != was {
+		l.updateSnap(func(sn *snapshot) { sn.idle = idle })
+	}
+	if woke {
+		// The selected pair was not checked while idle: give it a
+		// PathTimeout to answer before the policy calls it dead.
+		o.policy.grace(now)
+		if l.log.Enabled(l.ctx, slog.LevelDebug) {
+			l.log.Debug("link active", "heard", now.Sub(heard).Round(time.Millisecond))
+		}
+	}
+	if idle {
+		// Silence up to IdleKeepalive is expected; longer wakes the link.
+		return
+	}
+	if st := liveness(now, heard, o.idle.activeSince, t); st != s.iceState {
+		l.onICEState(s, st)
+		if o.sess != s {
+			return
+		}
+	}
+	if !o.controlling {
 		return
 	}
 	v := readPairs(s.agent)
 	l.refreshPath(s, v)
-	target, why := o.policy.decide(time.Now(), v, l.m.timers)
+	target, why := o.policy.decide(now, v, t)
 	if target == nil {
 		return
 	}
@@ -526,6 +564,35 @@ func (l *Link) onPathTick() {
 	o.moveKey, o.moveWhy = target.key, why
 	// "link path changed" follows once the agent has moved.
 	l.log.Debug("moving the link to another path", "why", PathReasonText(why), "path", target.path(), "local", target.local, "remote", target.remote)
+}
+
+// dataCount is the number of data records the link sent and received.
+func (l *Link) dataCount() uint64 {
+	return l.packetsSent.Load() + l.packetsReceived.Load()
+}
+
+// selectedHeard is when the agent last heard from the selected pair: a
+// check from the peer, an answer to one of ours, or a packet through the
+// ICE connection (DTLS); zero if no pair is selected.
+func selectedHeard(a *ice.Agent) time.Time {
+	sel, ok := a.GetSelectedCandidatePairStats()
+	if !ok {
+		return time.Time{}
+	}
+	// The selected pair's own stats lack the check timestamps; the
+	// check list has them.
+	heard := sel.LastPacketReceivedTimestamp
+	for _, st := range a.GetCandidatePairsStats() {
+		if st.LocalCandidateID != sel.LocalCandidateID || st.RemoteCandidateID != sel.RemoteCandidateID {
+			continue
+		}
+		for _, t := range []time.Time{st.LastResponseTimestamp, st.LastRequestReceivedTimestamp, st.LastPacketReceivedTimestamp} {
+			if t.After(heard) {
+				heard = t
+			}
+		}
+	}
+	return heard
 }
 
 // recheck verifies the connected peer's certificate again (a newer CRL, or

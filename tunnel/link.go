@@ -79,6 +79,7 @@ type snapshot struct {
 	path              Path
 	local, remote     Candidate
 	relayServer       string
+	idle              bool
 	handshakeDuration time.Duration
 	lastHandshake     time.Time
 	cipherSuite       string
@@ -183,6 +184,7 @@ func (l *Link) Status() Status {
 		Local:             sn.local,
 		Remote:            sn.remote,
 		RelayServer:       sn.relayServer,
+		Idle:              sn.idle,
 		BytesSent:         l.bytesSent.Load(),
 		BytesReceived:     l.bytesReceived.Load(),
 		PacketsSent:       l.packetsSent.Load(),

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
-
 )
 
 // housekeepingInterval paces the shared socket's coarse clock, the expiry
@@ -50,6 +49,7 @@ type Manager struct {
 	ifaces       *ifaceJudge // nil unless the host's own stack on an unspecified bind
 	relayBind    netip.Addr  // address for TURN client sockets; invalid: pion's choice
 	relays       *relayGuard
+	gates        idleGates // the sessions' idle gates, by local ufrag (idle.go)
 	stopHK       chan struct{}
 	stopNotify   chan struct{}
 	wg           sync.WaitGroup
@@ -172,10 +172,10 @@ func (m *Manager) Start(ctx context.Context) error {
 	if !unspecified {
 		m.relayBind = localIP
 	}
-	m.relays = newRelayGuard(&m.counters.relayForeign)
+	m.relays = newRelayGuard(&m.counters.relayForeign, &m.gates)
 	m.socks = socks
 	m.known = newKnownSources()
-	m.muxc = newMuxConn(socks, m.known, &m.counters)
+	m.muxc = newMuxConn(socks, m.known, &m.counters, &m.gates)
 	m.mux = &sharedMux{
 		UniversalUDPMuxDefault: ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{
 			Logger:  m.pionLogs.NewLogger("udpmux"),
@@ -403,6 +403,7 @@ func (m *Manager) Stats() Stats {
 		SignalsInvalid:       m.counters.signalsInvalid.Load(),
 		SignalsUnknownPeer:   m.counters.signalsUnknown.Load(),
 		SignalsDropped:       m.counters.signalsDropped.Load(),
+		CandidatesDropped:    m.counters.candidatesDropped.Load(),
 		EventsDropped:        m.notifier.dropped.Load(),
 	}
 }

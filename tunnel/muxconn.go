@@ -46,7 +46,7 @@ import (
 
 // knownSourceTTL is how long an address the node sent control traffic to
 // stays "known" without further sends. Links send keepalives every second
-// or so.
+// or so, idle ones every Timers.IdleKeepalive (20 s).
 const knownSourceTTL = 10 * time.Minute
 
 // ctrlQueueLen bounds control datagrams queued for the mux (and for each
@@ -217,6 +217,7 @@ type muxConn struct {
 	socks    *socketSet
 	known    *knownSources
 	counters *counters
+	gates    *idleGates
 	q        chan ctrlDatagram
 	closed   chan struct{}
 	once     sync.Once
@@ -227,8 +228,8 @@ var (
 	_ net.PacketConn           = (*muxConn)(nil)
 )
 
-func newMuxConn(socks *socketSet, known *knownSources, c *counters) *muxConn {
-	return &muxConn{socks: socks, known: known, counters: c, q: make(chan ctrlDatagram, ctrlQueueLen), closed: make(chan struct{})}
+func newMuxConn(socks *socketSet, known *knownSources, c *counters, gates *idleGates) *muxConn {
+	return &muxConn{socks: socks, known: known, counters: c, gates: gates, q: make(chan ctrlDatagram, ctrlQueueLen), closed: make(chan struct{})}
 }
 
 // push queues a copy of b from src for the mux. Called by socket readers;
@@ -269,7 +270,8 @@ func (c *muxConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	return n, net.UDPAddrFromAddrPort(ap), nil
 }
 
-// WriteToAddrPort sends b to ap and remembers ap as a known source.
+// WriteToAddrPort sends b to ap and remembers ap as a known source. A
+// check an idle link withholds (idle.go) is reported as sent.
 func (c *muxConn) WriteToAddrPort(b []byte, ap netip.AddrPort) (int, error) {
 	select {
 	case <-c.closed:
@@ -277,6 +279,9 @@ func (c *muxConn) WriteToAddrPort(b []byte, ap netip.AddrPort) (int, error) {
 	default:
 	}
 	ap = unmapAddrPort(ap)
+	if c.gates != nil && !c.gates.allow(b, ap, false) {
+		return len(b), nil
+	}
 	c.known.remember(ap)
 	return c.socks.writeTo(b, ap)
 }

@@ -45,8 +45,8 @@ type ICEServer struct {
 type Timers struct {
 	// CheckInterval is the pace of ICE connectivity checks while connecting.
 	CheckInterval time.Duration
-	// KeepaliveInterval is how often a connected link checks every
-	// candidate pair (consent freshness on the selected one, liveness of the
+	// KeepaliveInterval is how often a connected link that carries traffic
+	// checks every candidate pair (an idle one: IdleKeepalive) (consent freshness on the selected one, liveness of the
 	// others so the link can move between direct and relay paths). With
 	// PathTimeout it sets how fast a dead path is left: one lost check is
 	// tolerated when PathTimeout > 2*KeepaliveInterval + RTT.
@@ -87,6 +87,14 @@ type Timers struct {
 	// RekeyOverlap is how long after a rekey records of the previous epoch
 	// are still accepted (stragglers, and the peer switching a little later).
 	RekeyOverlap time.Duration
+	// IdleAfter: a connected link that has carried no data record either
+	// way for this long (and whose selected pair answers) goes idle: it
+	// stops checking every pair and keeps only IdleKeepalive (idle.go).
+	IdleAfter time.Duration
+	// IdleKeepalive is the pace of an idle link's one check on its selected
+	// pair (the controlling side sends it, the other answers): often enough
+	// to keep NAT mappings, which may expire after 25-30 s of silence.
+	IdleKeepalive time.Duration
 }
 
 // DefaultTimers returns the production timer values.
@@ -108,6 +116,8 @@ func DefaultTimers() Timers {
 		SignalTimeout:       5 * time.Second,
 		RekeyInterval:       record.DefaultRekeyAfterTime,
 		RekeyOverlap:        record.DefaultOverlap,
+		IdleAfter:           defaultIdleAfter,
+		IdleKeepalive:       defaultIdleKeepalive,
 	}
 }
 
@@ -135,6 +145,9 @@ func (t Timers) withDefaults() Timers {
 	set(&t.SignalTimeout, d.SignalTimeout)
 	set(&t.RekeyInterval, d.RekeyInterval)
 	set(&t.RekeyOverlap, d.RekeyOverlap)
+	set(&t.IdleAfter, d.IdleAfter)
+	set(&t.IdleKeepalive, d.IdleKeepalive)
+	t.IdleKeepalive = max(t.IdleKeepalive, t.KeepaliveInterval)
 	return t
 }
 
@@ -147,6 +160,7 @@ func (t Timers) validate() error {
 		"FlightInterval": t.FlightInterval, "GatherTimeout": t.GatherTimeout,
 		"RetryMin": t.RetryMin, "RetryMax": t.RetryMax, "SignalTimeout": t.SignalTimeout,
 		"RekeyInterval": t.RekeyInterval, "RekeyOverlap": t.RekeyOverlap,
+		"IdleAfter": t.IdleAfter, "IdleKeepalive": t.IdleKeepalive,
 	} {
 		if v < 0 {
 			return fmt.Errorf("%w: Timers.%s is negative (%v)", ErrInvalidOptions, name, v)
@@ -158,6 +172,10 @@ func (t Timers) validate() error {
 	if t.PathTimeout <= t.KeepaliveInterval {
 		return fmt.Errorf("%w: Timers.PathTimeout %v must exceed KeepaliveInterval %v (a healthy pair answers once per keepalive)",
 			ErrInvalidOptions, t.PathTimeout, t.KeepaliveInterval)
+	}
+	if t.IdleKeepalive != 0 && t.IdleKeepalive < t.KeepaliveInterval {
+		return fmt.Errorf("%w: Timers.IdleKeepalive %v is below KeepaliveInterval %v (an idle link checks less often, never more)",
+			ErrInvalidOptions, t.IdleKeepalive, t.KeepaliveInterval)
 	}
 	return nil
 }

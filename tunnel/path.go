@@ -162,6 +162,12 @@ type pathPolicy struct {
 
 func (p *pathPolicy) reset() { *p = pathPolicy{} }
 
+// grace treats the selected pair as just selected: after an idle spell its
+// last answer is old because it was not asked, not because it is dead.
+func (p *pathPolicy) grace(now time.Time) {
+	p.selAt, p.pending = now, ""
+}
+
 // decide returns the pair to renominate to, and why (a PathReason), or nil.
 func (p *pathPolicy) decide(now time.Time, v pairsView, t Timers) (*pairView, string) {
 	if p.aliveSince == nil {

@@ -76,13 +76,14 @@ func (n *relayNet) bindAddress(network, address string) string {
 // and the sockets open now.
 type relayGuard struct {
 	foreign *atomic.Uint64
+	gates   *idleGates // nil: no idle gating
 
 	mu   sync.Mutex
 	live map[*relayConn]struct{}
 }
 
-func newRelayGuard(foreign *atomic.Uint64) *relayGuard {
-	return &relayGuard{foreign: foreign, live: make(map[*relayConn]struct{})}
+func newRelayGuard(foreign *atomic.Uint64, gates *idleGates) *relayGuard {
+	return &relayGuard{foreign: foreign, gates: gates, live: make(map[*relayConn]struct{})}
 }
 
 func (g *relayGuard) wrap(pc net.PacketConn) *relayConn {
@@ -115,8 +116,12 @@ type relayConn struct {
 }
 
 // WriteTo remembers the destination before sending, so that the answer is
-// never read before it is expected.
+// never read before it is expected. A check an idle link withholds (a
+// binding request inside the TURN framing, idle.go) is reported as sent.
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if c.g.gates != nil && !c.g.gates.allow(p, netip.AddrPort{}, true) {
+		return len(p), nil
+	}
 	if ap, ok := addrPortOf(addr); ok && !c.sentTo(ap) {
 		c.mu.Lock()
 		if len(c.peers) < maxRelayPeers && !c.sentToLocked(ap) {

@@ -30,6 +30,7 @@ type session struct {
 	agent       *ice.Agent
 	servers     []ICEServer // as used for this session (for naming the relay)
 	controlling bool        // this side is ICE-controlling and DTLS client
+	gate        *idleGate   // withholds checks while the link is idle (idle.go)
 
 	// Owned by the run goroutine.
 	lastPunch            time.Time // punch.go
@@ -133,6 +134,8 @@ func (l *Link) newSession(gen uint64) (*session, error) {
 	if s.localUfrag, s.localPwd, err = agent.GetLocalUserCredentials(); err != nil {
 		return fail(err)
 	}
+	s.gate = newIdleGate(s.controlling, m.timers.IdleKeepalive)
+	m.gates.add(s.localUfrag, s.gate)
 	return s, nil
 }
 
@@ -163,8 +166,11 @@ func (m *Manager) agentOptions(ctx context.Context, servers []ICEServer) ([]ice.
 		ice.WithMulticastDNSMode(ice.MulticastDNSModeDisabled),
 		ice.WithCheckInterval(t.CheckInterval),
 		ice.WithKeepaliveInterval(t.KeepaliveInterval),
-		ice.WithDisconnectedTimeout(t.DisconnectedTimeout),
-		ice.WithFailedTimeout(t.FailedTimeout),
+		// pion's disconnected/failed timers are off: they would fire on
+		// every idle link. The run goroutine applies the same thresholds
+		// (idle.go liveness).
+		ice.WithDisconnectedTimeout(0),
+		ice.WithFailedTimeout(0),
 		ice.WithHostAcceptanceMinWait(0),
 		ice.WithSrflxAcceptanceMinWait(relayWait / 4),
 		ice.WithPrflxAcceptanceMinWait(relayWait / 2),
@@ -231,7 +237,7 @@ func (m *Manager) iceURLs(ctx context.Context, servers []ICEServer) ([]*stun.URI
 		}
 		if u.Scheme == stun.SchemeTypeTURNS || u.Proto == stun.ProtoTypeTCP {
 			if dialer == nil {
-				dialer = &turnDialer{ctx: ctx, timeout: m.timers.GatherTimeout, tlsConfig: m.opts.TURNTLSConfig, tlsNames: map[string]string{}}
+				dialer = &turnDialer{ctx: ctx, timeout: m.timers.GatherTimeout, tlsConfig: m.opts.TURNTLSConfig, tlsNames: map[string]string{}, gates: &m.gates}
 			}
 			if secure {
 				dialer.tlsNames[net.JoinHostPort(u.Host, strconv.Itoa(u.Port))] = u.Host
@@ -316,6 +322,7 @@ func (l *Link) teardown(s *session) {
 		_ = c.Close()
 	}
 	_ = s.agent.GracefulClose()
+	l.m.gates.remove(s.localUfrag)
 	for _, t := range []*dtlsTransport{s.ctrlT, s.rekeyT, s.active.Load()} {
 		if t != nil {
 			_ = t.Close()

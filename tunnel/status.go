@@ -123,6 +123,9 @@ type Status struct {
 	Remote      Candidate // selected pair, remote end
 	RelayServer string    // a relayed path's relay: "198.51.100.10:3478/udp" for our TURN server, "addr:port (peer's relay)" for the peer's relayed address
 	RTT         time.Duration
+	// Idle: connected, no data record either way for Timers.IdleAfter; the
+	// link checks its selected pair only every Timers.IdleKeepalive.
+	Idle bool
 
 	BytesSent, BytesReceived     uint64
 	PacketsSent, PacketsReceived uint64

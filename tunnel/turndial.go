@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"net/netip"
 	"time"
 )
 
@@ -18,6 +19,7 @@ type turnDialer struct {
 	timeout   time.Duration
 	tlsConfig *tls.Config       // nil = system roots
 	tlsNames  map[string]string // "host:port" of turns: servers -> TLS server name
+	gates     *idleGates        // nil: no idle gating
 }
 
 // Dial connects to a TURN server; addr is "host:port" from the URL.
@@ -31,7 +33,7 @@ func (d *turnDialer) Dial(network, addr string) (net.Conn, error) {
 	}
 	name, secure := d.tlsNames[addr]
 	if !secure {
-		return c, nil
+		return d.gated(c), nil
 	}
 	cfg := &tls.Config{}
 	if d.tlsConfig != nil {
@@ -46,5 +48,27 @@ func (d *turnDialer) Dial(network, addr string) (net.Conn, error) {
 		_ = c.Close()
 		return nil, err
 	}
-	return tc, nil
+	return d.gated(tc), nil
+}
+
+func (d *turnDialer) gated(c net.Conn) net.Conn {
+	if d.gates == nil {
+		return c
+	}
+	return &gatedConn{Conn: c, gates: d.gates}
+}
+
+// gatedConn is a TURN-over-TCP stream whose writes of an idle link's
+// withheld checks are dropped whole (pion's TURN client writes one frame
+// per Write, so the stream's framing stays intact).
+type gatedConn struct {
+	net.Conn
+	gates *idleGates
+}
+
+func (c *gatedConn) Write(p []byte) (int, error) {
+	if !c.gates.allow(p, netip.AddrPort{}, true) {
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
 }

@@ -91,7 +91,29 @@ func TestIdle(t *testing.T) {
 			}
 		}
 	}
-	// Links are up: from here on nothing but meshd's own upkeep moves.
+	// Links are up: from here on nothing but meshd's own upkeep moves. A
+	// link goes idle Timers.IdleAfter after its last data record; wait
+	// until every host's last 5 s were within the budget (or give up after
+	// 45 s and measure anyway: the window then shows what it costs).
+	slice := 5 * time.Second
+	quiet := func() (bool, string) {
+		prev := map[*node]idleCounts{}
+		for _, n := range all {
+			prev[n] = readIdleCounts(t, n)
+		}
+		<-time.After(slice)
+		var loud []string
+		for _, n := range all {
+			c := readIdleCounts(t, n).minus(prev[n])
+			limit := idleLimit(n == coord, len(all)-1, slice.Seconds())
+			if float64(c.udpOut) > limit || float64(c.udpIn) > limit {
+				loud = append(loud, fmt.Sprintf("%s %d/%d", n.name, c.udpOut, c.udpIn))
+			}
+		}
+		return len(loud) == 0, strings.Join(loud, ", ")
+	}
+	took, loud, ok := waitUntil(45*time.Second, 0, quiet)
+	t.Logf("links quiet after %v (%v; still loud: %s)", took.Round(time.Second), ok, loud)
 	// The window is a measurement period, not a wait for a condition.
 	before := map[*node]idleCounts{}
 	for _, n := range all {
@@ -103,12 +125,7 @@ func TestIdle(t *testing.T) {
 	var report []string
 	for _, n := range all {
 		c := readIdleCounts(t, n).minus(before[n])
-		links := float64(len(all) - 1)
-		limit := links*idleLinkRate*idleMargin*secs + idleRefreshSlack
-		if n == coord {
-			// The coordinator's links, plus the STUN/TURN upkeep of every node.
-			limit = 2*links*idleLinkRate*idleMargin*secs + 2*idleRefreshSlack
-		}
+		limit := idleLimit(n == coord, len(all)-1, secs)
 		line := fmt.Sprintf("%s: UDP out %d (%.2f/s) in %d (%.2f/s), TCP out %d in %d over %.0f s (limit %.0f each way)",
 			n.name, c.udpOut, float64(c.udpOut)/secs, c.udpIn, float64(c.udpIn)/secs, c.tcpOut, c.tcpIn, secs, limit)
 		t.Log(line)
@@ -144,6 +161,16 @@ func TestIdle(t *testing.T) {
 	}
 	text := strings.Join(report, "\n") + fmt.Sprintf("\nfirst reply after idle: worst %v\n", worst.Round(time.Millisecond))
 	_ = os.WriteFile(filepath.Join(l.ArtifactDir(), "idle.txt"), []byte(text), 0o644)
+}
+
+// idleLimit is the most UDP packets each way a host's uplink may carry
+// over secs seconds of idleness with links idle links.
+func idleLimit(coordinator bool, links int, secs float64) float64 {
+	if coordinator {
+		// The coordinator's own links, plus the STUN/TURN upkeep of every node.
+		return 2*float64(links)*idleLinkRate*idleMargin*secs + 2*idleRefreshSlack
+	}
+	return float64(links)*idleLinkRate*idleMargin*secs + idleRefreshSlack
 }
 
 // idleCounts are the packets an mdidle table counted on a host's uplink.

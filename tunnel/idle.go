@@ -1,0 +1,285 @@
+package tunnel
+
+/* Quiet when idle
+ *
+ * pion's agent paces its checks with options that cannot change after it is
+ * built, and once connected it sends a check on every candidate pair each
+ * KeepaliveInterval, whether or not the link carries anything: ~8 packets/s
+ * per idle link. meshd therefore drives a connected link's liveness itself
+ * and keeps two speeds:
+ *
+ *   active  while data records flow (or within IdleAfter of the last one):
+ *           every check pion wants goes out, every KeepaliveInterval, on
+ *           every pair; loss is noticed and the path moves as before
+ *           (PathTimeout, DisconnectedTimeout, FailedTimeout).
+ *   idle    no data record either way for IdleAfter and the selected pair
+ *           answered within PathTimeout: the controlling side lets one
+ *           check on the selected pair out per IdleKeepalive; every other
+ *           check (other pairs, the controlled side's own) is withheld by
+ *           the session's idleGate where pion writes it (the shared socket,
+ *           the relay sockets, TURN over TCP). One request and its answer
+ *           per IdleKeepalive refresh NAT mappings on both ends.
+ *
+ * An idle link wakes (becomes active at once) when a data record is sent or
+ * received, or when its selected pair has not been heard from for
+ * IdleKeepalive + PathTimeout (a lost keepalive: probe fast and let the
+ * normal failure handling decide). pion's own disconnected/failed timers
+ * are off (they would fire on every idle link); liveness (below) replaces
+ * them with the same thresholds, measured from the later of the last packet
+ * heard on the selected pair and the moment the link last woke.
+ *
+ * The idleTracker and liveness are pure (time passed in) and run on the
+ * link's run goroutine each path tick; the gate is read by whatever
+ * goroutine pion writes from, so it is atomics only.
+ */
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v4"
+)
+
+// Default idle timers. IdleKeepalive is 20 s: home routers and carrier NATs
+// forget a UDP mapping after as little as 25-30 s of silence (Linux
+// conntrack's unreplied timeout is 30 s), so a keepalive must come sooner;
+// one exchange per 20 s plus a tick of jitter stays under 25 s. IdleAfter is
+// long enough that a chatty application (a poll every few seconds) keeps
+// fast failure detection, short enough that a quiet mesh is quiet within
+// seconds.
+const (
+	defaultIdleAfter     = 10 * time.Second
+	defaultIdleKeepalive = 20 * time.Second
+)
+
+// idleTracker decides when a connected link is idle. Owned by the run
+// goroutine.
+type idleTracker struct {
+	idle        bool
+	lastData    time.Time // when the data counters last moved
+	activeSince time.Time // when the link last became active
+	count       uint64    // data records sent+received at the last observation
+}
+
+// reset starts tracking a newly connected link as active.
+func (t *idleTracker) reset(now time.Time, count uint64) {
+	*t = idleTracker{lastData: now, activeSince: now, count: count}
+}
+
+// observe takes the link's data record count (sent plus received) and the
+// last time a packet was heard on the selected pair, and returns whether
+// the link is idle now and whether it just woke up.
+func (t *idleTracker) observe(now time.Time, count uint64, heard time.Time, tm Timers) (idle, woke bool) {
+	if count != t.count {
+		t.count, t.lastData = count, now
+		if t.idle {
+			t.idle, t.activeSince = false, now
+			return false, true
+		}
+	}
+	if t.idle {
+		if heard.IsZero() || now.Sub(heard) > tm.IdleKeepalive+tm.PathTimeout {
+			t.idle, t.activeSince = false, now
+			return false, true
+		}
+		return true, false
+	}
+	if now.Sub(t.lastData) >= tm.IdleAfter && !heard.IsZero() && now.Sub(heard) <= tm.PathTimeout {
+		t.idle = true
+	}
+	return t.idle, false
+}
+
+// liveness is what pion's disconnected/failed timers would say of the
+// selected pair: heard is the last packet from its remote candidate, since
+// the moment the link last woke (silence while idle is expected and does
+// not count).
+func liveness(now, heard, since time.Time, tm Timers) ice.ConnectionState {
+	if heard.Before(since) {
+		heard = since
+	}
+	silent := now.Sub(heard)
+	switch {
+	case silent > tm.DisconnectedTimeout+tm.FailedTimeout:
+		return ice.ConnectionStateFailed
+	case silent > tm.DisconnectedTimeout:
+		return ice.ConnectionStateDisconnected
+	default:
+		return ice.ConnectionStateConnected
+	}
+}
+
+// idleGate is one session's filter on the checks pion writes. The run
+// goroutine sets it; pion's writers (any goroutine) ask it.
+type idleGate struct {
+	controlling bool
+	interval    time.Duration // IdleKeepalive
+
+	idle     atomic.Bool
+	selRelay atomic.Bool                    // the selected pair's local candidate is relayed
+	selDst   atomic.Pointer[netip.AddrPort] // the selected pair's remote address (direct pairs)
+	last     atomic.Int64                   // unix nanos of the last check let out while idle
+	withheld atomic.Uint64
+	now      func() time.Time
+}
+
+func newIdleGate(controlling bool, interval time.Duration) *idleGate {
+	return &idleGate{controlling: controlling, interval: interval, now: time.Now}
+}
+
+// setIdle switches the gate; on entering idle the first keepalive is due
+// one interval later (the pair has just answered).
+func (g *idleGate) setIdle(idle bool) {
+	if idle && !g.idle.Load() {
+		g.last.Store(g.now().UnixNano())
+	}
+	g.idle.Store(idle)
+}
+
+// setSelected records the selected pair the idle keepalive goes to.
+func (g *idleGate) setSelected(dst netip.AddrPort, relayed bool) {
+	g.selRelay.Store(relayed)
+	g.selDst.Store(&dst)
+}
+
+// allow reports whether a binding request of this session may go out: to
+// dst through the shared socket (relayed false), or through a TURN relay
+// (relayed true; dst is the peer address when the TURN framing names it,
+// else invalid).
+func (g *idleGate) allow(dst netip.AddrPort, relayed bool) bool {
+	if !g.idle.Load() {
+		return true
+	}
+	if !g.controlling || relayed != g.selRelay.Load() {
+		g.withheld.Add(1)
+		return false
+	}
+	if sel := g.selDst.Load(); dst.IsValid() && (sel == nil || *sel != dst) {
+		g.withheld.Add(1)
+		return false
+	}
+	now := g.now().UnixNano()
+	last := g.last.Load()
+	if now-last < int64(g.interval) || !g.last.CompareAndSwap(last, now) {
+		g.withheld.Add(1)
+		return false
+	}
+	return true
+}
+
+// idleGates maps a session's local ICE ufrag to its gate.
+type idleGates struct{ m sync.Map }
+
+func (gs *idleGates) add(ufrag string, g *idleGate) { gs.m.Store(ufrag, g) }
+func (gs *idleGates) remove(ufrag string)           { gs.m.Delete(ufrag) }
+
+// allow applies the gate of the session that wrote b, when b is one of its
+// binding requests (through a relay: wrapped in TURN framing). Anything
+// else passes.
+func (gs *idleGates) allow(b []byte, dst netip.AddrPort, relayed bool) bool {
+	if relayed {
+		var peer netip.AddrPort
+		if b, peer = unwrapTURN(b); b == nil {
+			return true
+		}
+		dst = peer
+	}
+	ufrag, ok := requestUfrag(b)
+	if !ok {
+		return true
+	}
+	v, ok := gs.m.Load(ufrag)
+	if !ok {
+		return true
+	}
+	return v.(*idleGate).allow(dst, relayed)
+}
+
+// Bounds of the STUN parsing below (RFC 8489, RFC 8656).
+const (
+	stunBindingRequest   = 0x0001
+	stunSendIndication   = 0x0016
+	stunAttrUsername     = 0x0006
+	stunAttrData         = 0x0013
+	stunAttrXORPeer      = 0x0012
+	maxICEUsername       = 513 // RFC 8489: USERNAME < 513 bytes
+	channelDataHeaderLen = 4
+	stunMagicCookie      = 0x2112a442
+)
+
+// requestUfrag returns the local ufrag of an ICE binding request meshd
+// sends (USERNAME "remote:local"), reading only as far as the attribute.
+func requestUfrag(b []byte) (string, bool) {
+	if len(b) < stunHeaderLen || binary.BigEndian.Uint16(b[0:2]) != stunBindingRequest ||
+		binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+		return "", false
+	}
+	v, ok := stunAttr(b, stunAttrUsername)
+	if !ok || len(v) > maxICEUsername {
+		return "", false
+	}
+	_, local, ok := strings.Cut(string(v), ":")
+	return local, ok && local != ""
+}
+
+// unwrapTURN returns the datagram a TURN client frame carries to a peer:
+// a ChannelData payload (peer unknown), or a Send indication's DATA (and
+// its XOR-PEER-ADDRESS). nil if b is neither.
+func unwrapTURN(b []byte) ([]byte, netip.AddrPort) {
+	if len(b) < channelDataHeaderLen {
+		return nil, netip.AddrPort{}
+	}
+	if ch := binary.BigEndian.Uint16(b[0:2]); ch >= 0x4000 && ch <= 0x7fff {
+		n := int(binary.BigEndian.Uint16(b[2:4]))
+		if channelDataHeaderLen+n > len(b) {
+			return nil, netip.AddrPort{}
+		}
+		return b[channelDataHeaderLen : channelDataHeaderLen+n], netip.AddrPort{}
+	}
+	if len(b) < stunHeaderLen || binary.BigEndian.Uint16(b[0:2]) != stunSendIndication ||
+		binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+		return nil, netip.AddrPort{}
+	}
+	data, ok := stunAttr(b, stunAttrData)
+	if !ok {
+		return nil, netip.AddrPort{}
+	}
+	var peer netip.AddrPort
+	if v, ok := stunAttr(b, stunAttrXORPeer); ok && len(v) == 8 && v[1] == 0x01 {
+		port := binary.BigEndian.Uint16(v[2:4]) ^ uint16(stunMagicCookie>>16)
+		ip := binary.BigEndian.Uint32(v[4:8]) ^ stunMagicCookie
+		var a [4]byte
+		binary.BigEndian.PutUint32(a[:], ip)
+		peer = netip.AddrPortFrom(netip.AddrFrom4(a), port)
+	}
+	return data, peer
+}
+
+// stunAttr returns the value of the first attribute of type typ in the STUN
+// message b, walking the attributes within both the datagram and the
+// header's length.
+func stunAttr(b []byte, typ uint16) ([]byte, bool) {
+	if len(b) < stunHeaderLen {
+		return nil, false
+	}
+	end := stunHeaderLen + int(binary.BigEndian.Uint16(b[2:4]))
+	if end > len(b) {
+		return nil, false
+	}
+	for off := stunHeaderLen; off+4 <= end; {
+		t := binary.BigEndian.Uint16(b[off : off+2])
+		l := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
+		if off+4+l > end {
+			return nil, false
+		}
+		if t == typ {
+			return b[off+4 : off+4+l], true
+		}
+		off += 4 + (l+3)&^3
+	}
+	return nil, false
+}
