@@ -102,7 +102,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	level := new(slog.LevelVar)
-	log := newLogger(cfg.Log.Format, level, stderr)
+	log := newLogger(cfg.Log.Format, level, stderr, journalStream(os.Getenv("JOURNAL_STREAM"), stderr))
 	for _, w := range cfg.Warnings {
 		log.Warn("configuration", "warning", w.Error())
 	}
@@ -203,11 +203,18 @@ func shutdown(d *daemon.Daemon, log *slog.Logger, sd *notifier, sigs <-chan os.S
 	return exitOK
 }
 
-func newLogger(format config.LogFormat, level *slog.LevelVar, w io.Writer) *slog.Logger {
+// newLogger builds meshd's logger on w; journal says w is journald's
+// stream (journal.go): lines then carry their priority and no timestamp.
+func newLogger(format config.LogFormat, level *slog.LevelVar, w io.Writer, journal bool) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler = slog.NewTextHandler(w, opts)
-	if format == config.LogJSON {
+	var h slog.Handler
+	switch {
+	case journal:
+		h = newJournalHandler(w, format == config.LogJSON, opts)
+	case format == config.LogJSON:
 		h = slog.NewJSONHandler(w, opts)
+	default:
+		h = slog.NewTextHandler(w, opts)
 	}
 	// Whatever peers and strangers make meshd log, at most a few lines of a
 	// kind per window reach the journal; the rest are counted.

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/meshd/meshd/config"
+)
+
+// TestJournalLines: under systemd every line starts with its sd-daemon
+// priority, so `journalctl -p warning` keeps errors and warnings and drops
+// info and debug; journald stamps lines itself, so there is no time= key.
+func TestJournalLines(t *testing.T) {
+	for _, format := range []config.LogFormat{config.LogText, config.LogJSON} {
+		t.Run(string(format), func(t *testing.T) {
+			var buf bytes.Buffer
+			level := new(slog.LevelVar)
+			level.Set(slog.LevelDebug)
+			log := newLogger(format, level, &buf, true).With("peer", "beta")
+			log.Error("link failed", "error", "boom")
+			log.Warn("certificate expires soon")
+			log.Info("peer up")
+			log.Debug("candidate", "n", 3)
+			lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
+			want := []struct {
+				prefix, msg string
+			}{{"<3>", "link failed"}, {"<4>", "certificate expires soon"}, {"<6>", "peer up"}, {"<7>", "candidate"}}
+			if len(lines) != len(want) {
+				t.Fatalf("%d lines, want %d:\n%s", len(lines), len(want), buf.String())
+			}
+			for i, w := range want {
+				line := lines[i]
+				rest, ok := strings.CutPrefix(line, w.prefix)
+				if !ok {
+					t.Errorf("line %q does not start with %s", line, w.prefix)
+					continue
+				}
+				if strings.Contains(rest, "time=") || strings.Contains(rest, `"time"`) {
+					t.Errorf("line %q has a timestamp", line)
+				}
+				if !strings.Contains(rest, w.msg) || !strings.Contains(rest, "beta") {
+					t.Errorf("line %q lacks %q or the peer", line, w.msg)
+				}
+				if format == config.LogJSON {
+					var m map[string]any
+					if err := json.Unmarshal([]byte(rest), &m); err != nil {
+						t.Errorf("line %q after the prefix is not JSON: %v", line, err)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestPlainLines: outside systemd lines keep their timestamp and carry no
+// prefix.
+func TestPlainLines(t *testing.T) {
+	var buf bytes.Buffer
+	newLogger(config.LogText, new(slog.LevelVar), &buf, false).Error("x")
+	if s := buf.String(); strings.HasPrefix(s, "<") || !strings.HasPrefix(s, "time=") {
+		t.Errorf("plain line %q", s)
+	}
+}
+
+// TestJournalStream: the prefixes are used only when stderr is the stream
+// JOURNAL_STREAM names.
+func TestJournalStream(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	match := fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+	tests := []struct {
+		env  string
+		w    any
+		want bool
+	}{
+		{match, f, true},
+		{"", f, false},
+		{fmt.Sprintf("%d:%d", st.Dev, st.Ino+1), f, false},
+		{"garbage", f, false},
+		{match, &bytes.Buffer{}, false},
+	}
+	for _, tc := range tests {
+		w, _ := tc.w.(interface{ Write([]byte) (int, error) })
+		if got := journalStream(tc.env, w); got != tc.want {
+			t.Errorf("journalStream(%q, %T) = %v, want %v", tc.env, tc.w, got, tc.want)
+		}
+	}
+}
