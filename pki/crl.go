@@ -112,6 +112,26 @@ func (ca *CA) Revoke(prev *CRL, certs []*x509.Certificate, reason string, validi
 	if ca == nil || ca.Cert == nil || ca.Key == nil {
 		return nil, errors.New("pki: revoke: no CA")
 	}
+	serials := make([]*big.Int, 0, len(certs))
+	for _, c := range certs {
+		if c == nil {
+			continue
+		}
+		if err := c.CheckSignatureFrom(ca.Cert); err != nil {
+			return nil, fmt.Errorf("%w: %q (serial %x) was not issued by the CA %q", ErrUnknownCA, c.Subject.CommonName, c.SerialNumber, ca.Cert.Subject.CommonName)
+		}
+		serials = append(serials, c.SerialNumber)
+	}
+	return ca.RevokeSerials(prev, serials, reason, validity)
+}
+
+// RevokeSerials is Revoke by serial number, for certificates whose file is
+// gone (a lost node): nothing checks that the CA issued them, so the caller
+// should (the CA directory's index records every serial it issued).
+func (ca *CA) RevokeSerials(prev *CRL, serials []*big.Int, reason string, validity time.Duration) (*CRL, error) {
+	if ca == nil || ca.Cert == nil || ca.Key == nil {
+		return nil, errors.New("pki: revoke: no CA")
+	}
 	if validity < 0 {
 		return nil, fmt.Errorf("pki: CRL validity %v: must not be negative", validity)
 	}
@@ -151,18 +171,15 @@ func (ca *CA) Revoke(prev *CRL, certs []*x509.Certificate, reason string, validi
 		}
 	}
 	now := time.Now()
-	for _, c := range certs {
-		if c == nil {
+	for _, serial := range serials {
+		if serial == nil || serial.Sign() <= 0 {
+			return nil, fmt.Errorf("pki: revoke: serial %v: must be positive", serial)
+		}
+		if seen[serial.String()] {
 			continue
 		}
-		if err := c.CheckSignatureFrom(ca.Cert); err != nil {
-			return nil, fmt.Errorf("%w: %q (serial %x) was not issued by the CA %q", ErrUnknownCA, c.Subject.CommonName, c.SerialNumber, ca.Cert.Subject.CommonName)
-		}
-		if seen[c.SerialNumber.String()] {
-			continue
-		}
-		seen[c.SerialNumber.String()] = true
-		e := x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: now, ReasonCode: code}
+		seen[serial.String()] = true
+		e := x509.RevocationListEntry{SerialNumber: new(big.Int).Set(serial), RevocationTime: now, ReasonCode: code}
 		if comment != "" {
 			v, err := asn1.MarshalWithParams(comment, "utf8")
 			if err != nil {

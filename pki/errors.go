@@ -67,6 +67,9 @@ var (
 	ErrBadSignature = errors.New("pki: bad signature")
 	// ErrBadIdentity: a name, address, group or subnet is invalid for signing.
 	ErrBadIdentity = errors.New("pki: invalid identity")
+	// ErrNoIndex: the CA directory has no index of issued certificates
+	// (index.json): it predates the index, or never signed anything.
+	ErrNoIndex = errors.New("pki: the CA directory has no index of issued certificates")
 	// ErrKeyType: a key is not one of the supported types (ECDSA P-256, Ed25519).
 	ErrKeyType = errors.New("pki: unsupported key type")
 )

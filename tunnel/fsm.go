@@ -47,7 +47,6 @@ type owner struct {
 	moveKey     string // pair the path policy last renominated to
 	moveWhy     string // and why (a PathReason)
 	early       earlyCandidates
-	cands       remoteCandLimit // bound and pace of the peer's candidates (candlimit.go)
 	logged      map[string]bool // failure reasons logged since the last success
 	path        Path
 	local       Candidate

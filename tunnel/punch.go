@@ -14,7 +14,8 @@ package tunnel
  *
  * So while the controlled side's link is relayed, it sends a STUN Binding
  * indication from the shared socket to the peer's direct candidates whose
- * pairs have not succeeded, every punchEvery. The datagram opens this side's
+ * pairs have not succeeded, every punchEvery while the link is not idle
+ * (idle.go). The datagram opens this side's
  * firewall for the peer's next check; the peer's ICE mux drops the
  * indication. At most punchTargetsMax candidates, each a few dozen bytes.
  */
@@ -66,7 +67,8 @@ func punchTargets(v pairsView) []netip.AddrPort {
 func (l *Link) punch(now time.Time) {
 	o := &l.o
 	s := o.sess
-	if s == nil || o.controlling || l.m.muxc == nil || now.Sub(s.lastPunch) < punchEvery {
+	if s == nil || o.controlling || o.idle.idle || l.m.muxc == nil || now.Sub(s.lastPunch) < punchEvery {
+		// An idle link does not look for a better path (idle.go).
 		return
 	}
 	v := readPairs(s.agent)

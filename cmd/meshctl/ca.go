@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -104,6 +105,8 @@ type caRevokeArgs struct {
 	caDir    string
 	reason   string
 	validity time.Duration
+	serials  []string
+	names    []string
 	files    []string
 	stdin    io.Reader // a file "-"
 }
@@ -111,24 +114,35 @@ type caRevokeArgs struct {
 func newCARevokeCmd() *cobra.Command {
 	var a caRevokeArgs
 	cmd := &cobra.Command{
-		Use:   "revoke --ca-dir DIR CERTFILE...",
+		Use:   "revoke --ca-dir DIR (CERTFILE... | --serial HEX | --name NODE)",
 		Short: "Revoke certificates: add them to DIR/crl.pem (earlier entries are kept)",
-		Long: `Revoke adds the certificates to the CA's revocation list DIR/crl.pem and
-signs it again with a higher number. Distribute crl.pem to one node or
-coordinator; newer lists spread through the mesh, and every node checks the
-CA signature before using one.`,
-		Args: cobra.MinimumNArgs(1),
+		Long: `Revoke adds certificates to the CA's revocation list DIR/crl.pem and signs it
+again with a higher number. Name them by file (- reads one from stdin), by
+serial (hex, as "cert show" prints it), or by node name: every unexpired
+certificate of that name in the CA's index (DIR/index.json, kept by "cert
+sign"). A lost node whose certificate file is gone is revoked by --name or
+--serial. Distribute crl.pem to one node or coordinator; newer lists spread
+through the mesh, and every node checks the CA signature before using one.`,
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			a.files, a.stdin = args, cmd.InOrStdin()
 			return runCARevoke(cmd.OutOrStdout(), a)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&a.caDir, "ca-dir", "", "the CA directory (ca.crt, ca.key, crl.pem) (required)")
+	f.StringVar(&a.caDir, "ca-dir", "", "the CA directory (ca.crt, ca.key, crl.pem, index.json) (required)")
+	f.StringSliceVar(&a.serials, "serial", nil, "serial numbers (hex) to revoke; works without an index")
+	f.StringSliceVar(&a.names, "name", nil, "node names: revoke every unexpired certificate of that name in the CA's index")
 	f.StringVar(&a.reason, "reason", "", `why, as free text; an RFC 5280 reason name ("keyCompromise", "superseded", "cessationOfOperation") also sets the reason code`)
 	durationVar(f, &a.validity, "crl-validity", pki.DefaultCRLValidity, "NextUpdate of the new list (informational: meshd keeps using an older list)")
 	_ = cmd.MarkFlagRequired("ca-dir")
 	return cmd
+}
+
+// revokeTarget is one certificate to revoke, as the output names it.
+type revokeTarget struct {
+	serial *big.Int
+	label  string // "node-b (serial 1f...)"
 }
 
 func runCARevoke(w io.Writer, a caRevokeArgs) error {
@@ -138,8 +152,24 @@ func runCARevoke(w io.Writer, a caRevokeArgs) error {
 	if err := pkiNoStdio("--ca-dir", a.caDir); err != nil {
 		return err
 	}
+	if len(a.files) == 0 && len(a.serials) == 0 && len(a.names) == 0 {
+		return pkiUsage("name what to revoke: certificate files, --serial HEX or --name NODE")
+	}
 	if i := slices.Index(a.files, pkiStdio); i >= 0 && slices.Contains(a.files[i+1:], pkiStdio) {
 		return pkiUsage("- (stdin) given twice")
+	}
+	serials := make([]*big.Int, 0, len(a.serials))
+	for _, s := range a.serials {
+		n, err := pki.ParseSerial(s)
+		if err != nil {
+			return pkiUsage("--serial %q: want the hex serial cert show prints", s)
+		}
+		serials = append(serials, n)
+	}
+	for _, n := range a.names {
+		if !pki.ValidName(n) {
+			return pkiUsage("--name %q: want 1-63 of a-z 0-9 . - starting with a letter or digit", n)
+		}
 	}
 	ca, err := pki.LoadCA(a.caDir)
 	if err != nil {
@@ -160,6 +190,21 @@ func runCARevoke(w io.Writer, a caRevokeArgs) error {
 	for _, e := range prev.Entries() {
 		listed[e.Serial.String()] = true
 	}
+
+	// The index is needed for --name and, when present, names --serial's
+	// certificates; by serial works without it.
+	idx, err := pki.LoadIndex(a.caDir)
+	switch {
+	case errors.Is(err, pki.ErrNoIndex):
+		if len(a.names) > 0 {
+			return fmt.Errorf("--name needs the CA's index of issued certificates, and %s has none (it predates the index, or issued nothing since); revoke by --serial or by certificate file", pkiDisplayPath(filepath.Join(a.caDir, pki.IndexFile)))
+		}
+		idx = nil
+	case err != nil:
+		return err
+	}
+
+	var targets []revokeTarget
 	certs := make([]*x509.Certificate, 0, len(a.files))
 	for _, file := range a.files {
 		data, err := pkiReadInput(file, a.stdin)
@@ -171,19 +216,56 @@ func runCARevoke(w io.Writer, a caRevokeArgs) error {
 			return fmt.Errorf("%s: %w", file, err)
 		}
 		certs = append(certs, c)
+		targets = append(targets, revokeTarget{c.SerialNumber, fmt.Sprintf("%s (serial %s)", c.Subject.CommonName, c.SerialNumber.Text(16))})
 	}
+	for _, n := range serials {
+		label := fmt.Sprintf("serial %s", n.Text(16))
+		if idx != nil {
+			if e, ok := idx.BySerial(n); ok {
+				label = fmt.Sprintf("%s (serial %s)", e.Name, e.Serial)
+			} else {
+				label += " (not in the index)"
+			}
+		}
+		targets = append(targets, revokeTarget{n, label})
+	}
+	now := time.Now()
+	for _, name := range a.names {
+		cur := idx.Current(name, now)
+		if len(cur) == 0 {
+			return fmt.Errorf("--name %s: the index has no unexpired certificate of that name", name)
+		}
+		for _, e := range cur {
+			n, _ := pki.ParseSerial(e.Serial) // validated by LoadIndex
+			serials = append(serials, n)
+			targets = append(targets, revokeTarget{n, fmt.Sprintf("%s (serial %s, not after %s)", e.Name, e.Serial, e.NotAfter.UTC().Format(time.RFC3339))})
+		}
+	}
+
+	// Revoke checks the files' issuer; serials are this CA's by the index
+	// (or the operator's word).
 	crl, err := ca.Revoke(prev, certs, a.reason, a.validity)
 	if err != nil {
 		return pkiCLIError(err)
+	}
+	if len(serials) > 0 {
+		// One list, one number: redo it with the serials on top of prev.
+		all := make([]*big.Int, 0, len(certs)+len(serials))
+		for _, c := range certs {
+			all = append(all, c.SerialNumber)
+		}
+		if crl, err = ca.RevokeSerials(prev, append(all, serials...), a.reason, a.validity); err != nil {
+			return pkiCLIError(err)
+		}
 	}
 	// Replacing crl.pem is the point of the command; the write is atomic.
 	if err := pki.WriteFile(crlPath, crl.PEM(), 0o644, true); err != nil {
 		return err
 	}
 	var fields []pkiField
-	for _, c := range certs {
-		v := fmt.Sprintf("%s (serial %s)", c.Subject.CommonName, c.SerialNumber.Text(16))
-		if listed[c.SerialNumber.String()] {
+	for _, t := range targets {
+		v := t.label
+		if listed[t.serial.String()] {
 			v += " (already listed)"
 		}
 		fields = append(fields, pkiField{"revoked", v})

@@ -132,7 +132,9 @@ func TestCAUsageErrors(t *testing.T) {
 		{[]string{"ca", "init", "--name", "m", "--dir", dir, "--key-type", "rsa"}, `--key-type "rsa"`, 2},
 		{[]string{"ca", "init", "--name", "m", "--dir", dir, "--duration", "-1h"}, "--duration", 2},
 		{[]string{"ca", "init", "--name", "bad\tname", "--dir", dir}, "invalid identity", 0},
-		{[]string{"ca", "revoke", "--ca-dir", dir}, "requires at least 1 arg", 0},
+		{[]string{"ca", "revoke", "--ca-dir", dir}, "name what to revoke", 2},
+		{[]string{"ca", "revoke", "--ca-dir", dir, "--serial", "xyz"}, `--serial "xyz"`, 2},
+		{[]string{"ca", "revoke", "--ca-dir", dir, "--name", "Bad"}, `--name "Bad"`, 2},
 		{[]string{"ca", "revoke", "--ca-dir", filepath.Join(dir, "none"), "x.crt"}, "no such file", 0},
 	} {
 		_, err := runPKICmd(t, tc.args...)

@@ -275,6 +275,14 @@ func runCertSign(w io.Writer, a certSignArgs) error {
 			return pkiCLIError(err)
 		}
 	}
+	// Recorded before it is handed out: no certificate of this CA exists
+	// that revoke --name cannot find.
+	if err := pki.RecordIssued(a.caDir, nc); err != nil {
+		if keyPath != "" && !a.force {
+			_ = os.Remove(keyPath)
+		}
+		return pkiCLIError(err)
+	}
 	if toStdout {
 		if _, err := w.Write(nc.PEM()); err != nil {
 			return err
