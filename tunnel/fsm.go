@@ -47,6 +47,7 @@ type owner struct {
 	moveKey     string // pair the path policy last renominated to
 	moveWhy     string // and why (a PathReason)
 	early       earlyCandidates
+	cands       remoteCandLimit // bound and pace of the peer's candidates (candlimit.go)
 	logged      map[string]bool // failure reasons logged since the last success
 	path        Path
 	local       Candidate
@@ -795,6 +796,15 @@ func (l *Link) addRemoteCandidate(s *session, str string) {
 	c, err := ice.UnmarshalCandidate(str)
 	if err != nil {
 		l.log.Debug("ignoring a bad remote candidate", "candidate", str, "error", err)
+		return
+	}
+	switch l.o.cands.admit(s.gen, str, time.Now()) {
+	case candDuplicate:
+		return
+	case candOverCap, candOverRate:
+		l.m.counters.candidatesDropped.Add(1)
+		l.m.logOnce("candidates:"+l.name, "the peer sends more ICE candidates than a link takes; the rest are dropped (counted)",
+			"peer", l.name, "perSession", maxRemoteCandidates, "perSecond", candidateRate)
 		return
 	}
 	if err := s.agent.AddRemoteCandidate(c); err != nil {

@@ -403,6 +403,7 @@ func (m *Manager) Stats() Stats {
 		SignalsInvalid:       m.counters.signalsInvalid.Load(),
 		SignalsUnknownPeer:   m.counters.signalsUnknown.Load(),
 		SignalsDropped:       m.counters.signalsDropped.Load(),
+		CandidatesDropped:    m.counters.candidatesDropped.Load(),
 		EventsDropped:        m.notifier.dropped.Load(),
 	}
 }

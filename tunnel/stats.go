@@ -51,6 +51,10 @@ type Stats struct {
 	SignalsDropped uint64
 	// EventsDropped counts events dropped because subscribers were too slow.
 	EventsDropped uint64
+	// CandidatesDropped counts remote ICE candidates refused: beyond
+	// maxRemoteCandidates in a session, or beyond a peer's pace
+	// (candlimit.go).
+	CandidatesDropped uint64
 }
 
 // counters are the Manager's Stats, updated atomically from any goroutine
@@ -60,4 +64,5 @@ type counters struct {
 	tampered, oldEpoch, unknownEpoch, truncated    atomic.Uint64
 	ctrlDropped, readErrors, relayForeign          atomic.Uint64
 	signalsInvalid, signalsUnknown, signalsDropped atomic.Uint64
+	candidatesDropped                              atomic.Uint64
 }
