@@ -128,6 +128,9 @@ type nodeOpts struct {
 	// caDir signs the certificate with another CA (and the node trusts that
 	// CA); "" means the mesh's.
 	caDir string
+	// caBundle is pki.ca (a file of several CA certificates, for a CA
+	// rotation); "" means the signing CA's ca.crt.
+	caBundle string
 	// crl is pki.crl.
 	crl string
 	// ice lines are added under [ice].
@@ -231,7 +234,11 @@ func (n *node) config() string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "[node]\nstate_dir = %q\n\n", filepath.Join(n.dir, "state"))
-	fmt.Fprintf(&b, "[pki]\nca = %q\ncert = %q\nkey = %q\n", filepath.Join(caDir, "ca.crt"), n.cert, n.key)
+	caFile := filepath.Join(caDir, "ca.crt")
+	if o.caBundle != "" {
+		caFile = o.caBundle
+	}
+	fmt.Fprintf(&b, "[pki]\nca = %q\ncert = %q\nkey = %q\n", caFile, n.cert, n.key)
 	if o.crl != "" {
 		fmt.Fprintf(&b, "crl = %q\n", o.crl)
 	}

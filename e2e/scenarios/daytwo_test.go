@@ -1,0 +1,243 @@
+//go:build e2e
+
+package scenarios
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/control"
+	"github.com/meshd/meshd/e2e/lab"
+	"github.com/meshd/meshd/internal/testutil"
+)
+
+// TestDayTwo runs the routine operations of a mesh's second week on one
+// lab with a single coordinator (the most common mesh), a direct pair and
+// a relayed pair, each while pings run over both pairs:
+//
+//   - renew: a node's certificate is renewed (new key, same identity) and
+//     the node reloads; no ping is lost on its direct or its relayed link;
+//   - coordinator-restart: the only coordinator restarts (as an upgrade
+//     does, SIGTERM then start); no ping is lost on the direct pair, and
+//     the relayed pair, whose TURN allocation was on that coordinator,
+//     recovers.
+func TestDayTwo(t *testing.T) {
+	testutil.LeakCheck(t)
+	l := lab.New(t, lab.Options{})
+	m := newMesh(t, l)
+	c1 := m.addNode(l.AddHost(t, "c1", lab.HostOptions{}), nodeOpts{coordinator: true})
+	c1.start()
+	c1.waitSession(t, sessionTimeout)
+	join := nodeOpts{join: []*node{c1}}
+	n1 := m.addNode(l.AddNode(t, "n1", lab.NATFullCone, lab.HostOptions{}), join)
+	n2 := m.addNode(l.AddNode(t, "n2", lab.NATPortRestricted, lab.HostOptions{}), join)
+	relayOnly := join
+	relayOnly.ice = []string{"relay_only = true"}
+	n3 := m.addNode(l.AddNode(t, "n3", lab.NATSymmetric, lab.HostOptions{}), relayOnly)
+	for _, n := range []*node{n1, n2, n3} {
+		n.start()
+	}
+	for _, n := range []*node{n1, n2, n3} {
+		n.waitSession(t, sessionTimeout)
+	}
+	mustPeer(t, n2, "n1", isDirect, linkTimeout, "direct")
+	mustPeer(t, n3, "n1", isRelay, linkTimeout, "relayed (n3: ice.relay_only)")
+	mustPeer(t, n2, "n3", isRelay, linkTimeout, "relayed (n3: ice.relay_only)")
+
+	t.Run("renew", func(t *testing.T) { testRenew(t, m, n1, n2, n3) })
+	t.Run("coordinator-restart", func(t *testing.T) { testOnlyCoordinatorRestart(t, c1, n1, n2, n3) })
+}
+
+// pinger is a `ping -D -i 0.1` from one node to another.
+type pinger struct {
+	name string
+	p    *lab.Proc
+}
+
+func startPing(t *testing.T, from, to *node) *pinger {
+	t.Helper()
+	label := "ping-" + from.name + "-" + to.name
+	p, err := from.host.StartWith(lab.ProcOptions{Label: label}, "ping", "-n", "-D", "-i", "0.1", "-W", "1", to.addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop() })
+	return &pinger{name: from.name + " → " + to.name, p: p}
+}
+
+// waitReplies waits until the ping has n replies after since.
+func (pg *pinger) waitReplies(since time.Time, n int, timeout time.Duration) bool {
+	_, _, ok := waitUntil(timeout, 100*time.Millisecond, func() (bool, string) {
+		k := 0
+		for _, r := range parsePingD(pg.p.Stdout()) {
+			if r.at.After(since) {
+				k++
+			}
+		}
+		return k >= n, ""
+	})
+	return ok
+}
+
+// lost stops the ping and returns the sequence numbers that went
+// unanswered between its first and its last reply, and the replies.
+func (pg *pinger) lost() (missing []int, rs []pingReply) {
+	_ = pg.p.Stop()
+	rs = parsePingD(pg.p.Stdout())
+	for i := 1; i < len(rs); i++ {
+		for s := rs[i-1].seq + 1; s < rs[i].seq; s++ {
+			missing = append(missing, s)
+		}
+	}
+	return missing, rs
+}
+
+// testRenew renews n1's certificate the way docs/pki.md says (a new key
+// and certificate for the same identity, written over the files
+// meshd.toml names) and reloads n1, while n2 (direct) and n3 (relayed)
+// ping it.
+func testRenew(t *testing.T, m *mesh, n1, n2, n3 *node) {
+	ctx := context.Background()
+	before, err := n1.status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, relayed := startPing(t, n2, n1), startPing(t, n3, n1)
+	start := time.Now()
+	for _, pg := range []*pinger{direct, relayed} {
+		if !pg.waitReplies(start, 10, linkTimeout) {
+			t.Fatalf("%s: no replies before the renewal:\n%s", pg.name, tailLines(pg.p.Stdout(), 3))
+		}
+	}
+
+	// A new key and certificate with n1's identity, swapped in by rename
+	// so meshd never reads a half-written file.
+	tmp := filepath.Join(t.TempDir(), "renew")
+	m.offline("cert", "sign", "--ca-dir", m.caDir, "--name", n1.name, "--ip", n1.addr.String()+"/10",
+		"--out", tmp, "--duration", "720h")
+	for _, f := range []struct{ from, to string }{{n1.name + ".key", n1.key}, {n1.name + ".crt", n1.cert}} {
+		if err := os.Rename(filepath.Join(tmp, f.from), f.to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reloaded := time.Now()
+	out, err := n1.ctl(ctx, "reload")
+	if err != nil {
+		t.Fatalf("meshctl reload after the renewal: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "pki.cert") {
+		t.Errorf("meshctl reload does not say it applied pki.cert:\n%s", out)
+	}
+	var after *control.Status
+	took, detail, ok := waitUntil(linkTimeout, 200*time.Millisecond, func() (bool, string) {
+		st, err := n1.status(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		after = st
+		if st.Cert.Fingerprint == before.Cert.Fingerprint {
+			return false, "still the old certificate"
+		}
+		if st.Coordinator.State != control.SessionConnected {
+			return false, "coordinator session " + string(st.Coordinator.State)
+		}
+		for _, peer := range []string{"n2", "n3"} {
+			p, ok, err := n1.peer(ctx, peer)
+			if err != nil || !ok || !p.Online || !p.LastHandshake.After(reloaded) {
+				return false, fmt.Sprintf("%s: no handshake since the reload: %s", peer, describePeer(p))
+			}
+		}
+		return true, ""
+	})
+	if !ok {
+		t.Fatalf("after the reload, within %v: %s", linkTimeout, detail)
+	}
+	t.Logf("n1 runs on the renewed certificate %s…, both links re-handshook, %v after the reload", after.Cert.Fingerprint[:12], took.Round(time.Millisecond))
+	end := time.Now()
+	for _, pg := range []*pinger{direct, relayed} {
+		if !pg.waitReplies(end, 10, linkTimeout) {
+			t.Errorf("%s: no replies after the renewal", pg.name)
+		}
+	}
+	for _, pg := range []*pinger{direct, relayed} {
+		missing, rs := pg.lost()
+		if len(missing) > 0 {
+			t.Errorf("%s: %d of %d pings lost across the renewal (icmp_seq %v)", pg.name, len(missing), len(rs)+len(missing), missing)
+		} else {
+			t.Logf("%s: %d replies, none lost across the renewal", pg.name, len(rs))
+		}
+	}
+	for _, n := range []*node{n1, n2, n3} {
+		n.alive(t)
+	}
+}
+
+// testOnlyCoordinatorRestart restarts the mesh's only coordinator while n1
+// pings n2 (direct) and n2 pings n3 (relayed through that coordinator's
+// TURN).
+func testOnlyCoordinatorRestart(t *testing.T, c1, n1, n2, n3 *node) {
+	direct, relayed := startPing(t, n1, n2), startPing(t, n2, n3)
+	start := time.Now()
+	for _, pg := range []*pinger{direct, relayed} {
+		if !pg.waitReplies(start, 10, linkTimeout) {
+			t.Fatalf("%s: no replies before the restart:\n%s", pg.name, tailLines(pg.p.Stdout(), 3))
+		}
+	}
+	restart := time.Now()
+	if err := c1.stop(); err != nil {
+		t.Errorf("c1: exit status after SIGTERM: %v", err)
+	}
+	c1.start()
+	c1.waitSession(t, sessionTimeout)
+	for _, n := range []*node{n1, n2, n3} {
+		took, _, ok := waitUntil(linkTimeout, 100*time.Millisecond, func() (bool, string) {
+			st, err := n.status(context.Background())
+			return err == nil && st.Coordinator.State == control.SessionConnected && st.Coordinator.Since.After(restart), ""
+		})
+		if !ok {
+			t.Errorf("%s has no new session with the restarted c1 within %v", n.name, linkTimeout)
+			continue
+		}
+		t.Logf("%s registered with the restarted c1 %v after the restart began", n.name, took.Round(time.Millisecond))
+	}
+	back := time.Now()
+	for _, pg := range []*pinger{direct, relayed} {
+		if !pg.waitReplies(back, 10, linkTimeout) {
+			t.Errorf("%s: no replies after the coordinator restart:\n%s", pg.name, tailLines(pg.p.Stdout(), 3))
+		}
+	}
+	missing, rs := direct.lost()
+	if len(missing) > 0 {
+		t.Errorf("%s (direct): %d pings lost across the coordinator restart (icmp_seq %v); a direct link needs no coordinator", direct.name, len(missing), missing)
+	} else {
+		t.Logf("%s (direct): %d replies, none lost across the coordinator restart", direct.name, len(rs))
+	}
+	missing, rs = relayed.lost()
+	if _, gap, lost := gapAfter(rs, restart, time.Now()); lost {
+		t.Logf("%s (relayed through c1): %d pings lost, longest gap %v", relayed.name, len(missing), gap.Round(time.Millisecond))
+	} else {
+		t.Logf("%s (relayed through c1): %d replies, none lost", relayed.name, len(rs))
+	}
+	for _, n := range []*node{n1, n2, n3} {
+		if strings.Contains(n.stderr(), "reason=gone") {
+			t.Errorf("%s dropped a peer as gone during the coordinator restart:\n%s", n.name, grepLines(n.stderr(), "reason=gone", 5))
+		}
+		n.alive(t)
+	}
+}
+
+// grepLines returns up to max lines of s that contain sub.
+func grepLines(s, sub string, max int) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) && len(out) < max {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
