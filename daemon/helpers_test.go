@@ -67,7 +67,9 @@ func (m *testMesh) node(t testing.TB, name string, n byte, spec nodeSpec) *testN
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := pki.Identity{Name: name, Addr: netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, 0, n}), 10), Groups: spec.groups}
+	// Every test node may run a coordinator (confSpec.coordinator): nodes
+	// accept sessions only from certificates with the role.
+	id := pki.Identity{Name: name, Addr: netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, 0, n}), 10), Groups: spec.groups, Coordinator: true}
 	for _, s := range spec.subnets {
 		id.Subnets = append(id.Subnets, netip.MustParsePrefix(s))
 	}

@@ -24,6 +24,11 @@ type ClientOptions struct {
 	// Coordinators are session addresses ("host:port") in order of
 	// preference. Must not be empty.
 	Coordinators []string
+	// CoordinatorNames, if not empty, pins the coordinators this node
+	// accepts by certificate name (join.coordinator_names): a coordinator
+	// certificate with another name is refused (ErrCoordinatorNotPinned).
+	// Empty = any certificate of the mesh with the coordinator role.
+	CoordinatorNames []string
 	// Info is what the node advertises at start (UpdateRecord changes it).
 	Info LocalInfo
 	// StateDir holds the registry cache (CacheFile, mode 0600). "" = no cache.

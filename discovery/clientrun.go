@@ -205,7 +205,7 @@ func (c *Client) dial(addr string) {
 			if len(raw) == 0 {
 				return fmt.Errorf("%w: coordinator sent no certificate", ErrCertificateRejected)
 			}
-			nc, err := verifyCert(c.opts.Verifier, raw[0], time.Now())
+			nc, err := verifyCoordinatorCert(c.opts.Verifier, raw[0], time.Now(), c.opts.CoordinatorNames)
 			if err != nil {
 				return fmt.Errorf("%w: coordinator certificate: %w", ErrCertificateRejected, err)
 			}

@@ -25,7 +25,8 @@ import (
 type CoordinatorOptions struct {
 	// Credentials are the coordinator's node certificate and key: the TLS
 	// server certificate of node sessions, and by its name the coordinator's
-	// memberlist name. Must not be nil.
+	// memberlist name. Must not be nil; the certificate must carry the
+	// coordinator role.
 	Credentials *pki.Credentials
 	// Verifier is the mesh's verification policy, shared with the rest of the
 	// daemon so that a CRL installed anywhere applies everywhere. Must not be
@@ -218,6 +219,10 @@ func NewCoordinator(opts CoordinatorOptions) (*Coordinator, error) {
 	}
 	if opts.Verifier == nil {
 		return nil, errors.New("discovery: coordinator needs a pki verifier")
+	}
+	if !opts.Credentials.Cert.Identity.Coordinator {
+		return nil, fmt.Errorf("discovery: certificate of %q lacks the coordinator role (sign it with meshctl cert sign --coordinator): nodes would refuse its sessions: %w",
+			opts.Credentials.Cert.Identity.Name, pki.ErrNotCoordinator)
 	}
 	if opts.ListenAddr == "" && opts.Listener == nil {
 		return nil, errors.New("discovery: coordinator needs a session listen address")

@@ -8,6 +8,10 @@ import (
 
 // Sentinel errors callers branch on. Wrapped errors are tested with errors.Is.
 var (
+	// ErrCoordinatorNotPinned: the coordinator's certificate has the role
+	// but its name is not one the node pins (ClientOptions.CoordinatorNames).
+	ErrCoordinatorNotPinned = errors.New("discovery: coordinator name not among the pinned coordinator names")
+
 	// ErrUnknownPeer: a signal named a node the registry has no record of (or
 	// only a tombstone).
 	ErrUnknownPeer = errors.New("discovery: unknown peer")

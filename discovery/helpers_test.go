@@ -56,11 +56,24 @@ func testIdentity(name string, n int) pki.Identity {
 
 func (m *testMesh) creds(t testing.TB, name string, n int) *pki.Credentials {
 	t.Helper()
+	return m.credsFor(t, testIdentity(name, n))
+}
+
+// coordCreds mints a certificate with the coordinator role.
+func (m *testMesh) coordCreds(t testing.TB, name string, n int) *pki.Credentials {
+	t.Helper()
+	id := testIdentity(name, n)
+	id.Coordinator = true
+	return m.credsFor(t, id)
+}
+
+func (m *testMesh) credsFor(t testing.TB, id pki.Identity) *pki.Credentials {
+	t.Helper()
 	key, err := pki.GenerateKey(pki.KeyECDSAP256)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := m.ca.Sign(key.Public(), testIdentity(name, n), time.Hour)
+	nc, err := m.ca.Sign(key.Public(), id, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +152,7 @@ type coordTweak func(*CoordinatorOptions)
 
 func (m *testMesh) startCoord(t testing.TB, name string, n int, join []string, tweaks ...coordTweak) *testCoord {
 	t.Helper()
-	creds := m.creds(t, name, n)
+	creds := m.coordCreds(t, name, n)
 	lb := &logBuf{}
 	ft := newFaultTransport(t)
 	opts := CoordinatorOptions{

@@ -39,7 +39,7 @@ type fakeSession struct {
 
 func (m *testMesh) startFakeCoord(t *testing.T) *fakeCoord {
 	t.Helper()
-	creds := m.creds(t, "coord-fake", 200)
+	creds := m.coordCreds(t, "coord-fake", 200) // a hostile coordinator: it has the role
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
 		Certificates: []tls.Certificate{creds.TLSCertificate()},
 		ClientAuth:   tls.RequireAnyClientCert,
