@@ -43,7 +43,42 @@ func newRootCmd() *cobra.Command {
 	for _, c := range commands {
 		root.AddCommand(c())
 	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &exitError{code: exitUsage, err: err}
+	})
+	requireSubcommands(root)
 	return root
+}
+
+// exitUsage is the exit code of a command line meshctl does not understand
+// (unknown command or flag), as for meshd.
+const exitUsage = 2
+
+// requireSubcommands makes every command that only groups subcommands
+// (meshctl itself, ca, cert, config, ...) refuse an unknown subcommand with
+// exit code 2 instead of printing help and exiting 0, so a typo in a
+// script fails. Without arguments such a command still prints its help.
+func requireSubcommands(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		requireSubcommands(c)
+	}
+	if !cmd.HasSubCommands() || cmd.Runnable() {
+		return
+	}
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return c.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+		if c.SuggestionsMinimumDistance <= 0 {
+			c.SuggestionsMinimumDistance = 2
+		}
+		if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf("; did you mean %q?", s[0])
+		}
+		return &exitError{code: exitUsage, err: fmt.Errorf("%s (see %s --help)", msg, c.CommandPath())}
+	}
 }
 
 func main() {
