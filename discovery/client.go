@@ -58,8 +58,18 @@ type ClientOptions struct {
 	// CacheDelay coalesces cache writes after registry changes. Zero = 2s.
 	CacheDelay time.Duration
 	// CRLCheckInterval paces noticing a CRL installed in Verifier by someone
-	// else (it is then announced and passed to the coordinator). Zero = 1s.
+	// else (it is then announced and passed to the coordinator), and the
+	// check for peers absent beyond AbsenceGrace. Zero = 1s.
 	CRLCheckInterval time.Duration
+	// AbsenceGrace is how long a peer may be missing from the coordinators'
+	// snapshots before the node drops it (ReasonGone): a restarted
+	// coordinator (or one the node fails over to that has not caught up)
+	// answers with what has registered so far, and the peers still
+	// reconnecting must not be dropped, nor their links closed, meanwhile.
+	// Only while a session is up does the time count; an Entry of the peer
+	// ends it. A Remove, a tombstone or a revocation still drops a peer at
+	// once. Zero = 2m (the reconnect backoff is at most 30s by default).
+	AbsenceGrace time.Duration
 }
 
 // maxChangeBacklog is how many changes may wait for subscribers before the
@@ -111,7 +121,7 @@ const (
 	ReasonLeft    = "left"    // the node left (signed tombstone)
 	ReasonRevoked = "revoked" // its certificate was revoked
 	ReasonExpired = "expired" // offline too long, or its certificate expired
-	ReasonGone    = "gone"    // not in the coordinator's registry snapshot
+	ReasonGone    = "gone"    // missing from the coordinators' snapshots for longer than AbsenceGrace
 )
 
 // Change is one registry event delivered to subscribers.
@@ -216,6 +226,9 @@ type Client struct {
 
 	// Owned by the run goroutine.
 	reg        map[string]*Record // peers, excluding self; no tombstones
+	// absent: peers held in reg that the last snapshot lacked, and since
+	// when (dropped after AbsenceGrace unless an Entry confirms them).
+	absent map[string]time.Time
 	local      *Record            // the node's current signed record
 	info       LocalInfo
 	sess       *clientSession
@@ -274,6 +287,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	opts.ConflictBackoffMin = min(opts.ConflictBackoffMin, opts.ConflictBackoffMax)
 	setDefault(&opts.CacheDelay, 2*time.Second)
 	setDefault(&opts.CRLCheckInterval, time.Second)
+	setDefault(&opts.AbsenceGrace, 2*time.Minute)
 	if opts.SignalQueue <= 0 {
 		opts.SignalQueue = 1024
 	}
@@ -292,6 +306,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		changes:    newNotifier[Change](),
 		signals:    make(chan signalIn, opts.SignalQueue),
 		reg:        map[string]*Record{},
+		absent:     map[string]time.Time{},
 		info:       opts.Info,
 
 		changeBacklog: maxChangeBacklog,

@@ -156,8 +156,9 @@ func (c *Client) run() {
 			if c.sess != nil && c.sess.welcomed {
 				c.sess.send(pingFrame(framePing, uint64(time.Now().UnixNano())))
 			}
-		case <-crlTick.C:
+		case now := <-crlTick.C:
 			c.checkCRL()
+			c.sweepAbsent(now)
 		case <-cacheTimer.C:
 			cacheArmed = false
 			c.writeCache()
@@ -475,7 +476,7 @@ func (c *Client) handleFrame(f frame) {
 			s.endErr = fmt.Errorf("%w: snapshot end without begin", ErrMalformed)
 			return
 		}
-		c.replaceRegistry(s.snapshot)
+		c.replaceRegistry(s, s.snapshot)
 		s.snapshot = nil
 		// A CRL this node learnt while away goes up, unless the coordinator
 		// already sent one at least as new with the snapshot.
@@ -600,6 +601,13 @@ func (c *Client) verifyEntry(e rawEntry) *Record {
 // applyEntry applies one record outside a snapshot.
 func (c *Client) applyEntry(rec *Record) {
 	cur := c.reg[rec.Name]
+	if _, ok := c.absent[rec.Name]; ok {
+		// The coordinator holds the peer (again): no longer absent.
+		delete(c.absent, rec.Name)
+		if cur != nil {
+			c.log.Debug("absent peer confirmed by the coordinator", "peer", rec.Name)
+		}
+	}
 	if cur != nil && rec.Version < cur.Version {
 		c.rc.count(&RecordError{Name: rec.Name, Reason: ErrStaleRecord})
 		return
@@ -629,15 +637,47 @@ func (c *Client) applyEntry(rec *Record) {
 
 // replaceRegistry installs a coordinator's full snapshot. Records held here
 // in a newer version than the snapshot's are kept (a lagging coordinator
-// after failover catches up by gossip).
-func (c *Client) replaceRegistry(snap map[string]*Record) {
-	for name, cur := range c.reg {
-		if n := snap[name]; n == nil {
-			c.dropPeer(cur, ReasonGone)
+// after failover catches up by gossip). Peers the snapshot lacks are kept
+// too, for AbsenceGrace (sweepAbsent): a restarted coordinator's snapshot
+// holds only the nodes that have reconnected so far.
+func (c *Client) replaceRegistry(s *clientSession, snap map[string]*Record) {
+	now := time.Now()
+	missing := 0
+	for name := range c.reg {
+		if snap[name] != nil {
+			continue
 		}
+		if _, ok := c.absent[name]; !ok {
+			c.absent[name] = now
+			missing++
+		}
+	}
+	if missing > 0 {
+		c.log.Info("coordinator snapshot lacks peers; keeping them for the absence grace period",
+			"coordinator", s.coord, "missing", missing, "absent", len(c.absent), "grace", c.opts.AbsenceGrace)
 	}
 	for _, rec := range snap {
 		c.applyEntry(rec)
+	}
+}
+
+// sweepAbsent drops the peers missing from the coordinators' registry for
+// longer than AbsenceGrace. The time counts only while a session is up and
+// past its snapshot: a disconnected node cannot tell absence from silence.
+func (c *Client) sweepAbsent(now time.Time) {
+	s := c.sess
+	if len(c.absent) == 0 || s == nil || !s.welcomed || s.snapshot != nil {
+		return
+	}
+	for name, since := range c.absent {
+		if now.Sub(since) < c.opts.AbsenceGrace {
+			continue
+		}
+		delete(c.absent, name)
+		if rec := c.reg[name]; rec != nil {
+			c.log.Info("peer absent from the coordinator's registry beyond the grace period", "peer", name, "coordinator", s.coord, "since", since.UTC())
+			c.dropPeer(rec, ReasonGone)
+		}
 	}
 }
 
@@ -651,6 +691,7 @@ func (c *Client) removePeer(name string, version uint64, reason string) {
 
 func (c *Client) dropPeer(rec *Record, reason string) {
 	delete(c.reg, rec.Name)
+	delete(c.absent, rec.Name)
 	c.log.Info("peer removed", "peer", rec.Name, "reason", reason)
 	c.changed(Change{Kind: PeerRemoved, Peer: rec.Clone(), Reason: reason})
 }

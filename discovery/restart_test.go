@@ -1,0 +1,92 @@
+package discovery
+
+import (
+	"testing"
+	"time"
+
+	"github.com/meshd/meshd/internal/testutil"
+)
+
+// restartCoord closes c and starts a coordinator with the same certificate
+// on the same session address and an empty registry, as a restarted (or
+// upgraded) coordinator process is.
+func (m *testMesh) restartCoord(t *testing.T, c *testCoord) *testCoord {
+	t.Helper()
+	addr := c.addr()
+	_ = c.Close()
+	return m.startCoord(t, c.Name(), 200, nil, func(o *CoordinatorOptions) {
+		o.Credentials = c.creds
+		o.ListenAddr = addr
+	})
+}
+
+// TestCoordinatorRestartKeepsPeers: restarting the only coordinator does not
+// make any node report a peer removed. The first nodes to reconnect get a
+// snapshot without the others; they keep them (AbsenceGrace) until the
+// others re-register, so a daemon closes no link.
+func TestCoordinatorRestartKeepsPeers(t *testing.T) {
+	testutil.LeakCheck(t)
+	m := newTestMesh(t)
+	c := m.startCluster1(t)
+	names := []string{"node-a", "node-b", "node-c"}
+	var clients []*testClient
+	for i, n := range names {
+		clients = append(clients, m.startClient(t, m.creds(t, n, i+1), []string{c.addr()}))
+	}
+	all := func() bool {
+		for _, cl := range clients {
+			if !seesAll(cl.Client, names, true) {
+				return false
+			}
+		}
+		return true
+	}
+	testutil.WaitFor(t, 10*time.Second, "nodes see each other", all)
+
+	c = m.restartCoord(t, c)
+	testutil.WaitFor(t, 10*time.Second, "every node back on the restarted coordinator, seeing every peer online", func() bool {
+		return c.Stats().Sessions == len(names) && all()
+	})
+	for _, cl := range clients {
+		if cl.hasChange(PeerRemoved, "", "") {
+			t.Errorf("%s reported a peer removed across the coordinator's restart", cl.Name())
+		}
+	}
+	var sawPartial bool
+	for _, cl := range clients {
+		sawPartial = sawPartial || cl.log.contains("coordinator snapshot lacks peers; keeping them for the absence grace period")
+	}
+	if !sawPartial {
+		t.Error("no node got a partial snapshot: the test did not exercise the restart")
+	}
+}
+
+// TestAbsentPeerDroppedAfterGrace: a peer that does not come back after the
+// coordinator's restart is dropped as gone once AbsenceGrace has passed,
+// while those that come back are kept.
+func TestAbsentPeerDroppedAfterGrace(t *testing.T) {
+	testutil.LeakCheck(t)
+	m := newTestMesh(t)
+	c := m.startCluster1(t)
+	const grace = 1500 * time.Millisecond
+	withGrace := func(o *ClientOptions) { o.AbsenceGrace = grace }
+	a := m.startClient(t, m.creds(t, "node-a", 1), []string{c.addr()}, withGrace)
+	b := m.startClient(t, m.creds(t, "node-b", 2), []string{c.addr()}, withGrace)
+	gone := m.startClient(t, m.creds(t, "node-x", 3), []string{c.addr()}, withGrace)
+	testutil.WaitFor(t, 10*time.Second, "nodes see each other", func() bool {
+		return seesAll(a.Client, []string{"node-a", "node-b", "node-x"}, true)
+	})
+	_ = gone.Close() // no Leave: its record would stay, but the coordinator restarts empty
+
+	c = m.restartCoord(t, c)
+	testutil.WaitFor(t, 10*time.Second, "a and b back", func() bool { return c.Stats().Sessions == 2 })
+	testutil.WaitFor(t, 10*time.Second, "absent peer dropped after the grace period", func() bool {
+		return a.hasChange(PeerRemoved, "node-x", ReasonGone)
+	})
+	if a.hasChange(PeerRemoved, "node-b", "") || b.hasChange(PeerRemoved, "node-a", "") {
+		t.Error("a peer that came back was reported removed")
+	}
+	if !a.log.contains("peer absent from the coordinator's registry beyond the grace period", "peer=node-x") {
+		t.Error("the drop after the grace period was not logged")
+	}
+}
