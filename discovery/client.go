@@ -225,11 +225,11 @@ type Client struct {
 	dupRefusals     atomic.Uint64
 
 	// Owned by the run goroutine.
-	reg        map[string]*Record // peers, excluding self; no tombstones
+	reg map[string]*Record // peers, excluding self; no tombstones
 	// absent: peers held in reg that the last snapshot lacked, and since
 	// when (dropped after AbsenceGrace unless an Entry confirms them).
-	absent map[string]time.Time
-	local      *Record            // the node's current signed record
+	absent     map[string]time.Time
+	local      *Record // the node's current signed record
 	info       LocalInfo
 	sess       *clientSession
 	dialing    bool
