@@ -215,18 +215,9 @@ func (ca *CA) sign(pub crypto.PublicKey, id Identity, notBefore, notAfter time.T
 // CN equals id.Name (ErrBadIdentity), then signs the requested public key with
 // id. An empty id.Name takes the name from the request.
 func (ca *CA) SignCSR(csrPEM []byte, id Identity, validity time.Duration) (*NodeCert, error) {
-	der, ok := firstPEM(csrPEM, pemCSR)
-	if !ok {
-		if der, ok = firstPEM(csrPEM, "NEW "+pemCSR); !ok {
-			return nil, errors.New("pki: no CERTIFICATE REQUEST block in PEM data")
-		}
-	}
-	csr, err := x509.ParseCertificateRequest(der)
+	csr, err := ParseCSR(csrPEM)
 	if err != nil {
-		return nil, fmt.Errorf("pki: parse certificate request: %w", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("%w: certificate request: %v", ErrBadSignature, err)
+		return nil, err
 	}
 	cn := csr.Subject.CommonName
 	switch {

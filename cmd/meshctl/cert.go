@@ -29,7 +29,7 @@ func newCertCmd() *cobra.Command {
 		Use:   "cert",
 		Short: "Request, sign and show node certificates (offline)",
 	}
-	cmd.AddCommand(newCertRequestCmd(), newCertSignCmd(), newCertShowCmd())
+	cmd.AddCommand(newCertRequestCmd(), newCertSignCmd(), newCertShowCmd(), newCertRenewCmd(), newCertInstallCmd())
 	return cmd
 }
 
@@ -124,6 +124,9 @@ type certSignArgs struct {
 	force    bool
 	exit     bool
 	coord    bool
+	renew    bool
+	previous string
+	prevCA   string
 
 	stdin  io.Reader // --csr -
 	stderr io.Writer // the summary, when --out - puts the certificate on stdout
@@ -132,7 +135,7 @@ type certSignArgs struct {
 func newCertSignCmd() *cobra.Command {
 	var a certSignArgs
 	cmd := &cobra.Command{
-		Use:   "sign --ca-dir DIR (--csr FILE | --name NODE) --ip ADDR/LEN",
+		Use:   "sign --ca-dir DIR (--csr FILE | --name NODE) --ip ADDR/LEN | sign --ca-dir DIR --csr FILE --renew",
 		Short: "Sign a node certificate (OUT/NODE.crt; with --name and no --csr also OUT/NODE.key)",
 		Long: `Sign binds a node name to its overlay addresses, groups and the subnets it may
 route. With --csr the node's own request is signed (the name comes from it;
@@ -148,7 +151,7 @@ written next to the certificate: move it to the node securely.`,
 	f.StringVar(&a.caDir, "ca-dir", "", "the CA directory (ca.crt, ca.key) (required)")
 	f.StringVar(&a.csr, "csr", "", "certificate request made by 'meshctl cert request' (- reads it from stdin)")
 	f.StringVar(&a.name, "name", "", "node name (required without --csr)")
-	f.StringVar(&a.ip, "ip", "", "overlay IPv4 address with the mesh prefix length, e.g. 100.64.0.1/10 (required)")
+	f.StringVar(&a.ip, "ip", "", "overlay IPv4 address with the mesh prefix length, e.g. 100.64.0.1/10 (required but with --renew)")
 	f.StringVar(&a.ip6, "ip6", "", "overlay IPv6 address with prefix length, e.g. fd7a:115c::1/48")
 	f.StringSliceVar(&a.groups, "groups", nil, "comma-separated groups, e.g. servers,lab")
 	f.StringSliceVar(&a.subnets, "subnets", nil, "comma-separated subnets the node may route, e.g. 10.1.0.0/24")
@@ -159,7 +162,9 @@ written next to the certificate: move it to the node securely.`,
 	f.StringVar(&a.keyType, "key-type", pki.KeyECDSAP256.String(), "key type when generating a key (no --csr)")
 	f.BoolVar(&a.force, "force", false, "replace an existing certificate (and key)")
 	_ = cmd.MarkFlagRequired("ca-dir")
-	_ = cmd.MarkFlagRequired("ip")
+	f.BoolVar(&a.renew, "renew", false, "sign a renewal request (meshctl cert renew) with the identity of the certificate it renews: the latest of its name in the CA's index, or --previous")
+	f.StringVar(&a.previous, "previous", "", "with --renew: the certificate being renewed (for a CA directory without an index)")
+	f.StringVar(&a.prevCA, "previous-ca", "", "with --renew --previous: the CA certificate that issued it, when it is not this CA (re-signing nodes during a CA rotation)")
 	return cmd
 }
 
@@ -222,6 +227,15 @@ func runCertSign(w io.Writer, a certSignArgs) error {
 	if toStdout && a.csr == "" {
 		return pkiUsage("--out - writes only a certificate: sign a request (--csr), or give a directory for the key generated here")
 	}
+	if a.renew {
+		return runCertSignRenew(w, a)
+	}
+	if a.previous != "" || a.prevCA != "" {
+		return pkiUsage("--previous and --previous-ca go with --renew")
+	}
+	if a.ip == "" {
+		return pkiUsage("--ip is required: the overlay IPv4 address with the mesh prefix length, e.g. 100.64.0.1/10")
+	}
 	id, err := a.identity()
 	if err != nil {
 		return err
@@ -275,6 +289,19 @@ func runCertSign(w io.Writer, a certSignArgs) error {
 			return pkiCLIError(err)
 		}
 	}
+	return pkiDeliver(w, a, nc, keyPath)
+}
+
+// pkiDeliver records nc in the CA's index and writes it (to OUT/NAME.crt or
+// stdout), then prints the summary. keyPath is the key generated here, or "".
+func pkiDeliver(w io.Writer, a certSignArgs, nc *pki.NodeCert, keyPath string) error {
+	toStdout := a.out == pkiStdio
+	certPath := filepath.Join(a.out, nc.Identity.Name+".crt")
+	if !toStdout && !a.force && keyPath == "" {
+		if err := pkiRefuseExisting(certPath); err != nil {
+			return err
+		}
+	}
 	// Recorded before it is handed out: no certificate of this CA exists
 	// that revoke --name cannot find.
 	if err := pki.RecordIssued(a.caDir, nc); err != nil {
@@ -290,7 +317,6 @@ func runCertSign(w io.Writer, a certSignArgs) error {
 		pkiPrintFields(a.stderr, append([]pkiField{{"certificate", "(stdout)"}}, pkiCertFields(time.Now(), nc.Cert, &nc.Identity)...))
 		return nil
 	}
-	certPath := filepath.Join(a.out, nc.Identity.Name+".crt")
 	if err := os.MkdirAll(a.out, 0o700); err != nil {
 		return err
 	}

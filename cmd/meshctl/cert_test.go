@@ -276,7 +276,7 @@ func TestCertUsageErrors(t *testing.T) {
 		want string
 		code int
 	}{
-		{sign("--name", "node-a"), `required flag(s) "ip" not set`, 0},
+		{sign("--name", "node-a"), "--ip is required", 2},
 		{sign("--ip", "100.64.0.1/10"), "give --csr FILE", 2},
 		{sign("--name", "node-a", "--ip", "100.64.0.1"), `--ip "100.64.0.1"`, 2},
 		{sign("--name", "node-a", "--ip", "fd00::1/64"), `--ip "fd00::1/64"`, 2},
