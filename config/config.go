@@ -148,6 +148,11 @@ type Join struct {
 	// in order (a missing port means DefaultSessionPort; entries are stored
 	// with the port). At least one is required unless coordinator.enabled.
 	Coordinators []string `toml:"coordinators"`
+	// CoordinatorNames is join.coordinator_names: if not empty, the node
+	// accepts coordinator sessions only from certificates with the
+	// coordinator role and one of these names (pinning). Empty = any
+	// coordinator certificate of the mesh.
+	CoordinatorNames []string `toml:"coordinator_names"`
 }
 
 // Coordinator is the [coordinator] table. Nothing in it listens unless

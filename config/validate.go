@@ -104,6 +104,16 @@ func (v *validator) join() {
 		}
 		v.p.add(key, ErrRequired, `at least one coordinator address ("host:port") is required unless coordinator.enabled = true`)
 	}
+	seen := map[string]bool{}
+	for i, n := range j.CoordinatorNames {
+		key := indexKey("join.coordinator_names", i)
+		if err := checkName(n, false); err != nil {
+			v.p.add(key, ErrInvalid, err.Error())
+		} else if seen[n] {
+			v.p.addf(key, ErrInvalid, "%q is listed twice", n)
+		}
+		seen[n] = true
+	}
 }
 
 // hostPorts normalizes a list of dial addresses in place and reports bad

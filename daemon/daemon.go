@@ -433,6 +433,8 @@ func (d *Daemon) newClient(coords []string) (*discovery.Client, error) {
 		Credentials:  d.cred(),
 		Verifier:     d.verifier,
 		Coordinators: coords,
+		// Pinned coordinator names (join.coordinator_names; restart to change).
+		CoordinatorNames: cfg.Join.CoordinatorNames,
 		Info: discovery.LocalInfo{
 			Routes:   masked(cfg.Routes.Advertise),
 			Software: "meshd " + d.version,
