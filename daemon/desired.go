@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/overlay"
+	"github.com/meshd/meshd/pki"
 	"github.com/meshd/meshd/tunnel"
 )
 
@@ -60,6 +61,13 @@ type desiredInput struct {
 	Lazy     bool
 	Wanted   map[string]bool
 	HaveLink map[string]bool
+	// Handshake holds, per peer, the certificate its link's last handshake
+	// authenticated (tunnel.Link.PeerCert); peers without one are absent.
+	// Where present it, not the registry's copy, is the peer's identity for
+	// the firewall and anti-spoofing: groups, addresses and the subnets
+	// routed to it (a registry copy may be newer or older, e.g. a renewal
+	// with other groups, and is only gossip).
+	Handshake map[string]*pki.NodeCert
 }
 
 // Exclusion reasons: why a registry peer gets neither routes nor a link.
@@ -80,6 +88,7 @@ const (
 	routeMesh       = "overlaps the mesh's own prefix"
 	routeLocal      = "overlaps a subnet this node advertises"
 	routeClaimed    = "already routed to another peer"
+	routeNotShown   = "not allowed by the certificate the peer's link authenticated"
 )
 
 // peerPlan is one registry peer in the desired state.
@@ -189,7 +198,16 @@ func computeDesired(in desiredInput) desired {
 			continue
 		}
 		id := r.Cert.Identity
-		plan := peerPlan{Name: r.Name, Addr: id.Addr.Addr(), Groups: slices.Clone(id.Groups), Online: r.Presence.Online}
+		// shown is the identity the peer's link authenticated, if any: the
+		// firewall's groups and the addresses and subnets anti-spoofing and
+		// routing trust come from it (the handshake already checked its
+		// name and IPv4 address against the registry's).
+		groups, shown := id.Groups, (*pki.Identity)(nil)
+		if hc := in.Handshake[r.Name]; hc != nil && hc.Identity.Name == r.Name {
+			shown = &hc.Identity
+			groups = shown.Groups
+		}
+		plan := peerPlan{Name: r.Name, Addr: id.Addr.Addr(), Groups: slices.Clone(groups), Online: r.Presence.Online}
 		if id.Addr6.IsValid() {
 			plan.Addr6 = id.Addr6.Addr()
 		}
@@ -211,8 +229,13 @@ func computeDesired(in desiredInput) desired {
 			out.Peers = append(out.Peers, plan)
 			continue
 		}
-		addrs := []netip.Prefix{netip.PrefixFrom(plan.Addr, plan.Addr.BitLen())}
-		if plan.Addr6.IsValid() {
+		// An address is the peer's if the authenticated certificate (when
+		// there is one) carries it too.
+		var addrs []netip.Prefix
+		if shown == nil || shown.Addr.Addr() == plan.Addr {
+			addrs = append(addrs, netip.PrefixFrom(plan.Addr, plan.Addr.BitLen()))
+		}
+		if plan.Addr6.IsValid() && (shown == nil || shown.Addr6.Addr() == plan.Addr6) {
 			addrs = append(addrs, netip.PrefixFrom(plan.Addr6, plan.Addr6.BitLen()))
 		}
 		routes := slices.Clone(addrs)
@@ -221,6 +244,8 @@ func computeDesired(in desiredInput) desired {
 			switch {
 			case !prefixInside(s, id.Subnets):
 				reason = routeNotAllowed
+			case shown != nil && !prefixInside(s, shown.Subnets):
+				reason = routeNotShown
 			case s.Bits() == 0:
 				reason = routeDefault
 			case !prefixInside(s, in.Accept):
@@ -250,7 +275,7 @@ func computeDesired(in desiredInput) desired {
 		// another peer's address, 0.0.0.0/0) is no licence to send from it.
 		out.Overlay.Peers = append(out.Overlay.Peers, overlay.PeerConfig{
 			Name:            r.Name,
-			Groups:          slices.Clone(id.Groups),
+			Groups:          slices.Clone(groups),
 			AllowedPrefixes: slices.Clone(routes),
 			Routes:          routes,
 		})
@@ -259,11 +284,14 @@ func computeDesired(in desiredInput) desired {
 			plan.Link, plan.Idle = false, true
 		}
 		if plan.Link {
+			// The handshake checks name and address only: the subnets
+			// routed to the peer follow the certificate it authenticated
+			// (routeNotShown), so a registry copy that differs from it
+			// narrows routes but never refuses the link.
 			out.Links = append(out.Links, tunnel.Peer{
 				Name:        r.Name,
 				Addr:        plan.Addr,
 				Fingerprint: r.Cert.Fingerprint,
-				Subnets:     slices.Clone(plan.Subnets),
 			})
 		}
 		out.Peers = append(out.Peers, plan)

@@ -10,6 +10,7 @@ import (
 	"github.com/meshd/meshd/config"
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/overlay"
+	"github.com/meshd/meshd/pki"
 	"github.com/meshd/meshd/tunnel"
 )
 
@@ -61,6 +62,23 @@ func TestComputeDesired(t *testing.T) {
 	}
 	peerA := overlay.PeerConfig{Name: "a", Groups: []string{"lab"}, AllowedPrefixes: pfx("100.64.0.2/32"), Routes: pfx("100.64.0.2/32")}
 	linkA := tunnel.Peer{Name: "a", Addr: netip.MustParseAddr("100.64.0.2"), Fingerprint: a.cert.Fingerprint}
+	linkB := tunnel.Peer{Name: "b", Addr: netip.MustParseAddr("100.64.0.3"), Fingerprint: b.cert.Fingerprint}
+	// shownAs is another certificate of n (a renewal, or an older one), with
+	// other groups and subnets: what n's link may authenticate while the
+	// registry holds n.cert.
+	shownAs := func(n *testNode, groups []string, subnets ...string) *pki.NodeCert {
+		key, err := pki.GenerateKey(pki.KeyECDSAP256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := n.cert.Identity
+		id.Groups, id.Subnets = groups, pfx(subnets...)
+		nc, err := m.ca.Sign(key.Public(), id, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nc
+	}
 
 	tests := []struct {
 		name      string
@@ -228,6 +246,51 @@ func TestComputeDesired(t *testing.T) {
 			},
 			peers:    []overlay.PeerConfig{peerA},
 			excluded: map[string]string{"0hijack": excludeAddrConflict},
+		},
+		{
+			name: "groups come from the certificate the link authenticated, not the registry's copy",
+			in: func() desiredInput {
+				in := base()
+				in.Records = []discovery.Record{rec(a, true)}
+				in.Connected = map[string]bool{"a": true}
+				in.Handshake = map[string]*pki.NodeCert{"a": shownAs(a, []string{"ops"})}
+				return in
+			},
+			peers:     []overlay.PeerConfig{{Name: "a", Groups: []string{"ops"}, AllowedPrefixes: pfx("100.64.0.2/32"), Routes: pfx("100.64.0.2/32")}},
+			links:     []string{"a"},
+			checkLink: &linkA,
+		},
+		{
+			name: "subnets: routed and accepted only where the authenticated certificate allows; the link stays",
+			in: func() desiredInput {
+				in := base()
+				in.Accept = pfx("10.0.0.0/8")
+				// The registry's copy allows 10.2.0.0/16; the link
+				// authenticated a certificate without it (and with a subnet
+				// the registry's copy lacks, which no route gets either).
+				in.Records = []discovery.Record{rec(b, true, "10.2.0.0/16", "10.7.0.0/16")}
+				in.Handshake = map[string]*pki.NodeCert{"b": shownAs(b, []string{"ops"}, "10.7.0.0/16")}
+				return in
+			},
+			peers: []overlay.PeerConfig{{Name: "b", Groups: []string{"ops"}, AllowedPrefixes: pfx("100.64.0.3/32"), Routes: pfx("100.64.0.3/32")}},
+			links: []string{"b"},
+			dropped: map[netip.Prefix]string{
+				netip.MustParsePrefix("10.2.0.0/16"): routeNotShown,
+				netip.MustParsePrefix("10.7.0.0/16"): routeNotAllowed,
+			},
+			checkLink: &linkB,
+		},
+		{
+			name: "subnets: without an authenticated certificate yet, the registry's copy routes (no packet flows before the handshake)",
+			in: func() desiredInput {
+				in := base()
+				in.Accept = pfx("10.0.0.0/8")
+				in.Records = []discovery.Record{rec(b, true, "10.2.0.0/16")}
+				return in
+			},
+			peers:     []overlay.PeerConfig{{Name: "b", AllowedPrefixes: pfx("100.64.0.3/32", "10.2.0.0/16"), Routes: pfx("100.64.0.3/32", "10.2.0.0/16")}},
+			links:     []string{"b"},
+			checkLink: &linkB,
 		},
 		{
 			name: "lazy: only wanted peers or existing links",

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"github.com/meshd/meshd/overlay"
+	"github.com/meshd/meshd/pki"
 	"github.com/meshd/meshd/tunnel"
 )
 
@@ -32,6 +33,10 @@ type linkConn struct {
 	// scratch holds a batch with the probes taken out. Owned by the link's
 	// deliverer goroutine (receive is called one batch at a time per link).
 	scratch [][]byte
+
+	// shown is the certificate the link had authenticated when the desired
+	// state was last computed (desiredInput.Handshake). Control loop only.
+	shown *pki.NodeCert
 }
 
 var _ overlay.PeerConn = (*linkConn)(nil)
@@ -92,6 +97,25 @@ func (c *linkConn) receive(bufs [][]byte, offset int) {
 		(*fn)(c.scratch, offset)
 	}
 	clear(c.scratch)
+}
+
+// checkPeerCerts asks for a recomputation when a link's handshake
+// authenticated another certificate than the desired state used (a rekey
+// presenting a renewed certificate): the firewall follows what the link
+// authenticated. Control loop only.
+func (d *Daemon) checkPeerCerts() {
+	fp := func(nc *pki.NodeCert) string {
+		if nc == nil {
+			return ""
+		}
+		return nc.Fingerprint
+	}
+	for _, lc := range d.loop.links {
+		if fp(lc.link.PeerCert()) != fp(lc.shown) {
+			d.kickLoop()
+			return
+		}
+	}
 }
 
 // linkTotals are a link's counters that metrics export as per-peer

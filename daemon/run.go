@@ -13,6 +13,7 @@ import (
 	"github.com/meshd/meshd/control"
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/overlay"
+	"github.com/meshd/meshd/pki"
 	"github.com/meshd/meshd/tunnel"
 )
 
@@ -83,6 +84,7 @@ func (d *Daemon) runLoop() {
 			fn()
 		case <-status.C:
 			d.pollSession()
+			d.checkPeerCerts()
 		case <-certs.C:
 			d.warnCertificate()
 		}
@@ -103,12 +105,17 @@ func (d *Daemon) desiredInput() desiredInput {
 		Connected: map[string]bool{},
 		Lazy:      d.lazy,
 		HaveLink:  map[string]bool{},
+		Handshake: map[string]*pki.NodeCert{},
 	}
 	if c := d.client.Load(); c != nil {
 		in.Records = c.Peers()
 	}
 	for name, lc := range d.loop.links {
 		in.HaveLink[name] = true
+		if nc := lc.link.PeerCert(); nc != nil {
+			in.Handshake[name] = nc
+		}
+		lc.shown = in.Handshake[name]
 		if lc.link.State() == tunnel.StateConnected {
 			in.Connected[name] = true
 		}

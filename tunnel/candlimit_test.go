@@ -14,7 +14,9 @@ import (
 // candidateRate.
 func TestRemoteCandidateLimit(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
-	cand := func(i int) string { return fmt.Sprintf("candidate:%d 1 udp 2130706431 127.0.0.1 %d typ host", i, 20000+i) }
+	cand := func(i int) string {
+		return fmt.Sprintf("candidate:%d 1 udp 2130706431 127.0.0.1 %d typ host", i, 20000+i)
+	}
 	var r remoteCandLimit
 	count := func(gen uint64, from, to int, at time.Time) map[candVerdict]int {
 		got := map[candVerdict]int{}

@@ -454,6 +454,7 @@ func (l *Link) onHandshake(s *session, ev evHandshake) {
 	l.updateSnap(func(sn *snapshot) {
 		sn.handshakeDuration, sn.lastHandshake = ev.dur, now
 		sn.cipherSuite, sn.peerFingerprint = suite, peerFP
+		sn.peerCert = s.peerCert.Load()
 	})
 	v := readPairs(s.agent)
 	l.refreshPath(s, v)

@@ -443,6 +443,7 @@ func (l *Link) onRekeyDone(s *session, ev evRekeyDone) {
 	now := time.Now()
 	l.updateSnap(func(sn *snapshot) {
 		sn.lastHandshake, sn.cipherSuite, sn.peerFingerprint = now, suite, peerFP
+		sn.peerCert = s.peerCert.Load()
 	})
 	if l.log.Enabled(l.ctx, slog.LevelDebug) {
 		l.log.Debug("rekey handshake done; next epoch staged", "epoch", epoch, "handshake", ev.dur.Round(time.Millisecond))

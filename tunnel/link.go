@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshd/meshd/pki"
 	"github.com/pion/ice/v4"
 )
 
@@ -84,6 +85,7 @@ type snapshot struct {
 	lastHandshake     time.Time
 	cipherSuite       string
 	peerFingerprint   string
+	peerCert          *pki.NodeCert // what the peer presented in the last handshake, verified
 	attempts          uint64
 	failures          uint64
 	pathChanges       uint64
