@@ -63,8 +63,15 @@ PKGVER  ?= 0.1.0
 
 .PHONY: package
 package: build
-	mkdir -p dist/completion
+	rm -rf dist/completion dist/man
+	mkdir -p dist/completion dist/man
 	$(BIN)/meshctl completion bash > dist/completion/meshctl.bash
+	$(BIN)/meshctl completion zsh > dist/completion/_meshctl
+	$(BIN)/meshctl completion fish > dist/completion/meshctl.fish
+	$(BIN)/meshctl man dist/man
+	$(GO) run ./packaging/mangen docs/configuration.md > dist/man/meshd.toml.5
+	cp packaging/man/meshd.8 dist/man/
+	gzip -9n dist/man/*
 	VERSION=$(PKGVER) ARCH=$(ARCH) $(NFPM) pkg --packager deb --config packaging/nfpm.yaml --target dist/
 	VERSION=$(PKGVER) ARCH=$(ARCH) $(NFPM) pkg --packager rpm --config packaging/nfpm.yaml --target dist/
 

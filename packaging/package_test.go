@@ -48,6 +48,13 @@ func TestDebContents(t *testing.T) {
 		{"./lib/systemd/system/meshd.service", "-rw-r--r--"},
 		{"./etc/meshd/meshd.toml", "-rw-r-----"},
 		{"./usr/share/bash-completion/completions/meshctl", "-rw-r--r--"},
+		{"./usr/share/zsh/vendor-completions/_meshctl", "-rw-r--r--"},
+		{"./usr/share/fish/vendor_completions.d/meshctl.fish", "-rw-r--r--"},
+		{"./usr/share/man/man8/meshd.8.gz", "-rw-r--r--"},
+		{"./usr/share/man/man5/meshd.toml.5.gz", "-rw-r--r--"},
+		{"./usr/share/man/man1/meshctl.1.gz", "-rw-r--r--"},
+		{"./usr/share/man/man1/meshctl-config-check.1.gz", "-rw-r--r--"},
+		{"./usr/share/man/man1/meshctl-cert-sign.1.gz", "-rw-r--r--"},
 		{"./var/lib/meshd/", "drwx------"},
 		{"./usr/share/doc/meshd/copyright", "-rw-r--r--"},
 	} {
