@@ -29,6 +29,7 @@ type metricDescs struct {
 	overlayPackets, overlayBytes, sessionUp, failovers           *prometheus.Desc
 	registryPeers, certExpiry, reloads, coordSessions            *prometheus.Desc
 	coordRecords, coordMembers, pathChanges, buildInfo           *prometheus.Desc
+	coordTURNRefused, candidatesDropped                          *prometheus.Desc
 }
 
 func newMetricDescs() *metricDescs {
@@ -62,6 +63,8 @@ func newMetricDescs() *metricDescs {
 		coordSessions:     n("coordinator_sessions", "Node sessions this coordinator serves."),
 		coordRecords:      n("coordinator_registry_records", "Registry entries this coordinator holds (tombstones included)."),
 		coordMembers:      n("coordinator_members", "Live coordinators in the gossip cluster."),
+		coordTURNRefused:  n("coordinator_turn_peers_refused_total", "Relay permissions and relayed datagrams the embedded TURN server refused by its peer-address policy."),
+		candidatesDropped: n("ice_candidates_dropped_total", "Remote ICE candidates refused: beyond the per-session bound or a peer's pace."),
 		pathChanges:       n("path_changes_total", "Selected-path changes of connected links, by reason (path_failed, direct_found, peer_moved, ice_selected).", "reason"),
 	}
 }
@@ -77,7 +80,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.info, m.buildInfo, m.peerRxBytes, m.peerTxBytes, m.peerRxPackets, m.peerTxPackets,
 		m.peerUp, m.peerState, m.peerPath, m.peerRTT, m.peerAttempts, m.peerFailures, m.handshakes,
 		m.handshakeFailures, m.drops, m.overlayPackets, m.overlayBytes, m.sessionUp, m.failovers,
-		m.registryPeers, m.certExpiry, m.reloads, m.coordSessions, m.coordRecords, m.coordMembers, m.pathChanges} {
+		m.registryPeers, m.certExpiry, m.reloads, m.coordSessions, m.coordRecords, m.coordMembers, m.pathChanges,
+		m.coordTURNRefused, m.candidatesDropped} {
 		ch <- d
 	}
 }
@@ -130,6 +134,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for reason, n := range d.drops() {
 		counter(m.drops, n, reason)
 	}
+	counter(m.candidatesDropped, d.tm.Stats().CandidatesDropped)
 	os := d.ov.Stats()
 	counter(m.overlayPackets, os.PacketsIn, "in")
 	counter(m.overlayPackets, os.PacketsOut, "out")
@@ -151,6 +156,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(m.coordSessions, float64(cs.Sessions))
 		gauge(m.coordRecords, float64(cs.Records))
 		gauge(m.coordMembers, float64(cs.Members))
+		counter(m.coordTURNRefused, d.coord.TURNPeersRefused())
 	}
 }
 
