@@ -180,6 +180,7 @@ type Coordinator struct {
 	fc              frameCounters
 	gossipDropped   atomic.Uint64
 	gossipMalformed atomic.Uint64
+	gossipRefused   atomic.Uint64
 	sessRefused     atomic.Uint64
 	dupRefused      atomic.Uint64 // sessions refused: another host holds the node's session
 	holdersDead     atomic.Uint64 // claimed sessions presumed dead and closed
@@ -210,6 +211,12 @@ type Coordinator struct {
 	dupLogged  map[string]time.Time   // duplicate refusals already logged (log once)
 	lastCRL    *big.Int
 	stateDirty bool
+	// Members that proved the coordinator role (gossipauth.go), when this
+	// coordinator last sent each its Hello, and the last refusal logged
+	// per member.
+	trusted        map[string]*pki.NodeCert
+	helloSent      map[string]time.Time
+	refusedMembers map[string]string
 }
 
 // NewCoordinator validates opts and prepares a coordinator; it starts nothing.
@@ -305,6 +312,10 @@ func NewCoordinator(opts CoordinatorOptions) (*Coordinator, error) {
 		probing:    map[*session]struct{}{},
 		dupQueries: map[uint64]*dupQuery{},
 		dupLogged:  map[string]time.Time{},
+
+		trusted:        map[string]*pki.NodeCert{},
+		helloSent:      map[string]time.Time{},
+		refusedMembers: map[string]string{},
 	}
 	c.reg = newRegistry(opts.Verifier, opts.TombstoneTTL, opts.OfflineTTL, &c.rc)
 	if t := opts.TURN; t.enabled() && t.Secret == "" {
@@ -540,6 +551,7 @@ func (c *Coordinator) Stats() CoordinatorStats {
 		FramesRateLimited:   c.fc.rateLimited.Load(),
 		GossipDropped:       c.gossipDropped.Load(),
 		GossipMalformed:     c.gossipMalformed.Load(),
+		GossipRefused:       c.gossipRefused.Load(),
 		SessionsRefused:     c.sessRefused.Load(),
 		UnauthRefused:       c.unauthRefused.Load(),
 		SessionsFlooding:    c.floodClosed.Load(),

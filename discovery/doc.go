@@ -18,12 +18,29 @@
 // coordinator holds a node's session, since when) is the only
 // coordinator-asserted data.
 //
+// Only coordinators act as coordinators: a node accepts a session only from
+// a certificate with the coordinator role (optionally pinned by name), a
+// coordinator needs the role to start, and coordinators forward signals,
+// duplicate-identity questions and reliable fan-out only to members that
+// proved the role with a signed Hello (roles.go, gossipauth.go).
+//
 // # Limits
 //
 // Every count and length read from the wire is bounded before it sizes
 // anything (ErrLimitExceeded); the registry, hence a snapshot, holds at most
 // MaxRegistryEntries records; a node stops reading its session while its
-// subscribers lag (docs/protocol.md, "Limits").
+// subscribers lag. Unauthenticated connections are capped per source and in
+// total (admission.go); every frame kind has a per-session token bucket and
+// a session that keeps flooding is closed (CodeFlooding); a CRL is verified
+// once per distinct CRL, off the run loop (crlcache.go) (docs/protocol.md,
+// "Limits").
+//
+// # Coordinator restarts
+//
+// A coordinator's registry lives in memory, so a restarted one answers with
+// the nodes that have reconnected so far. A node keeps the peers such a
+// snapshot lacks for ClientOptions.AbsenceGrace; only a Remove, a tombstone,
+// a revocation or absence beyond the grace period removes a peer.
 //
 // # Replication
 //

@@ -97,9 +97,10 @@ func (c *Coordinator) refuseDuplicate(s *session, rec *Record, askRemote bool) b
 		return false
 	}
 	holder := e.rec.Presence.Coordinator
-	p := c.peers[holder]
+	p := c.trustedPeer(holder)
 	if p == nil {
-		// Not a live member: its sessions are being marked offline.
+		// Not a live member (its sessions are being marked offline), or
+		// not a proven coordinator, whose claim blocks nobody.
 		return false
 	}
 	c.nextFwd++
@@ -180,6 +181,11 @@ func (c *Coordinator) presumeDead(s *session, now time.Time) {
 // answerDupQuery answers another coordinator asking whether this one still
 // holds a node's session (a connection there claims the node).
 func (c *Coordinator) answerDupQuery(m gossipMsg) {
+	if c.trustedPeer(m.origin) == nil {
+		// Not a proven coordinator: no answer (gossipauth.go).
+		c.gossipRefused.Add(1)
+		return
+	}
 	held, holder, retry := false, "", time.Duration(0)
 	if s := c.sessions[m.to]; s != nil && s.registered && !s.killed() {
 		if alive, r := c.probeHolder(s, m.addr, time.Now()); alive {
@@ -187,7 +193,7 @@ func (c *Coordinator) answerDupQuery(m gossipMsg) {
 		}
 	}
 	c.log.Debug("answered a duplicate-identity query", "peer", m.to, "from", m.origin, "claimant", m.addr, "held", held)
-	if p := c.peers[m.origin]; p != nil {
+	if p := c.trustedPeer(m.origin); p != nil {
 		p.enqueue(outMsg{msg: encodeGossipDupAnswer(m.fwdID, held, holder, retry)})
 	}
 }

@@ -72,6 +72,11 @@ type gossipMsg struct {
 	held  bool          // dup answer: the session is held and answers keepalives
 	retry time.Duration // dup answer: when the holder's liveness will be known
 
+	at    int64  // hello: signing time (unix ns)
+	cert  []byte // hello: the sender's certificate (DER)
+	sig   []byte // hello: signature over helloSigned
+	reply bool   // hello: the sender asks for this coordinator's Hello
+
 	crl     []byte     // crl, state
 	entries []rawEntry // state
 	batch   [][]byte   // batch: undecoded inner messages
@@ -224,6 +229,13 @@ func decodeGossip(b []byte) (gossipMsg, error) {
 			r.failLimit("retry after ms", uint64(ms), maxRetryHintMillis)
 		}
 		m.retry = time.Duration(ms) * time.Millisecond
+	case gossipHello:
+		m.at = r.i64("time")
+		m.from = r.str8("from", maxNameLen)
+		m.to = r.str8("to", maxNameLen)
+		m.reply = r.bool("reply")
+		m.cert = r.bytes16("certificate", maxCertLen)
+		m.sig = r.bytes16("signature", maxSigLen)
 	case gossipBatch:
 		n := r.count("batch count", maxBatchMessages)
 		for i := 0; i < n && r.err == nil; i++ {

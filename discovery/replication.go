@@ -19,6 +19,7 @@ func (c *Coordinator) sweep() {
 		c.stateDirty = true
 	}
 	c.reconcileMembers()
+	c.retryHellos(now)
 	c.refreshTURN(now)
 	c.expireForwards(now)
 	c.checkProbes(now)
@@ -45,11 +46,15 @@ func (c *Coordinator) encodeState() {
 // reconcileMembers syncs peer senders with memberlist's live members and
 // marks sessions held by departed coordinators offline.
 func (c *Coordinator) reconcileMembers() {
+	now := time.Now()
 	alive := map[string]bool{}
 	for _, m := range c.del.memberList() {
 		alive[m.Name] = true
 		if m.Name != c.name && c.peers[m.Name] == nil {
-			c.peers[m.Name] = c.newPeerSender(m.Name)
+			p := c.newPeerSender(m.Name)
+			c.peers[m.Name] = p
+			// Prove our role to it first thing (gossipauth.go).
+			c.sendHello(m.Name, p, now)
 		}
 	}
 	c.nMembers.Store(int64(len(alive)))
@@ -57,6 +62,7 @@ func (c *Coordinator) reconcileMembers() {
 		if !alive[name] {
 			p.stop()
 			delete(c.peers, name)
+			c.untrust(name)
 		}
 	}
 	// A registration waiting for a coordinator that is gone goes ahead: the
@@ -66,7 +72,6 @@ func (c *Coordinator) reconcileMembers() {
 			c.finishDupQuery(id, dupUnreachable, nil)
 		}
 	}
-	now := time.Now()
 	for name, e := range c.reg.entries {
 		p := e.rec.Presence
 		if p.Online && p.Coordinator != c.name && !alive[p.Coordinator] {
@@ -114,8 +119,10 @@ func (c *Coordinator) disseminate(name string, msg []byte) {
 		return
 	}
 	c.fanouts.Add(1)
-	for _, p := range c.peers {
-		p.enqueue(outMsg{msg: msg})
+	for name, p := range c.peers {
+		if c.trusted[name] != nil {
+			p.enqueue(outMsg{msg: msg})
+		}
 	}
 }
 
@@ -135,6 +142,12 @@ func (c *Coordinator) checkCRL() {
 	for _, r := range c.reg.dropRevoked() {
 		c.log.Warn("node revoked; record dropped", "peer", r.rec.Name, "serial", r.rec.Cert.Cert.SerialNumber.String())
 		c.broadcastSessions(removeFrame(r.rec.Name, r.rec.Version, removeRevoked))
+	}
+	for name, nc := range c.trusted {
+		if c.opts.Verifier.IsRevoked(nc.Cert.SerialNumber) {
+			c.log.Warn("coordinator's certificate revoked; no longer trusted", "member", name)
+			c.untrust(name)
+		}
 	}
 	for name, s := range c.sessions {
 		if c.opts.Verifier.IsRevoked(s.cert.Cert.SerialNumber) {

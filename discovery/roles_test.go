@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"net"
@@ -121,5 +122,82 @@ func TestCoordinatorNeedsRole(t *testing.T) {
 	})
 	if !errors.Is(err, pki.ErrNotCoordinator) {
 		t.Fatalf("NewCoordinator with a member certificate: %v, want ErrNotCoordinator", err)
+	}
+}
+
+// startRogueCoord starts a coordinator that proves itself in gossip with a
+// member certificate (no coordinator role): a node that got hold of the
+// gossip key. Its session listener keeps a coordinator certificate so that
+// raw test sessions can register with it.
+func (m *testMesh) startRogueCoord(t *testing.T, name string, join []string) *testCoord {
+	t.Helper()
+	lb := &logBuf{}
+	opts := CoordinatorOptions{
+		Credentials:     m.coordCreds(t, name, 250),
+		Verifier:        m.verifier(nil),
+		Logger:          lb.logger(),
+		ListenAddr:      "127.0.0.1:0",
+		GossipTransport: newFaultTransport(t),
+		GossipKey:       m.key,
+		Join:            join,
+		Timers:          fastTimers,
+		SweepInterval:   50 * time.Millisecond,
+		RejoinInterval:  200 * time.Millisecond,
+		SignalTimeout:   2 * time.Second,
+	}
+	c, err := NewCoordinator(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	member := m.creds(t, name, 251)
+	c.opts.Credentials = member
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return &testCoord{Coordinator: c, creds: member, log: lb}
+}
+
+// TestGossipRefusesCoordinatorWithoutRole: a gossip member whose certificate
+// lacks the coordinator role is refused as a coordinator: the legitimate
+// coordinator logs why, forwards it no signal (a node's signal to a node
+// registered there fails as offline instead of being handed to it), while a
+// proven coordinator gets signals.
+func TestGossipRefusesCoordinatorWithoutRole(t *testing.T) {
+	testutil.LeakCheck(t)
+	m := newTestMesh(t)
+	c1 := m.startCoord(t, "coord-1", 200, nil)
+	rogue := m.startRogueCoord(t, "coord-x", []string{c1.GossipAddr()})
+	testutil.WaitFor(t, 10*time.Second, "rogue joined the gossip cluster", func() bool { return len(c1.Members()) == 2 })
+
+	a := m.startClient(t, m.creds(t, "node-a", 1), []string{c1.addr()})
+	b := m.creds(t, "node-b", 2)
+	recB, err := newLocalRecord(b, LocalInfo{}, uint64(time.Now().UnixNano()), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var readers sync.WaitGroup
+	t.Cleanup(readers.Wait)
+	if err := registerRaw(t, rogue, b, recB, &readers); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "node-b's record reaches coord-1 and node-a", func() bool {
+		p, ok := a.Peer("node-b")
+		return ok && p.Presence.Online && p.Presence.Coordinator == "coord-x"
+	})
+	testutil.WaitFor(t, 10*time.Second, "the rogue's hello refused and logged", func() bool {
+		return c1.log.contains("refusing gossip from coordinator: not a proven coordinator", "member=coord-x", "lacks the coordinator role")
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.SendSignal(ctx, "node-b", []byte("hi")); !errors.Is(err, ErrPeerOffline) {
+		t.Fatalf("signal to a node behind a coordinator without the role: %v, want ErrPeerOffline", err)
+	}
+	if c1.Stats().SignalsForwarded != 0 {
+		t.Fatal("coord-1 forwarded a signal to a member without the coordinator role")
+	}
+	// The rogue, for its part, accepted coord-1's proof.
+	if !rogue.log.contains("coordinator authenticated", "member=coord-1") {
+		t.Error("coord-1's hello was not accepted by the other member")
 	}
 }

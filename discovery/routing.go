@@ -66,6 +66,8 @@ func (c *Coordinator) handleGossipMsg(m gossipMsg, nested bool) {
 		c.answerDupQuery(m)
 	case gossipDupAnswer:
 		c.finishDupQuery(m.fwdID, dupAnswered, &m)
+	case gossipHello:
+		c.handleHello(m)
 	case gossipCRL:
 		if err := c.applyCRL(m.crl); err != nil {
 			c.log.Debug("gossiped CRL rejected", "error", err)
@@ -186,7 +188,8 @@ func (c *Coordinator) routeSignal(s *session, f frame) {
 		c.sigRouted.Add(1)
 		reply(sigOK)
 	default:
-		p := c.peers[e.rec.Presence.Coordinator]
+		// Only to a coordinator that proved the role (gossipauth.go).
+		p := c.trustedPeer(e.rec.Presence.Coordinator)
 		if p == nil {
 			reply(sigPeerOffline)
 			return
@@ -204,7 +207,13 @@ func (c *Coordinator) routeSignal(s *session, f frame) {
 }
 
 // deliverForwarded handles a signal another coordinator forwarded here.
+// Signals from a member that has not proven the coordinator role are
+// dropped and counted (gossipauth.go).
 func (c *Coordinator) deliverForwarded(m gossipMsg) {
+	if c.trustedPeer(m.origin) == nil {
+		c.gossipRefused.Add(1)
+		return
+	}
 	code := sigOK
 	if t := c.sessions[m.to]; t != nil && t.live {
 		t.send(deliverFrame(m.from, m.payload))
@@ -214,7 +223,7 @@ func (c *Coordinator) deliverForwarded(m gossipMsg) {
 	} else {
 		code = sigPeerOffline
 	}
-	if p := c.peers[m.origin]; p != nil {
+	if p := c.trustedPeer(m.origin); p != nil {
 		p.enqueue(outMsg{msg: encodeGossipSignalResult(m.fwdID, code)})
 	}
 }

@@ -30,6 +30,10 @@ type CoordinatorStats struct {
 
 	GossipDropped   uint64 // gossip messages dropped because the run loop was behind
 	GossipMalformed uint64 // undecodable gossip messages
+	// GossipRefused counts Hellos that did not prove the coordinator role
+	// and signals or duplicate-identity queries from members that have not
+	// proven it (gossipauth.go).
+	GossipRefused uint64
 
 	SessionsRefused uint64 // sessions refused (certificate, record, protocol, overload, duplicate identity, unauthenticated caps)
 	// UnauthRefused counts connections closed at accept because the
