@@ -259,8 +259,8 @@ type TURN struct {
 	AllowedPeerIPs []netip.Prefix `toml:"allowed_peer_ips"`
 	// DeniedPeerIPs is coordinator.turn.denied_peer_ips, peer prefixes the
 	// relay refuses on top of the defaults (loopback, link-local, multicast,
-	// the host's own addresses except relay ports, and private ranges unless
-	// relay_address is private); default none.
+	// the host's own addresses except relay ports and ice.port, and private
+	// ranges unless relay_address is private); default none.
 	DeniedPeerIPs []netip.Prefix `toml:"denied_peer_ips"`
 }
 

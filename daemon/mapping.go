@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"github.com/meshd/meshd/tunnel/record"
 	"math"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -170,6 +171,7 @@ func (d *Daemon) coordinatorOptions(p *prepared) discovery.CoordinatorOptions {
 			CredentialTTL:  t.CredentialTTL.Std(),
 			AllowedPeers:   slices.Clone(t.AllowedPeerIPs),
 			DeniedPeers:    slices.Clone(t.DeniedPeerIPs),
+			MeshPorts:      d.meshPorts,
 		}
 		if t.TCPListen.IsValid() {
 			o.TURN.TCPAddr = t.TCPListen.String()
@@ -242,4 +244,17 @@ func (d *Daemon) iceServers() []tunnel.ICEServer {
 		out = append(out, tunnel.ICEServer{URL: s.URL, Username: user, Password: pass})
 	}
 	return out
+}
+
+// meshPorts is the UDP port of this node's links, which the embedded TURN
+// server lets peers relay to on this host's own addresses (a coordinator is
+// a mesh node too).
+func (d *Daemon) meshPorts() []uint16 {
+	if d.tm == nil {
+		return nil
+	}
+	if a, ok := d.tm.LocalAddr().(*net.UDPAddr); ok && a.Port > 0 {
+		return []uint16{uint16(a.Port)}
+	}
+	return nil
 }

@@ -55,14 +55,20 @@ type TURNOptions struct {
 	// AllowedPeers are peer prefixes the server relays to whatever else
 	// says (coturn's allowed-peer-ip): labs and private deployments. nil =
 	// none. The host's own non-loopback addresses stay limited to relay
-	// ports even when listed.
+	// and mesh ports even when listed.
 	AllowedPeers []netip.Prefix
 	// DeniedPeers are peer prefixes refused on top of the defaults
 	// (coturn's denied-peer-ip). nil = none. The defaults refuse loopback,
 	// link-local, multicast, unspecified and reserved addresses, the host's
-	// own addresses except on relay ports, and the private ranges (RFC 1918,
-	// 100.64.0.0/10, fc00::/7) unless RelayAddress is itself private.
+	// own addresses except on relay and mesh ports, and the private ranges
+	// (RFC 1918, 100.64.0.0/10, fc00::/7) unless RelayAddress is itself
+	// private.
 	DeniedPeers []netip.Prefix
+	// MeshPorts returns the UDP ports of this host's own mesh links (the
+	// node's ICE port): a coordinator is a mesh node too, and a peer that
+	// can only relay must reach it. The relay reaches the host's own
+	// addresses on relay ports and these only. nil = none.
+	MeshPorts func() []uint16
 	// interfaceAddrs replaces net.InterfaceAddrs in tests; nil = the host's.
 	interfaceAddrs func() ([]net.Addr, error)
 

@@ -77,6 +77,7 @@ type peerPolicy struct {
 	allowed, denied  []netip.Prefix
 	allowPrivate     bool
 	portMin, portMax uint16
+	meshPorts        func() []uint16 // nil = none
 	ifaceAddrs       func() ([]net.Addr, error)
 	log              *slog.Logger
 
@@ -102,6 +103,7 @@ func newPeerPolicy(o *TURNOptions, log *slog.Logger) *peerPolicy {
 		allowPrivate: inPrefixes(o.RelayAddress.Unmap(), privatePrefixes),
 		portMin:      o.RelayPortMin,
 		portMax:      o.RelayPortMax,
+		meshPorts:    o.MeshPorts,
 		ifaceAddrs:   net.InterfaceAddrs,
 		log:          log,
 	}
@@ -145,15 +147,17 @@ func (p *peerPolicy) check(ip netip.Addr) peerDenial {
 }
 
 // checkSend classifies a relayed datagram's destination: check, and the
-// host's own (non-loopback) addresses only on relay ports, so two
-// allocations on this server reach each other and nothing else listening
-// on the host does.
+// host's own (non-loopback) addresses only on relay ports and the node's
+// mesh ports, so two allocations on this server reach each other, a peer
+// reaches this host's own mesh node, and nothing else listening on the host
+// is reached.
 func (p *peerPolicy) checkSend(ap netip.AddrPort) peerDenial {
 	ip := ap.Addr().Unmap()
 	if d := p.check(ip); d != peerAllowed {
 		return d
 	}
-	if !ip.IsLoopback() && p.isOwn(ip) && (ap.Port() < p.portMin || ap.Port() > p.portMax) {
+	if port := ap.Port(); !ip.IsLoopback() && (port < p.portMin || port > p.portMax) && p.isOwn(ip) &&
+		(p.meshPorts == nil || !slices.Contains(p.meshPorts(), port)) {
 		return denyOwnService
 	}
 	return peerAllowed

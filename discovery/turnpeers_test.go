@@ -140,7 +140,8 @@ func TestTURNPeerPolicy(t *testing.T) {
 		}
 		return l
 	}
-	public := TURNOptions{RelayAddress: mustAddr("203.0.113.10"), RelayPortMin: 49152, RelayPortMax: 65535, interfaceAddrs: own}
+	public := TURNOptions{RelayAddress: mustAddr("203.0.113.10"), RelayPortMin: 49152, RelayPortMax: 65535, interfaceAddrs: own,
+		MeshPorts: func() []uint16 { return []uint16{51830} }}
 	homeLab := public
 	homeLab.RelayAddress = mustAddr("192.168.1.10")
 	allowLAN := public
@@ -171,6 +172,8 @@ func TestTURNPeerPolicy(t *testing.T) {
 		{"this network", public, "0.1.2.3:9", denySpecial},
 		{"own relay port (relay to relay)", public, "203.0.113.10:50000", peerAllowed},
 		{"own service port", public, "203.0.113.10:22", denyOwnService},
+		{"own mesh node (ICE port)", public, "203.0.113.10:51830", peerAllowed},
+		{"own private address, mesh port", public, "192.168.1.10:51830", peerAllowed},
 		{"own private address, relay port", public, "192.168.1.10:50000", peerAllowed},
 		{"own private address, service port", public, "192.168.1.10:53", denyOwnService},
 		{"denied list", deny, "198.51.100.7:3478", denyConfigured},
