@@ -56,7 +56,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := ca.Sign(key.Public(), pki.Identity{Name: "node1", Addr: netip.MustParsePrefix("100.64.0.1/10")}, 24*time.Hour)
+	nc, err := ca.Sign(key.Public(), pki.Identity{Name: "node1", Addr: netip.MustParsePrefix("100.64.0.1/10"), Coordinator: true}, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
