@@ -161,6 +161,7 @@ func TestGossipRoundTrip(t *testing.T) {
 		encodeGossipState([]byte{9}, []*Record{rec, rec}),
 		encodeGossipDupQuery(3, "c2", "node-a", "192.0.2.7:41234"),
 		encodeGossipDupAnswer(3, true, "[2001:db8::7]:41234", 1500*time.Millisecond),
+		encodeGossipHello("c1", "c2", 42, true, []byte{0x30, 1}, []byte{7, 8}),
 	} {
 		m, err := decodeGossip(msg)
 		if err != nil {
@@ -175,6 +176,9 @@ func TestGossipRoundTrip(t *testing.T) {
 	}
 	if a, err := decodeGossip(encodeGossipDupAnswer(4, true, "[2001:db8::7]:41234", 1500*time.Millisecond)); err != nil || a.fwdID != 4 || !a.held || a.addr != "[2001:db8::7]:41234" || a.retry != 1500*time.Millisecond {
 		t.Fatalf("dup answer round trip: %+v %v", a, err)
+	}
+	if h, err := decodeGossip(encodeGossipHello("c1", "c2", 42, true, []byte{0x30, 1}, []byte{7, 8})); err != nil || h.from != "c1" || h.to != "c2" || h.at != 42 || !h.reply || !bytes.Equal(h.cert, []byte{0x30, 1}) || !bytes.Equal(h.sig, []byte{7, 8}) {
+		t.Fatalf("hello round trip: %+v %v", h, err)
 	}
 	m, _ := decodeGossip(encodeGossipState(nil, []*Record{rec}))
 	if len(m.entries) != 1 || !bytes.Equal(m.entries[0].raw, rec.raw) || m.entries[0].pres != rec.Presence {
@@ -349,6 +353,7 @@ func FuzzDecodeGossip(f *testing.F) {
 	f.Add(append([]byte{gossipBatch, gossipVersion}, u32(0xffffffff)...))
 	f.Add(append(append([]byte{gossipState, gossipVersion}, u32(0)...), u32(0xffffffff)...))
 	f.Add(append([]byte{gossipCRL, gossipVersion}, u32(0xffffffff)...))
+	f.Add(encodeGossipHello("c1", "c2", 1, false, []byte{0x30}, []byte{1}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeGossip(b)
 		if err != nil {
@@ -356,6 +361,9 @@ func FuzzDecodeGossip(f *testing.F) {
 		}
 		if len(m.batch) > maxBatchMessages || len(m.entries) > maxStateEntries || len(m.crl) > maxCRLBytes || len(m.payload) > MaxSignalPayload {
 			t.Fatalf("decoded beyond the limits: batch %d, entries %d, crl %d, payload %d", len(m.batch), len(m.entries), len(m.crl), len(m.payload))
+		}
+		if len(m.cert) > maxCertLen || len(m.sig) > maxSigLen {
+			t.Fatalf("hello beyond the limits: certificate %d, signature %d", len(m.cert), len(m.sig))
 		}
 	})
 }
