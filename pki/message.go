@@ -19,15 +19,26 @@ import (
 // bytes no printable prefix matches.
 const messageContext = "meshd signed message v1: a node record signature, not a handshake\x00"
 
-func messageDigestInput(msg []byte) []byte {
-	b := make([]byte, 0, len(messageContext)+len(msg))
-	return append(append(b, messageContext...), msg...)
+// renewalContext prefixes a renewal proof (CreateRenewalCSR): the current
+// key's consent to a new key. Distinct from messageContext, so that neither
+// signature can stand in for the other; as long, for the same reason.
+const renewalContext = "meshd signed message v1: a certificate renewal, not a record or handshake\x00"
+
+func messageDigestInput(msg []byte) []byte { return contextInput(messageContext, msg) }
+
+func contextInput(context string, msg []byte) []byte {
+	b := make([]byte, 0, len(context)+len(msg))
+	return append(append(b, context...), msg...)
 }
 
 // SignMessage signs msg (for example a registry record) with a node key:
 // Ed25519 over the context-prefixed message, or ECDSA (ASN.1) over its
 // SHA-256.
 func SignMessage(key crypto.Signer, msg []byte) ([]byte, error) {
+	return signContext(key, messageContext, msg)
+}
+
+func signContext(key crypto.Signer, context string, msg []byte) ([]byte, error) {
 	if key == nil {
 		return nil, fmt.Errorf("%w: nil key", ErrKeyType)
 	}
@@ -35,7 +46,7 @@ func SignMessage(key crypto.Signer, msg []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := messageDigestInput(msg)
+	in := contextInput(context, msg)
 	if kt == KeyEd25519 {
 		return key.Sign(rand.Reader, in, crypto.Hash(0))
 	}
@@ -47,10 +58,14 @@ func SignMessage(key crypto.Signer, msg []byte) ([]byte, error) {
 // in cert (ErrBadSignature otherwise). It does not verify cert itself; callers
 // pass a certificate that Verifier.Verify accepted.
 func VerifyMessage(cert *x509.Certificate, msg, sig []byte) error {
+	return verifyContext(cert, messageContext, msg, sig)
+}
+
+func verifyContext(cert *x509.Certificate, context string, msg, sig []byte) error {
 	if cert == nil {
 		return fmt.Errorf("%w: no certificate", ErrBadSignature)
 	}
-	in := messageDigestInput(msg)
+	in := contextInput(context, msg)
 	switch pub := cert.PublicKey.(type) {
 	case ed25519.PublicKey:
 		if len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, in, sig) {

@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"slices"
 	"strings"
 	"time"
@@ -18,15 +20,39 @@ import (
 // that identity only if it is exactly the identity of the certificate being
 // renewed (CA.Renew), so a request cannot widen its own identity.
 
-// CreateRenewalCSR makes a PEM certificate request for id signed by key: the
-// subject and DNS SAN are id.Name and the request asks for the meshd identity
-// extension holding id (addresses, groups, subnets, role).
-func CreateRenewalCSR(key crypto.Signer, id Identity) ([]byte, error) {
-	if key == nil {
+// OIDRenewalProof is the certificate request extension in which the key of
+// the certificate being renewed consents to the new key:
+//
+//	RenewalProof ::= SEQUENCE {
+//	    serial     INTEGER,      -- of the certificate being renewed
+//	    signature  OCTET STRING  -- by its key over renewalContext ||
+//	}                            --   the request's SubjectPublicKeyInfo || serial (big-endian)
+var OIDRenewalProof = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 32473, 7, 3}
+
+type renewalProof struct {
+	Serial    *big.Int
+	Signature []byte
+}
+
+func renewalMessage(spki []byte, serial *big.Int) []byte {
+	return append(append([]byte(nil), spki...), serial.Bytes()...)
+}
+
+// CreateRenewalCSR makes a PEM certificate request for id signed by the new
+// key: the subject and DNS SAN are id.Name, the request asks for the meshd
+// identity extension holding id (addresses, groups, subnets, role), and
+// prevKey, the key of prev (the certificate being renewed), signs a proof
+// that it consents to the new key. id is normally prev.Identity; CA.Renew
+// refuses anything else.
+func CreateRenewalCSR(newKey crypto.Signer, id Identity, prev *NodeCert, prevKey crypto.Signer) ([]byte, error) {
+	if newKey == nil {
 		return nil, fmt.Errorf("%w: nil key", ErrKeyType)
 	}
-	if _, err := KeyTypeOf(key.Public()); err != nil {
+	if _, err := KeyTypeOf(newKey.Public()); err != nil {
 		return nil, err
+	}
+	if prev == nil || !KeyBelongsTo(prevKey, prev.Cert) {
+		return nil, fmt.Errorf("pki: renewal: %w", ErrKeyMismatch)
 	}
 	id = id.Normalize()
 	if err := id.Validate(); err != nil {
@@ -36,17 +62,57 @@ func CreateRenewalCSR(key crypto.Signer, id Identity) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: encode identity: %w", err)
 	}
-	tmpl := &x509.CertificateRequest{
-		Subject:         pkix.Name{CommonName: id.Name},
-		DNSNames:        []string{id.Name},
-		IPAddresses:     id.ipAddresses(),
-		ExtraExtensions: []pkix.Extension{{Id: OIDIdentity, Value: ext}},
+	spki, err := x509.MarshalPKIXPublicKey(newKey.Public())
+	if err != nil {
+		return nil, fmt.Errorf("pki: renewal: %w", err)
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	sig, err := signContext(prevKey, renewalContext, renewalMessage(spki, prev.Cert.SerialNumber))
+	if err != nil {
+		return nil, err
+	}
+	proof, err := asn1.Marshal(renewalProof{Serial: prev.Cert.SerialNumber, Signature: sig})
+	if err != nil {
+		return nil, fmt.Errorf("pki: renewal: %w", err)
+	}
+	tmpl := &x509.CertificateRequest{
+		Subject:     pkix.Name{CommonName: id.Name},
+		DNSNames:    []string{id.Name},
+		IPAddresses: id.ipAddresses(),
+		ExtraExtensions: []pkix.Extension{
+			{Id: OIDIdentity, Value: ext},
+			{Id: OIDRenewalProof, Value: proof},
+		},
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, newKey)
 	if err != nil {
 		return nil, fmt.Errorf("pki: create certificate request: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: pemCSR, Bytes: der}), nil
+}
+
+// checkRenewalProof verifies that prev's key signed the request's key.
+func checkRenewalProof(csr *x509.CertificateRequest, prev *NodeCert) error {
+	var raw []byte
+	n := 0
+	for _, e := range csr.Extensions {
+		if e.Id.Equal(OIDRenewalProof) {
+			raw, n = e.Value, n+1
+		}
+	}
+	if n != 1 {
+		return fmt.Errorf("%w: the renewal request carries %d proofs by the current key, want 1 (make it with 'meshctl cert renew')", ErrBadSignature, n)
+	}
+	var p renewalProof
+	if rest, err := asn1.Unmarshal(raw, &p); err != nil || len(rest) != 0 || p.Serial == nil {
+		return fmt.Errorf("%w: malformed renewal proof", ErrBadSignature)
+	}
+	if p.Serial.Cmp(prev.Cert.SerialNumber) != 0 {
+		return fmt.Errorf("%w: the request renews serial %x, not the latest certificate of %q (serial %x)", ErrBadSignature, p.Serial, prev.Identity.Name, prev.Cert.SerialNumber)
+	}
+	if err := verifyContext(prev.Cert, renewalContext, renewalMessage(csr.RawSubjectPublicKeyInfo, p.Serial), p.Signature); err != nil {
+		return fmt.Errorf("%w: the renewal request is not signed by the key of the certificate it renews", ErrBadSignature)
+	}
+	return nil
 }
 
 // ParseCSR parses the first CERTIFICATE REQUEST block of csrPEM and checks
@@ -158,6 +224,9 @@ func (ca *CA) Renew(csrPEM []byte, prev *NodeCert, validity time.Duration, prevI
 	}
 	if !ok {
 		return nil, fmt.Errorf("%w: the request carries no identity (make it with 'meshctl cert renew')", ErrBadIdentity)
+	}
+	if err := checkRenewalProof(csr, prev); err != nil {
+		return nil, err
 	}
 	if !id.Equal(prev.Identity) {
 		return nil, fmt.Errorf("%w: the renewal request differs from the certificate it renews (serial %x): it asks for %s", ErrBadIdentity, prev.Cert.SerialNumber, identityDiff(prev.Identity, id))

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"crypto/x509"
 	"errors"
 	"net/netip"
 	"testing"
@@ -25,13 +26,22 @@ func TestRenew(t *testing.T) {
 		want.Groups = append([]string(nil), id.Groups...)
 		want.Subnets = append([]netip.Prefix(nil), id.Subnets...)
 		edit(&want)
-		csr, err := CreateRenewalCSR(key, want)
+		csr, err := CreateRenewalCSR(key, want, prev.cert, prev.key)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return csr
 	}
 	same := csrFor(func(*Identity) {})
+	// Same identity, another certificate (and key) of it.
+	sibling := mustNode(t, ca, KeyECDSAP256, id, time.Time{}, time.Time{})
+	// A request for the identity of prev whose proof comes from another
+	// key: what someone holding only the (public) certificate could make.
+	impostor := &NodeCert{Cert: &x509.Certificate{SerialNumber: prev.cert.Cert.SerialNumber, PublicKey: sibling.key.Public()}, Identity: id}
+	forged, err := CreateRenewalCSR(key, id, impostor, sibling.key)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	nc, err := ca.Renew(same, prev.cert, 30*24*time.Hour)
 	if err != nil {
@@ -61,6 +71,8 @@ func TestRenew(t *testing.T) {
 		{"role dropped", csrFor(func(w *Identity) { w.Coordinator = false }), prev.cert, ErrBadIdentity},
 		{"no identity in request", plain, prev.cert, ErrBadIdentity},
 		{"previous from another CA", same, foreign.cert, ErrUnknownCA},
+		{"proof for another certificate", same, sibling.cert, ErrBadSignature},
+		{"proof by another key", forged, prev.cert, ErrBadSignature},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if nc, err := ca.Renew(tc.csr, tc.prev, time.Hour); !errors.Is(err, tc.err) {
@@ -72,7 +84,7 @@ func TestRenew(t *testing.T) {
 	nodeID := testIdentity("node-d", 4)
 	nodePrev := mustNode(t, ca, KeyECDSAP256, nodeID, time.Time{}, time.Time{})
 	nodeID.Coordinator = true
-	promote, err := CreateRenewalCSR(key, nodeID)
+	promote, err := CreateRenewalCSR(key, nodeID, nodePrev.cert, nodePrev.key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +100,9 @@ func FuzzCSRIdentity(f *testing.F) {
 	}
 	id := testIdentity("node-a", 1)
 	id.Coordinator = true
-	csr, err := CreateRenewalCSR(key, id)
+	ca := mustCA(f, "fuzz-mesh", KeyECDSAP256)
+	prev := mustNode(f, ca, KeyECDSAP256, id, time.Time{}, time.Time{})
+	csr, err := CreateRenewalCSR(key, id, prev.cert, prev.key)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 // certRenewArgs are the flags of "meshctl cert renew".
 type certRenewArgs struct {
 	cert    string
+	key     string
 	dir     string
 	keyType string
 	force   bool
@@ -33,10 +34,12 @@ type certRenewArgs struct {
 func newCertRenewCmd() *cobra.Command {
 	var a certRenewArgs
 	cmd := &cobra.Command{
-		Use:   "renew --cert NODE.crt [--dir DIR]",
+		Use:   "renew --cert NODE.crt [--key NODE.key] [--dir DIR]",
 		Short: "Make a new key (DIR/NODE.new.key, 0600) and a renewal request (DIR/NODE.new.csr) for the identity of NODE.crt",
 		Long: `Run this on the node. The request carries the current certificate's name,
-addresses, groups, subnets and role; sign it on the CA machine with
+addresses, groups, subnets and role, and the current key's signature over
+the new key (the CA renews only for the holder of the current key); sign it
+on the CA machine with
 "meshctl cert sign --ca-dir CA --csr NODE.new.csr --renew", then install the
 new certificate with "meshctl cert install --cert NODE.crt NEW.crt" and reload
 meshd. The live key and certificate are not touched until cert install.`,
@@ -48,6 +51,7 @@ meshd. The live key and certificate are not touched until cert install.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&a.cert, "cert", "", "the node's current certificate (required; - reads it from stdin)")
+	f.StringVar(&a.key, "key", "", "the node's current key, which signs the request's proof (default: --cert with .key for .crt)")
 	f.StringVar(&a.dir, "dir", "", "directory for NODE.new.key and NODE.new.csr (default: the certificate's directory)")
 	f.StringVar(&a.keyType, "key-type", "", "key type of the new key (default: the current certificate's)")
 	f.BoolVar(&a.force, "force", false, "replace an existing NODE.new.key and NODE.new.csr")
@@ -65,6 +69,12 @@ func runCertRenew(w io.Writer, a certRenewArgs) error {
 		}
 		a.dir = filepath.Dir(a.cert)
 	}
+	if a.key == "" {
+		if a.cert == pkiStdio || !strings.HasSuffix(a.cert, ".crt") {
+			return pkiUsage("give --key: the current key cannot be found from --cert %s", a.cert)
+		}
+		a.key = strings.TrimSuffix(a.cert, ".crt") + ".key"
+	}
 	data, err := pkiReadInput(a.cert, a.stdin)
 	if err != nil {
 		return err
@@ -72,6 +82,17 @@ func runCertRenew(w io.Writer, a certRenewArgs) error {
 	cur, err := pki.ParseNodeCertPEM(data)
 	if err != nil {
 		return fmt.Errorf("%s: %w", a.cert, err)
+	}
+	curKeyPEM, err := os.ReadFile(a.key)
+	if err != nil {
+		return err
+	}
+	curKey, err := pki.ParseKeyPEM(curKeyPEM)
+	if err != nil {
+		return fmt.Errorf("%s: %w", a.key, err)
+	}
+	if !pki.KeyBelongsTo(curKey, cur.Cert) {
+		return fmt.Errorf("%s does not belong to %s: %w", a.key, a.cert, pki.ErrKeyMismatch)
 	}
 	kt, err := pki.KeyTypeOf(cur.Cert.PublicKey)
 	if a.keyType != "" {
@@ -97,7 +118,7 @@ func runCertRenew(w io.Writer, a certRenewArgs) error {
 	if err != nil {
 		return err
 	}
-	csr, err := pki.CreateRenewalCSR(key, cur.Identity)
+	csr, err := pki.CreateRenewalCSR(key, cur.Identity, cur, curKey)
 	if err != nil {
 		return pkiCLIError(err)
 	}

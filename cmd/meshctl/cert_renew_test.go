@@ -98,7 +98,12 @@ func TestCertSignRenewRefuses(t *testing.T) {
 	}
 	wider := cur.Identity
 	wider.Subnets = append(wider.Subnets, netip.MustParsePrefix("10.0.0.0/8"))
-	wide, err := pki.CreateRenewalCSR(key, wider)
+	curKeyPEM, _ := os.ReadFile(filepath.Join(root, "nas.key"))
+	curKey, err := pki.ParseKeyPEM(curKeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wide, err := pki.CreateRenewalCSR(key, wider, cur, curKey)
 	if err != nil {
 		t.Fatal(err)
 	}
