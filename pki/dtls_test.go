@@ -224,6 +224,7 @@ func testDTLSRefusals(t *testing.T, kt KeyType) {
 		{name: "other CA", peer: mustNode(t, otherCA, kt, peerID, time.Time{}, time.Time{}), err: ErrUnknownCA},
 		{name: "revoked", peer: revoked, err: ErrRevoked},
 		{name: "tampered signature", peer: good, raw: [][]byte{tamper(t, good.cert.Cert.Raw)}, err: ErrUnknownCA},
+		{name: "not a coordinator", peer: good, want: Expect{Coordinator: true}, err: ErrNotCoordinator},
 		{name: "wrong name", peer: good, want: Expect{Name: "node-c"}, err: ErrNameMismatch},
 		{name: "wrong address", peer: good, want: Expect{Name: "node-b", Addr: netip.MustParseAddr("100.64.0.3")}, err: ErrAddressMismatch},
 		{name: "subnet not allowed", peer: good, want: Expect{Name: "node-b", Subnets: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}}, err: ErrSubnetNotAllowed},
