@@ -29,7 +29,7 @@ func newCACmd() *cobra.Command {
 		Long: `The mesh certificate authority signs every node certificate. Keep its
 directory (ca.key above all) on an offline machine; nodes need only ca.crt.`,
 	}
-	cmd.AddCommand(newCAInitCmd(), newCARevokeCmd())
+	cmd.AddCommand(newCAInitCmd(), newCARevokeCmd(), newCAListCmd())
 	return cmd
 }
 

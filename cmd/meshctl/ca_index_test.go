@@ -155,3 +155,35 @@ func TestParseSerialForms(t *testing.T) {
 		}
 	}
 }
+
+// TestCAList: ca list shows each issued certificate with its state, and
+// says when the directory has no index.
+func TestCAList(t *testing.T) {
+	root := t.TempDir()
+	caDir := filepath.Join(root, "ca")
+	mustPKICmd(t, "ca", "init", "--name", "test-mesh", "--dir", caDir)
+	mustPKICmd(t, "cert", "sign", "--ca-dir", caDir, "--name", "node-a", "--ip", "100.64.0.1/10", "--out", root)
+	a := signedCert(t, filepath.Join(root, "node-a.crt"))
+	mustPKICmd(t, "cert", "sign", "--ca-dir", caDir, "--name", "coord", "--ip", "100.64.0.2/10", "--coordinator", "--out", root)
+	mustPKICmd(t, "ca", "revoke", "--ca-dir", caDir, "--name", "node-a")
+
+	out := mustPKICmd(t, "ca", "list", "--ca-dir", caDir)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "SERIAL") {
+		t.Fatalf("ca list:\n%s", out)
+	}
+	if f := strings.Fields(lines[1]); f[0] != a.Cert.SerialNumber.Text(16) || f[1] != "node-a" || f[2] != "node" || f[4] != "revoked" {
+		t.Errorf("node-a row %q", lines[1])
+	}
+	if f := strings.Fields(lines[2]); f[1] != "coord" || f[2] != "coordinator" || f[4] != "valid" {
+		t.Errorf("coord row %q", lines[2])
+	}
+	js := mustPKICmd(t, "ca", "list", "--ca-dir", caDir, "--name", "coord", "--json")
+	if !strings.Contains(js, `"schema_version": 1`) || !strings.Contains(js, `"state": "valid"`) || strings.Contains(js, "node-a") {
+		t.Errorf("ca list --json --name coord:\n%s", js)
+	}
+	_ = os.Remove(filepath.Join(caDir, pki.IndexFile))
+	if _, err := runPKICmd(t, "ca", "list", "--ca-dir", caDir); err == nil || !strings.Contains(err.Error(), "no index") {
+		t.Errorf("ca list without an index: %v", err)
+	}
+}
