@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -99,4 +100,42 @@ func TestJournalStream(t *testing.T) {
 			t.Errorf("journalStream(%q, %T) = %v, want %v", tc.env, tc.w, got, tc.want)
 		}
 	}
+}
+
+// FuzzJournalStream: JOURNAL_STREAM comes from the environment; any value
+// is handled, and only the one naming the stream matches.
+func FuzzJournalStream(f *testing.F) {
+	file, err := os.Create(filepath.Join(f.TempDir(), "stderr"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer file.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(file.Fd()), &st); err != nil {
+		f.Fatal(err)
+	}
+	match := fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+	for _, s := range []string{match, "", ":", "1:", ":2", "18446744073709551616:1", "-1:-1", match + ":3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, env string) {
+		if got := journalStream(env, file); got != (env == match || canonical(env) == match) {
+			t.Fatalf("journalStream(%q) = %v", env, got)
+		}
+	})
+}
+
+// canonical parses "a:b" as the code does and prints it back, so that
+// "+5:07"-style spellings of the same numbers compare equal.
+func canonical(env string) string {
+	a, b, ok := strings.Cut(env, ":")
+	if !ok {
+		return ""
+	}
+	x, err1 := strconv.ParseUint(a, 10, 64)
+	y, err2 := strconv.ParseUint(b, 10, 64)
+	if err1 != nil || err2 != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", x, y)
 }

@@ -122,7 +122,7 @@ meshd.toml \- meshd configuration file
 			case header == nil:
 				header = c
 			case strings.HasPrefix(trimmed, "|---"):
-			case len(header) == 5 && header[0] == "Key":
+			case len(header) == 5 && header[0] == "Key" && len(c) >= 5:
 				// key, type, default, reload, meaning
 				fmt.Fprintf(w, ".TP\n\\fB%s\\fR (%s; default %s; reload: %s)\n%s\n",
 					escape(strings.Trim(c[0], "`")), inline(c[1]), inline(c[2]), inline(c[3]), inline(strings.Join(c[4:], " | ")))

@@ -56,3 +56,20 @@ func TestEscape(t *testing.T) {
 		}
 	}
 }
+
+// FuzzRender: any markdown renders without panicking, and no text line
+// becomes a roff request.
+func FuzzRender(f *testing.F) {
+	f.Add("# t\n\n| Key | Type | Default | Reload | Meaning |\n|---|---|---|---|---|\n| `a.b` | x |\n")
+	f.Add("## [x]\n\n- item `c`\n\n```\n.code\n```\n.text\n'quote\n")
+	f.Add("| a | b |\n|---|---|\n| `k` \\| x | y |\n")
+	f.Fuzz(func(t *testing.T, md string) {
+		var b strings.Builder
+		render(&b, md)
+		for _, line := range strings.Split(b.String(), "\n") {
+			if strings.HasPrefix(line, "'") {
+				t.Fatalf("line %q is a roff request", line)
+			}
+		}
+	})
+}
