@@ -149,6 +149,8 @@ func (d *Daemon) coordinatorOptions(p *prepared) discovery.CoordinatorOptions {
 		Label:        c.ClusterLabel,
 		Join:         slices.Clone(c.Peers),
 		TombstoneTTL: c.TombstoneTTL.Std(),
+		// The registry survives a restart (discovery.CoordinatorCacheFile).
+		StateDir: p.cfg.Node.StateDir,
 	}
 	if c.GossipAdvertise.IsValid() {
 		o.GossipAdvertise = c.GossipAdvertise.String()

@@ -115,6 +115,15 @@ type CoordinatorOptions struct {
 
 	// TURN configures the embedded STUN/TURN server and TURN credentials.
 	TURN TURNOptions
+
+	// StateDir, if not "", holds the coordinator's registry cache
+	// (CoordinatorCacheFile, mode 0600), loaded at Start so that a restarted
+	// coordinator answers with the whole registry (coordcache.go).
+	StateDir string
+	// StartGrace is how long after Start the nodes that a previous
+	// incarnation held online stay online without a session, their chance
+	// to reconnect. Zero = 1m.
+	StartGrace time.Duration
 }
 
 // GossipTimers tune memberlist. Zero fields keep DefaultLANConfig values.
@@ -217,6 +226,12 @@ type Coordinator struct {
 	trusted        map[string]*pki.NodeCert
 	helloSent      map[string]time.Time
 	refusedMembers map[string]string
+	// Registry cache (coordcache.go).
+	startedAt   time.Time
+	graceOver   bool
+	cacheDirty  bool
+	cacheQueued time.Time
+	cacheOut    chan []byte // cap 1; nil without StateDir
 }
 
 // NewCoordinator validates opts and prepares a coordinator; it starts nothing.
@@ -252,6 +267,7 @@ func NewCoordinator(opts CoordinatorOptions) (*Coordinator, error) {
 	setDefault(&opts.SweepInterval, time.Second)
 	setDefault(&opts.RejoinInterval, 30*time.Second)
 	setDefault(&opts.SignalTimeout, 10*time.Second)
+	setDefault(&opts.StartGrace, time.Minute)
 	if opts.FrameRate <= 0 {
 		opts.FrameRate = 50
 	}
@@ -318,6 +334,9 @@ func NewCoordinator(opts CoordinatorOptions) (*Coordinator, error) {
 		refusedMembers: map[string]string{},
 	}
 	c.reg = newRegistry(opts.Verifier, opts.TombstoneTTL, opts.OfflineTTL, &c.rc)
+	if opts.StateDir != "" {
+		c.cacheOut = make(chan []byte, 1)
+	}
 	if t := opts.TURN; t.enabled() && t.Secret == "" {
 		c.log.Warn("TURN listeners without a secret: the embedded server answers STUN only")
 	}
@@ -374,6 +393,8 @@ func (c *Coordinator) start(ctx context.Context) (err error) {
 	}
 	cleanup = append(cleanup, func() { _ = c.turn.Close() })
 
+	c.startedAt = time.Now()
+	c.loadCache()
 	if err := c.startGossip(); err != nil {
 		return err
 	}
@@ -392,6 +413,10 @@ func (c *Coordinator) start(ctx context.Context) (err error) {
 	go c.run()
 	go c.acceptLoop()
 	go c.rejoinLoop()
+	if c.cacheOut != nil {
+		c.wg.Add(1)
+		go c.cacheWriter()
+	}
 	c.log.Info("coordinator started", "sessions", c.ln.Addr().String(), "gossip", c.GossipAddr(), "label", c.label)
 	return nil
 }
@@ -737,6 +762,9 @@ func (c *Coordinator) run() {
 
 // shutdownOwned runs on the run goroutine as it exits.
 func (c *Coordinator) shutdownOwned() {
+	// The registry as it stands, sessions still online: after a restart
+	// they get StartGrace to come back (coordcache.go).
+	c.flushCache()
 	for _, s := range c.sessions {
 		s.kill(CodeShuttingDown, "coordinator shutting down")
 	}

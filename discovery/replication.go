@@ -25,9 +25,12 @@ func (c *Coordinator) sweep() {
 	c.checkProbes(now)
 	c.expireDupQueries(now)
 	c.pruneDupLogged(now)
+	c.expireStartGrace(now)
 	if c.stateDirty {
 		c.encodeState()
+		c.cacheDirty = true
 	}
+	c.queueCache(now, false)
 	c.nRecords.Store(int64(len(c.reg.entries)))
 	c.nSessions.Store(int64(len(c.sessions)))
 }

@@ -90,3 +90,55 @@ func TestAbsentPeerDroppedAfterGrace(t *testing.T) {
 		t.Error("the drop after the grace period was not logged")
 	}
 }
+
+// TestCoordinatorCacheAfterRestart: a coordinator with a StateDir comes back
+// with its registry, so even the first node to reconnect gets every peer in
+// its snapshot; a node that does not come back is marked offline once
+// StartGrace is over (and kept, as any offline node, until OfflineTTL).
+func TestCoordinatorCacheAfterRestart(t *testing.T) {
+	testutil.LeakCheck(t)
+	m := newTestMesh(t)
+	dir := t.TempDir()
+	withState := func(o *CoordinatorOptions) { o.StateDir, o.StartGrace = dir, 500*time.Millisecond }
+	c := m.startCluster1(t, withState)
+	names := []string{"node-a", "node-b", "node-c"}
+	var clients []*testClient
+	for i, n := range names {
+		clients = append(clients, m.startClient(t, m.creds(t, n, i+1), []string{c.addr()}))
+	}
+	testutil.WaitFor(t, 10*time.Second, "nodes see each other", func() bool {
+		for _, cl := range clients {
+			if !seesAll(cl.Client, names, true) {
+				return false
+			}
+		}
+		return true
+	})
+	_ = clients[2].Close() // node-c does not come back
+
+	addr := c.addr()
+	_ = c.Close()
+	c = m.startCoord(t, c.Name(), 200, nil, withState, func(o *CoordinatorOptions) {
+		o.Credentials = c.creds
+		o.ListenAddr = addr
+	})
+	if got := len(c.Records()); got != len(names) {
+		t.Fatalf("restarted coordinator holds %d records, want the %d it had", got, len(names))
+	}
+	testutil.WaitFor(t, 10*time.Second, "a and b back", func() bool { return c.Stats().Sessions == 2 })
+	for _, cl := range clients[:2] {
+		if cl.log.contains("coordinator snapshot lacks peers") {
+			t.Errorf("%s got a snapshot without its peers from the restarted coordinator", cl.Name())
+		}
+	}
+	testutil.WaitFor(t, 10*time.Second, "node-c marked offline after the start grace", func() bool {
+		return coordHas(c.Coordinator, "node-c", func(r Record) bool { return !r.Presence.Online })
+	})
+	testutil.WaitFor(t, 5*time.Second, "node-a sees node-c offline, not removed", func() bool {
+		p, ok := clients[0].Peer("node-c")
+		return ok && !p.Presence.Online
+	})
+	if !c.log.contains("start grace over: nodes not back marked offline", "offline=1") {
+		t.Error("the end of the start grace was not logged")
+	}
+}
