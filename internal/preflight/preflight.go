@@ -118,7 +118,7 @@ func Run(cfg *config.Config, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, credErr("certificate", err)
 	}
-	r := &Result{Creds: creds, Verifier: pki.NewVerifier(creds.CA, creds.Cert)}
+	r := &Result{Creds: creds, Verifier: creds.Verifier()} // every CA of the pki.ca bundle
 	id := creds.Cert.Identity
 	if cfg.Node.Name != "" && cfg.Node.Name != id.Name {
 		return nil, configErr("node.name is %q but the certificate %s is for %q; remove node.name or use the matching certificate",
