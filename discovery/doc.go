@@ -37,10 +37,13 @@
 //
 // # Coordinator restarts
 //
-// A coordinator's registry lives in memory, so a restarted one answers with
-// the nodes that have reconnected so far. A node keeps the peers such a
-// snapshot lacks for ClientOptions.AbsenceGrace; only a Remove, a tombstone,
-// a revocation or absence beyond the grace period removes a peer.
+// A coordinator with a StateDir keeps a copy of its registry on disk and
+// loads it at Start (coordcache.go), keeping the nodes its previous
+// incarnation held online for StartGrace. Without one (or when a node fails
+// over to a coordinator that has not caught up) a snapshot holds only the
+// nodes registered so far, so a node keeps the peers a snapshot lacks for
+// ClientOptions.AbsenceGrace; only a Remove, a tombstone, a revocation or
+// absence beyond the grace period removes a peer.
 //
 // # Replication
 //
