@@ -185,7 +185,11 @@ func (r *Result) controlGroup(cfg *config.Config, lookup func(string) error) err
 	}
 	if err := lookup(g); err != nil {
 		if cfg.Control.GroupSet {
-			return configErr("control.group: group %q does not exist (%v); create it (groupadd --system %s) or set control.group = \"\" for root only", g, err, g)
+			var unknown user.UnknownGroupError
+			if errors.As(err, &unknown) {
+				return configErr("control.group: group %q does not exist; create it (groupadd --system %s) or set control.group = \"\" for root only", g, g)
+			}
+			return configErr("control.group: group %q: %v", g, err)
 		}
 		r.warnf("control.group: group %q does not exist, so only root may use meshctl status, peers and reload; create it (groupadd --system %s) or set control.group = \"\" to silence this", g, g)
 		return nil

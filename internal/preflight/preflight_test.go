@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -58,8 +59,8 @@ func load(t *testing.T, dir, extra string) *config.Config {
 
 const inboundRule = "[[firewall.inbound]]\npeer = \"any\"\n"
 
-func noGroup(string) error   { return errors.New("unknown group") }
-func haveGroup(string) error { return nil }
+func noGroup(name string) error { return user.UnknownGroupError(name) }
+func haveGroup(string) error    { return nil }
 func hostAddrs() ([]netip.Addr, error) {
 	return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.0.0.5")}, nil
 }
