@@ -105,3 +105,24 @@ func FuzzParseIndex(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseSerial: what ParseSerial accepts is a positive serial of at most
+// 160 bits that reads back from the form cert show prints.
+func FuzzParseSerial(f *testing.F) {
+	for _, s := range []string{"1f2e3d", "0x1f", "1f:2e", " 0A ", "", "0", "-1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ParseSerial(s)
+		if err != nil {
+			return
+		}
+		if n.Sign() <= 0 || n.BitLen() > 160 {
+			t.Fatalf("%q -> %v", s, n)
+		}
+		back, err := ParseSerial(n.Text(16))
+		if err != nil || back.Cmp(n) != 0 {
+			t.Fatalf("%q -> %x does not read back: %v", s, n, err)
+		}
+	})
+}
