@@ -95,7 +95,8 @@ type CoordinatorOptions struct {
 	FrameRate  float64
 	FrameBurst int
 	// FloodDrops: a session that has this many frames dropped by its rate
-	// limits within FloodWindow is closed (CodeFlooding). Zero = 500 in 10s.
+	// limits within FloodWindow is closed (CodeFlooding); a dropped Signal
+	// counts a tenth (floodWeight). Zero = 500 in 10s.
 	FloodDrops  int
 	FloodWindow time.Duration
 	// MaxSessions refuses sessions above this count (overloaded). Zero = 10000.

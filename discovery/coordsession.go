@@ -348,7 +348,22 @@ type sessionLimits struct {
 
 	windowStart time.Time
 	dropped     int  // frames dropped in the window
+	weight      int  // their flood weight (floodWeight)
 	told        bool // the node was told about a drop in this window
+}
+
+// floodWeight is what one dropped frame counts towards FloodDrops, in
+// tenths: a dropped Ping, Record, Leave or CRL counts fully (a node sends
+// those rarely and never in bursts), a dropped Signal a tenth. A node that
+// starts thousands of links at once meets the signal bucket legitimately:
+// each of those links backs off after its "rate limited" result, so the
+// drops stay far below ten times FloodDrops, while a node that ignores the
+// results reaches it within seconds.
+func floodWeight(t frameType) int {
+	if t == frameSignal {
+		return 1
+	}
+	return 10
 }
 
 func (c *Coordinator) newSessionLimits() *sessionLimits {
@@ -379,17 +394,19 @@ func (l *sessionLimits) allow(t frameType, now time.Time) bool {
 	return lim.AllowN(now, 1)
 }
 
-// drop accounts one dropped frame; flooding says the session passed
-// maxDrops within window; tell says to send the node a rate-limit error
-// (once per window, so that a flood is not answered frame by frame).
-func (l *sessionLimits) drop(now time.Time, window time.Duration, maxDrops int) (tell, flooding bool) {
+// drop accounts one dropped frame of kind t; flooding says the session's
+// weighted drops reached maxDrops within window; tell says to send the node a
+// rate-limit error (once per window, so that a flood is not answered frame
+// by frame).
+func (l *sessionLimits) drop(t frameType, now time.Time, window time.Duration, maxDrops int) (tell, flooding bool) {
 	if now.Sub(l.windowStart) > window {
-		l.windowStart, l.dropped, l.told = now, 0, false
+		l.windowStart, l.dropped, l.weight, l.told = now, 0, 0, false
 	}
 	l.dropped++
+	l.weight += floodWeight(t)
 	tell = !l.told
 	l.told = true
-	return tell, l.dropped >= maxDrops
+	return tell, l.weight >= 10*maxDrops
 }
 
 // readLoop reads frames until the session ends and returns why.
@@ -414,7 +431,7 @@ func (c *Coordinator) readLoop(s *session) error {
 		s.lastRead.Store(now.UnixNano())
 		if !lim.allow(f.typ, now) {
 			c.fc.rateLimited.Add(1)
-			tell, flooding := lim.drop(now, c.opts.FloodWindow, c.opts.FloodDrops)
+			tell, flooding := lim.drop(f.typ, now, c.opts.FloodWindow, c.opts.FloodDrops)
 			if flooding {
 				c.floodClosed.Add(1)
 				err := fmt.Errorf("%w: %d frames dropped by the rate limits within %v (last: %s)", ErrRateLimited, lim.dropped, c.opts.FloodWindow, f.typ)

@@ -203,15 +203,49 @@ func TestFloodingMemberCannotSaturateCoordinator(t *testing.T) {
 func TestClientLogsFloodingRefusal(t *testing.T) {
 	testutil.LeakCheck(t)
 	m := newTestMesh(t)
-	c := m.startCluster1(t, func(o *CoordinatorOptions) { o.FrameRate, o.FrameBurst, o.FloodDrops = 1, 1, 20 })
+	c := m.startCluster1(t, func(o *CoordinatorOptions) { o.FrameRate, o.FrameBurst, o.FloodDrops = 1, 1, 2 })
 	a := m.startClient(t, m.creds(t, "node-a", 1), []string{c.addr()})
 	testutil.WaitFor(t, 5*time.Second, "registered", func() bool { return a.Status().Connected })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	// 20 dropped signals weigh as 2 other frames (floodWeight).
 	for range 40 {
 		_ = a.SendSignal(ctx, "nobody", []byte("x"))
 	}
 	testutil.WaitFor(t, 5*time.Second, "refusal logged", func() bool {
 		return a.log.contains("coordinator refused the session", "code=flooding")
 	})
+}
+
+// TestFloodWeights: 500 dropped Pings, Records or CRLs within the window
+// are a flood; a node whose many links meet the signal bucket needs ten
+// times as many dropped Signals; a new window starts over.
+func TestFloodWeights(t *testing.T) {
+	tests := []struct {
+		kind  frameType
+		drops int // the drop that makes the session flooding
+	}{
+		{framePing, 500},
+		{frameRecord, 500},
+		{frameCRL, 500},
+		{frameSignal, 5000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.kind.String(), func(t *testing.T) {
+			var l sessionLimits
+			now := time.Unix(1000, 0)
+			for i := 1; i <= tt.drops; i++ {
+				tell, flooding := l.drop(tt.kind, now, 10*time.Second, 500)
+				if tell != (i == 1) {
+					t.Fatalf("drop %d: tell = %v", i, tell)
+				}
+				if flooding != (i == tt.drops) {
+					t.Fatalf("drop %d: flooding = %v, want it first at %d", i, flooding, tt.drops)
+				}
+			}
+			if _, flooding := l.drop(tt.kind, now.Add(11*time.Second), 10*time.Second, 500); flooding {
+				t.Fatal("a new window still counts the old drops")
+			}
+		})
+	}
 }
