@@ -22,6 +22,10 @@ import (
 //
 //   - renew: a node's certificate is renewed (new key, same identity) and
 //     the node reloads; no ping is lost on its direct or its relayed link;
+//   - rotate: the mesh is half-way through a CA rotation (every node
+//     trusts the old and the new CA, docs/pki.md "Rotate the CA"): a new
+//     node with a certificate of the new CA reaches every node, and a
+//     running node moves to the new CA by renewal without losing a ping;
 //   - coordinator-restart: the only coordinator restarts (as an upgrade
 //     does, SIGTERM then start); no ping is lost on the direct pair, and
 //     the relayed pair, whose TURN allocation was on that coordinator,
@@ -30,10 +34,25 @@ func TestDayTwo(t *testing.T) {
 	testutil.LeakCheck(t)
 	l := lab.New(t, lab.Options{})
 	m := newMesh(t, l)
-	c1 := m.addNode(l.AddHost(t, "c1", lab.HostOptions{}), nodeOpts{coordinator: true})
+	// Step 1 of a rotation: a new CA, and every node trusts both.
+	newCA := filepath.Join(t.TempDir(), "ca2")
+	m.offline("ca", "init", "--name", "lab-mesh-2", "--dir", newCA)
+	bundle := filepath.Join(t.TempDir(), "ca-bundle.crt")
+	var pem []byte
+	for _, dir := range []string{m.caDir, newCA} {
+		b, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pem = append(pem, b...)
+	}
+	if err := os.WriteFile(bundle, pem, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c1 := m.addNode(l.AddHost(t, "c1", lab.HostOptions{}), nodeOpts{coordinator: true, caBundle: bundle})
 	c1.start()
 	c1.waitSession(t, sessionTimeout)
-	join := nodeOpts{join: []*node{c1}}
+	join := nodeOpts{join: []*node{c1}, caBundle: bundle}
 	n1 := m.addNode(l.AddNode(t, "n1", lab.NATFullCone, lab.HostOptions{}), join)
 	n2 := m.addNode(l.AddNode(t, "n2", lab.NATPortRestricted, lab.HostOptions{}), join)
 	relayOnly := join
@@ -49,7 +68,8 @@ func TestDayTwo(t *testing.T) {
 	mustPeer(t, n3, "n1", isRelay, linkTimeout, "relayed (n3: ice.relay_only)")
 	mustPeer(t, n2, "n3", isRelay, linkTimeout, "relayed (n3: ice.relay_only)")
 
-	t.Run("renew", func(t *testing.T) { testRenew(t, m, n1, n2, n3) })
+	t.Run("renew", func(t *testing.T) { testRenew(t, m, n1, n2, n3, m.caDir) })
+	t.Run("rotate", func(t *testing.T) { testHalfRotated(t, m, l, newCA, bundle, c1, n1, n2, n3) })
 	t.Run("coordinator-restart", func(t *testing.T) { testOnlyCoordinatorRestart(t, c1, n1, n2, n3) })
 }
 
@@ -97,11 +117,11 @@ func (pg *pinger) lost() (missing []int, rs []pingReply) {
 	return missing, rs
 }
 
-// testRenew renews n1's certificate the way docs/pki.md says (a new key
-// and certificate for the same identity, written over the files
-// meshd.toml names) and reloads n1, while n2 (direct) and n3 (relayed)
-// ping it.
-func testRenew(t *testing.T, m *mesh, n1, n2, n3 *node) {
+// testRenew renews n1's certificate with the CA in caDir the way
+// docs/pki.md says (a new key and certificate for the same identity,
+// written over the files meshd.toml names) and reloads n1, while n2
+// (direct) and n3 (relayed) ping it.
+func testRenew(t *testing.T, m *mesh, n1, n2, n3 *node, caDir string) {
 	ctx := context.Background()
 	before, err := n1.status(ctx)
 	if err != nil {
@@ -118,7 +138,7 @@ func testRenew(t *testing.T, m *mesh, n1, n2, n3 *node) {
 	// A new key and certificate with n1's identity, swapped in by rename
 	// so meshd never reads a half-written file.
 	tmp := filepath.Join(t.TempDir(), "renew")
-	m.offline("cert", "sign", "--ca-dir", m.caDir, "--name", n1.name, "--ip", n1.addr.String()+"/10",
+	m.offline("cert", "sign", "--ca-dir", caDir, "--name", n1.name, "--ip", n1.addr.String()+"/10",
 		"--out", tmp, "--duration", "720h")
 	for _, f := range []struct{ from, to string }{{n1.name + ".key", n1.key}, {n1.name + ".crt", n1.cert}} {
 		if err := os.Rename(filepath.Join(tmp, f.from), f.to); err != nil {
@@ -146,7 +166,7 @@ func testRenew(t *testing.T, m *mesh, n1, n2, n3 *node) {
 		if st.Coordinator.State != control.SessionConnected {
 			return false, "coordinator session " + string(st.Coordinator.State)
 		}
-		for _, peer := range []string{"n2", "n3"} {
+		for _, peer := range []string{n2.name, n3.name} {
 			p, ok, err := n1.peer(ctx, peer)
 			if err != nil || !ok || !p.Online || !p.LastHandshake.After(reloaded) {
 				return false, fmt.Sprintf("%s: no handshake since the reload: %s", peer, describePeer(p))
@@ -157,7 +177,7 @@ func testRenew(t *testing.T, m *mesh, n1, n2, n3 *node) {
 	if !ok {
 		t.Fatalf("after the reload, within %v: %s", linkTimeout, detail)
 	}
-	t.Logf("n1 runs on the renewed certificate %s…, both links re-handshook, %v after the reload", after.Cert.Fingerprint[:12], took.Round(time.Millisecond))
+	t.Logf("%s runs on the renewed certificate %s…, both links re-handshook, %v after the reload", n1.name, after.Cert.Fingerprint[:12], took.Round(time.Millisecond))
 	end := time.Now()
 	for _, pg := range []*pinger{direct, relayed} {
 		if !pg.waitReplies(end, 10, linkTimeout) {
@@ -175,6 +195,41 @@ func testRenew(t *testing.T, m *mesh, n1, n2, n3 *node) {
 	for _, n := range []*node{n1, n2, n3} {
 		n.alive(t)
 	}
+}
+
+// testHalfRotated: with every node trusting both CAs, a node signed by
+// the new CA joins and reaches everyone, and n2 moves to the new CA by
+// renewal while n1 and n3 ping it (testRenew with the new CA).
+func testHalfRotated(t *testing.T, m *mesh, l *lab.Lab, newCA, bundle string, c1, n1, n2, n3 *node) {
+	n4 := m.addNode(l.AddNode(t, "n4", lab.NATAddressRestricted, lab.HostOptions{}),
+		nodeOpts{join: []*node{c1}, caDir: newCA, caBundle: bundle})
+	started := time.Now()
+	n4.start()
+	n4.waitSession(t, sessionTimeout)
+	for _, n := range []*node{n1, n2, n3} {
+		for _, pair := range [][2]*node{{n4, n}, {n, n4}} {
+			ctx, cancel := context.WithTimeout(context.Background(), linkTimeout+10*time.Second)
+			at, err := firstReply(ctx, pair[0].host.Namespace, pair[1].addr, linkTimeout)
+			cancel()
+			if err != nil {
+				p, _, _ := pair[0].peer(context.Background(), pair[1].name)
+				t.Errorf("%s (%s) cannot reach %s: %v (%s)", pair[0].name, caOf(pair[0], newCA), pair[1].name, err, describePeer(p))
+				continue
+			}
+			t.Logf("%s → %s answered %v after n4 started", pair[0].name, pair[1].name, at.Sub(started).Round(time.Millisecond))
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	testRenew(t, m, n2, n1, n3, newCA)
+}
+
+func caOf(n *node, newCA string) string {
+	if n.opts.caDir == newCA {
+		return "new CA"
+	}
+	return "old CA"
 }
 
 // testOnlyCoordinatorRestart restarts the mesh's only coordinator while n1
