@@ -38,13 +38,10 @@ func (k *crlCache) verifyCRL(v *pki.Verifier, der []byte) (installed, repeat boo
 		return false, true, err
 	}
 	crl, err := pki.ParseCRLDER(der)
-	if err == nil {
-		if cur := v.CRL(); cur != nil && crl.Number().Cmp(cur.Number()) <= 0 {
-			// Not newer: ignored whoever signed it, so its signature
-			// need not be checked.
-		} else {
-			installed, err = v.UpdateCRL(crl)
-		}
+	if err == nil && v.NewerCRL(crl) {
+		// A CRL not newer than its CA's installed one is ignored
+		// whoever signed it, so its signature need not be checked.
+		installed, err = v.UpdateCRL(crl)
 	}
 	k.mu.Lock()
 	if k.seen == nil || len(k.seen) >= maxCRLOutcomes {
