@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/big"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -53,8 +54,27 @@ func validMeshName(s string) bool {
 }
 
 // NewCA creates a self-signed CA certificate (IsCA, MaxPathLen 0, certSign and
-// cRLSign) with a new key of type kt, valid from now for validity.
+// cRLSign) with a new key of type kt, valid from now for validity. The CA has
+// no mesh IPv6 prefix (an IPv4-only mesh); NewCAWithPrefix6 makes one with.
 func NewCA(name string, validity time.Duration, kt KeyType) (*CA, error) {
+	return NewCAWithPrefix6(name, validity, kt, netip.Prefix{})
+}
+
+// NewCAWithPrefix6 is NewCA for a dual-stack mesh: the CA certificate
+// carries prefix6 (a unique local /48, ValidateMeshPrefix6) as the mesh's IPv6
+// overlay prefix. The zero prefix makes an IPv4-only CA, as NewCA does.
+func NewCAWithPrefix6(name string, validity time.Duration, kt KeyType, prefix6 netip.Prefix) (*CA, error) {
+	var exts []pkix.Extension
+	if prefix6 != (netip.Prefix{}) {
+		if err := ValidateMeshPrefix6(prefix6); err != nil {
+			return nil, err
+		}
+		v, err := marshalMeshPrefix6(prefix6)
+		if err != nil {
+			return nil, fmt.Errorf("pki: encode IPv6 prefix: %w", err)
+		}
+		exts = append(exts, pkix.Extension{Id: OIDMeshPrefix6, Value: v})
+	}
 	if !validMeshName(name) {
 		return nil, fmt.Errorf("%w: CA name %q: want 1-64 printable characters", ErrBadIdentity, name)
 	}
@@ -80,6 +100,7 @@ func NewCA(name string, validity time.Duration, kt KeyType) (*CA, error) {
 		MaxPathLen:            0,
 		MaxPathLenZero:        true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		ExtraExtensions:       exts,
 		// SubjectKeyId is derived from the key by x509 for CA templates; CRLs
 		// and node certificates reference it as their authority key id.
 	}
@@ -118,6 +139,9 @@ func LoadCA(dir string) (*CA, error) {
 	}
 	if !publicKeysEqual(cert.PublicKey, key.Public()) {
 		return nil, fmt.Errorf("pki: load CA: %s and %s: %w", CACertFile, CAKeyFile, ErrKeyMismatch)
+	}
+	if _, err := MeshPrefix6(cert); err != nil {
+		return nil, fmt.Errorf("pki: load CA %s: %w", filepath.Join(dir, CACertFile), err)
 	}
 	return &CA{Cert: cert, Key: key}, nil
 }
@@ -181,6 +205,9 @@ func (ca *CA) sign(pub crypto.PublicKey, id Identity, notBefore, notAfter time.T
 	}
 	id = id.Normalize()
 	if err := id.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ca.checkAddr6(id); err != nil {
 		return nil, err
 	}
 	ext, err := marshalIdentity(id)
