@@ -1,7 +1,8 @@
 package main
 
 // meshctl ping: ping a peer through the overlay and say which path each reply
-// took; by default it stops once a direct path answers.
+// took; by default it stops once a direct path answers, and any working
+// path (direct or relayed) is a success unless --until-direct is given.
 
 import (
 	"errors"
@@ -21,16 +22,21 @@ type pingArgs struct {
 	count       int
 	interval    time.Duration
 	untilDirect bool
+	// requireDirect: --until-direct was given explicitly, so replies that
+	// all came through a relay are a failure (exit 1).
+	requireDirect bool
 }
 
 func newPingCmd() *cobra.Command {
 	var a pingArgs
 	cmd := &cobra.Command{
-		Use:   "ping PEER [-c N] [--interval D] [--until-direct=false]",
+		Use:   "ping PEER [-c N] [--interval D] [--until-direct[=false]]",
 		Short: "Ping a peer through the mesh and show the path each reply took",
 		Long: `Ping a peer through the mesh. Each reply says whether it came directly or
-through a relay. By default ping stops as soon as a direct path answers, and
-exits 1 if none did; --until-direct=false sends all N pings.`,
+through a relay. By default ping stops as soon as a direct path answers and
+succeeds if any reply came back, over whichever path; --until-direct given
+explicitly also exits 1 when no reply came over a direct path, and
+--until-direct=false sends all N pings.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completePeerNames(&a.onlineFlags),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -40,6 +46,7 @@ exits 1 if none did; --until-direct=false sends all N pings.`,
 			if a.interval < control.MinPingInterval || a.interval > control.MaxPingInterval {
 				return onlineUsage("--interval %v: want %v..%v", a.interval, control.MinPingInterval, control.MaxPingInterval)
 			}
+			a.requireDirect = a.untilDirect && cmd.Flags().Changed("until-direct")
 			return runPing(cmd, args[0], a)
 		},
 	}
@@ -47,7 +54,7 @@ exits 1 if none did; --until-direct=false sends all N pings.`,
 	fl := cmd.Flags()
 	fl.IntVarP(&a.count, "count", "c", control.DefaultPingCount, "how many pings to send")
 	durationVar(fl, &a.interval, "interval", control.DefaultPingInterval, "time between pings")
-	fl.BoolVar(&a.untilDirect, "until-direct", true, "stop at the first reply over a direct path")
+	fl.BoolVar(&a.untilDirect, "until-direct", true, "stop at the first reply over a direct path; given explicitly, fail when none came")
 	return cmd
 }
 
@@ -98,7 +105,7 @@ func runPing(cmd *cobra.Command, peer string, a pingArgs) error {
 	switch {
 	case stats.replies == 0:
 		return &exitError{code: 1, err: fmt.Errorf("no reply from %s after %d pings", peer, stats.sent)}
-	case a.untilDirect && stats.direct == 0 && !interrupted:
+	case a.requireDirect && stats.direct == 0 && !interrupted:
 		return &exitError{code: 1, err: fmt.Errorf("direct path to %s not established after %d pings: replies came through the relay (meshctl peers --why %s)", peer, stats.sent, peer)}
 	}
 	return nil

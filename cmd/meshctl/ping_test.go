@@ -57,9 +57,19 @@ pong from vps (100.64.0.3) via 203.0.113.5:51820 (direct) in 1.2ms
 			t.Errorf("ping output:\n%s\nwant:\n%s", out, want)
 		}
 	})
-	t.Run("relay only is an error with until-direct", func(t *testing.T) {
+	t.Run("relay only succeeds by default", func(t *testing.T) {
 		h.b.SetPingReplies("vps", []control.PingReply{relayReply})
 		out, err := h.run(t, append([]string{"ping", "vps", "-c", "3"}, fast...)...)
+		if err != nil {
+			t.Errorf("ping over a working relay: %v (exit %d)", err, exitCode(err))
+		}
+		if strings.Count(out, "via relay") != 3 {
+			t.Errorf("want 3 relay replies:\n%s", out)
+		}
+	})
+	t.Run("relay only is an error with an explicit until-direct", func(t *testing.T) {
+		h.b.SetPingReplies("vps", []control.PingReply{relayReply})
+		out, err := h.run(t, append([]string{"ping", "vps", "-c", "3", "--until-direct"}, fast...)...)
 		if exitCode(err) != 1 || !strings.Contains(err.Error(), "direct path to vps not established after 3 pings") {
 			t.Errorf("ping over relay only: %v (exit %d)", err, exitCode(err))
 		}

@@ -199,8 +199,9 @@ func testOperatorSurface(t *testing.T, bob, alice, carol, dave, coord *node) {
 	}
 
 	// ping: a direct peer ends at the first direct reply (exit 0); a
-	// relayed one answers through the relay, and with the default
-	// --until-direct the command says no direct path came up (exit 1).
+	// relayed one answers through the relay (exit 0: a working path), and
+	// with an explicit --until-direct the command says no direct path came
+	// up (exit 1).
 	text = run(bob, "ping", "alice", "-c", "3")
 	if !strings.Contains(text, "(direct)") || !strings.Contains(text, "pong from alice") {
 		t.Errorf("bob: meshctl ping alice: no direct reply:\n%s", text)
@@ -215,9 +216,12 @@ func testOperatorSurface(t *testing.T, bob, alice, carol, dave, coord *node) {
 	if pongs != 3 || !strings.Contains(text, "3 sent, 3 received (0 direct)") {
 		t.Errorf("bob: meshctl ping carol: want 3 replies via the relay on %s:\n%s", coord.host.IP(), text)
 	}
-	out, err := bob.ctl(ctx, "ping", "carol", "-c", "2", "--interval", "200ms")
+	if out, err := bob.ctl(ctx, "ping", "carol", "-c", "2", "--interval", "200ms"); err != nil {
+		t.Errorf("bob: meshctl ping carol over a working relay: %v\n%s", err, out)
+	}
+	out, err := bob.ctl(ctx, "ping", "carol", "-c", "2", "--interval", "200ms", "--until-direct")
 	if err == nil || !strings.Contains(err.Error(), "direct path to carol not established") {
-		t.Errorf("bob: meshctl ping carol (until direct) should exit 1 saying no direct path: err %v\n%s", err, out)
+		t.Errorf("bob: meshctl ping carol --until-direct should exit 1 saying no direct path: err %v\n%s", err, out)
 	}
 
 	var why control.PeerWhy
