@@ -530,13 +530,16 @@ func (l *Link) onPathTick() {
 	s.gate.setIdle(idle)
 	if idle != was {
 		l.updateSnap(func(sn *snapshot) { sn.idle = idle })
+		if idle && l.log.Enabled(l.ctx, slog.LevelDebug) {
+			l.log.Debug("link idle", "path", o.path, "local", o.local, "remote", o.remote)
+		}
 	}
 	if woke {
 		// The selected pair was not checked while idle: give it a
 		// PathTimeout to answer before the policy calls it dead.
 		o.policy.grace(now)
 		if l.log.Enabled(l.ctx, slog.LevelDebug) {
-			l.log.Debug("link active", "heard", now.Sub(heard).Round(time.Millisecond))
+			l.log.Debug("link active", "heard", now.Sub(heard).Round(time.Millisecond), "data", o.idle.lastData.Equal(now))
 		}
 	}
 	if idle {

@@ -22,7 +22,7 @@ package tunnel
  *
  * An idle link wakes (becomes active at once) when a data record is sent or
  * received, or when its selected pair has not been heard from for
- * IdleKeepalive + PathTimeout (a lost keepalive: probe fast and let the
+ * IdleKeepalive + 2*PathTimeout (a lost keepalive: probe fast and let the
  * normal failure handling decide). pion's own disconnected/failed timers
  * are off (they would fire on every idle link); liveness (below) replaces
  * them with the same thresholds, measured from the later of the last packet
@@ -82,7 +82,7 @@ func (t *idleTracker) observe(now time.Time, count uint64, heard time.Time, tm T
 		}
 	}
 	if t.idle {
-		if heard.IsZero() || now.Sub(heard) > tm.IdleKeepalive+tm.PathTimeout {
+		if heard.IsZero() || now.Sub(heard) > idleWakeAfter(tm) {
 			t.idle, t.activeSince = false, now
 			return false, true
 		}
@@ -93,6 +93,12 @@ func (t *idleTracker) observe(now time.Time, count uint64, heard time.Time, tm T
 	}
 	return t.idle, false
 }
+
+// idleWakeAfter is how long an idle link's selected pair may stay silent
+// before the link wakes to check it fast: one keepalive interval, plus a
+// PathTimeout for the keepalive's own scheduling (pion's tick, the far
+// side's idle entry) and one for its round trip.
+func idleWakeAfter(tm Timers) time.Duration { return tm.IdleKeepalive + 2*tm.PathTimeout }
 
 // liveness is what pion's disconnected/failed timers would say of the
 // selected pair: heard is the last packet from its remote candidate, since
@@ -131,11 +137,13 @@ func newIdleGate(controlling bool, interval time.Duration) *idleGate {
 	return &idleGate{controlling: controlling, interval: interval, now: time.Now}
 }
 
-// setIdle switches the gate; on entering idle the first keepalive is due
-// one interval later (the pair has just answered).
+// setIdle switches the gate. On entering idle the first keepalive is due
+// half an interval later: the far side last heard from this side up to a
+// PathTimeout before (it may have gone idle first), and its wake deadline
+// counts from then.
 func (g *idleGate) setIdle(idle bool) {
 	if idle && !g.idle.Load() {
-		g.last.Store(g.now().UnixNano())
+		g.last.Store(g.now().Add(-g.interval / 2).UnixNano())
 	}
 	g.idle.Store(idle)
 }
@@ -197,6 +205,34 @@ func (gs *idleGates) allow(b []byte, dst netip.AddrPort, relayed bool) bool {
 		return true
 	}
 	return v.(*idleGate).allow(dst, relayed)
+}
+
+// gateOf returns the gate of the session whose binding request b is,
+// wrapped in TURN framing.
+func (gs *idleGates) gateOf(b []byte) (*idleGate, bool) {
+	inner, _ := unwrapTURN(b)
+	if inner == nil {
+		return nil, false
+	}
+	ufrag, ok := requestUfrag(inner)
+	if !ok {
+		return nil, false
+	}
+	v, ok := gs.m.Load(ufrag)
+	if !ok {
+		return nil, false
+	}
+	return v.(*idleGate), true
+}
+
+// needsPeer reports whether the session needs a TURN permission for peer
+// now: always while active; while idle only for its selected relayed pair.
+func (g *idleGate) needsPeer(peer netip.AddrPort) bool {
+	if !g.idle.Load() {
+		return true
+	}
+	sel := g.selDst.Load()
+	return g.selRelay.Load() && sel != nil && sel.Addr() == peer.Addr()
 }
 
 // Bounds of the STUN parsing below (RFC 8489, RFC 8656).

@@ -45,8 +45,8 @@ func TestIdleTracker(t *testing.T) {
 		{"quiet for IdleAfter, pair answering: idle", 15 * time.Second, 10, 14 * time.Second, true, false},
 		{"idle keepalive not yet due: still idle", 30 * time.Second, 10, 14 * time.Second, true, false},
 		{"keepalive answered", 35 * time.Second, 10, 35 * time.Second, true, false},
-		{"one keepalive late but within PathTimeout", 56 * time.Second, 10, 35 * time.Second, true, false},
-		{"a keepalive lost: wake and probe fast", 58 * time.Second, 10, 35 * time.Second, false, true},
+		{"one keepalive late but within 2 PathTimeouts", 58 * time.Second, 10, 35 * time.Second, true, false},
+		{"a keepalive lost: wake and probe fast", 59500 * time.Millisecond, 10, 35 * time.Second, false, true},
 		{"the pair answers the fast checks: idle again", 60 * time.Second, 10, 59 * time.Second, true, false},
 		{"a data record wakes it at once", 69 * time.Second, 11, 67 * time.Second, false, true},
 		{"active while data is recent", 75 * time.Second, 11, 74 * time.Second, false, false},
@@ -128,9 +128,9 @@ func TestIdleGate(t *testing.T) {
 		{"active: everything passes", false, false, false, dst, false, 0, true},
 		{"active controlling: other pairs pass", true, false, false, netip.MustParseAddrPort("203.0.113.1:9"), true, 0, true},
 		{"idle controlled: its own checks are withheld", false, true, false, dst, false, time.Minute, false},
-		{"idle controlling: selected pair once per interval", true, true, false, dst, false, 20 * time.Second, true},
-		{"idle controlling: not before the interval", true, true, false, dst, false, 19 * time.Second, false},
-		{"idle controlling: relayed selected, ChannelData (no peer)", true, true, true, netip.AddrPort{}, true, 21 * time.Second, true},
+		{"idle controlling: first keepalive half an interval after going idle", true, true, false, dst, false, 10 * time.Second, true},
+		{"idle controlling: not before", true, true, false, dst, false, 9 * time.Second, false},
+		{"idle controlling: relayed selected, ChannelData (no peer)", true, true, true, netip.AddrPort{}, true, 11 * time.Second, true},
 		{"idle controlling: direct check while a relay is selected", true, true, true, dst, false, time.Minute, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

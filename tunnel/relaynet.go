@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pion/transport/v5"
 )
@@ -113,14 +114,26 @@ type relayConn struct {
 
 	mu    sync.RWMutex
 	peers []netip.AddrPort // destinations written to, at most maxRelayPeers
+
+	perms permissions // TURN permissions this allocation asks for (relayperm.go)
 }
 
 // WriteTo remembers the destination before sending, so that the answer is
 // never read before it is expected. A check an idle link withholds (a
-// binding request inside the TURN framing, idle.go) is reported as sent.
+// binding request inside the TURN framing, idle.go) is reported as sent; a
+// permission request the server refused lately, or one an idle link does
+// not need, fails at once (relayperm.go).
 func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if c.g.gates != nil && !c.g.gates.allow(p, netip.AddrPort{}, true) {
-		return len(p), nil
+	if c.g.gates != nil {
+		if g, ok := c.g.gates.gateOf(p); ok {
+			c.perms.gate.Store(g)
+		}
+		if !c.g.gates.allow(p, netip.AddrPort{}, true) {
+			return len(p), nil
+		}
+	}
+	if err := c.perms.check(p, time.Now()); err != nil {
+		return 0, err
 	}
 	if ap, ok := addrPortOf(addr); ok && !c.sentTo(ap) {
 		c.mu.Lock()
@@ -141,6 +154,7 @@ func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			return n, from, err
 		}
 		if ap, ok := addrPortOf(from); ok && c.sentTo(ap) {
+			c.perms.answer(p[:n], time.Now())
 			return n, from, nil
 		}
 		c.g.foreign.Add(1)

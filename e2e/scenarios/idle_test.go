@@ -134,6 +134,16 @@ func TestIdle(t *testing.T) {
 			t.Errorf("%s: idle links cost more than the budget: %s", n.name, line)
 		}
 	}
+	for _, n := range all {
+		// Which links moved data records during the window (diagnostics).
+		if ps, err := n.peers(ctx); err == nil {
+			var parts []string
+			for _, p := range ps {
+				parts = append(parts, fmt.Sprintf("%s rx=%d tx=%d", p.Name, p.RxPackets, p.TxPackets))
+			}
+			t.Logf("%s: overlay packets per peer: %s", n.name, strings.Join(parts, ", "))
+		}
+	}
 	// Traffic after the idle window flows at once, on every pair.
 	var worst time.Duration
 	for _, n := range nodes {

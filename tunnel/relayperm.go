@@ -1,0 +1,181 @@
+package tunnel
+
+/* TURN permissions on an idle or refused path
+ *
+ * pion's TURN client asks for a permission (CreatePermission) before it
+ * relays the first datagram to a peer address, synchronously in the
+ * writer's call, and asks again on every write while it has none. Two
+ * kinds of peer address never get one, yet pion's agent writes to them on
+ * every check round: those the TURN server refuses by policy (403: private
+ * addresses, the coordinator's own; the coordinator logs why once) and, on
+ * an idle link, every pair but the selected one (the check itself is
+ * withheld by the idle gate, idle.go, but the permission request comes
+ * first). Measured in the lab: ~2.5 permission requests per second per
+ * node, all refused, the largest share of an idle mesh's traffic.
+ *
+ * permissions remembers the peers the server refused (for refusedTTL) and
+ * fails new requests for them at once; and it fails requests an idle
+ * session does not need. Failing the write is what a refusal does anyway:
+ * pion's client returns the error to the agent, which moves on.
+ */
+
+import (
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// refusedTTL is how long a peer address the TURN server refused stays
+// refused here (a changed server policy is picked up after it).
+const refusedTTL = 5 * time.Minute
+
+// maxPermTx bounds the outstanding permission requests remembered, and
+// maxRefused the refused peers.
+const (
+	maxPermTx  = 16
+	maxRefused = 64
+)
+
+// STUN/TURN message types and attributes used here (RFC 8656).
+const (
+	stunCreatePermission      = 0x0008
+	stunCreatePermissionError = 0x0118
+	stunAttrErrorCode         = 0x0009
+	stunForbidden             = 403
+)
+
+var (
+	errPermissionRefused = errors.New("tunnel: the TURN server refused a permission for this peer lately")
+	errPermissionIdle    = errors.New("tunnel: no TURN permission for an idle link's unused pair")
+)
+
+type permissions struct {
+	gate atomic.Pointer[idleGate] // the session this allocation belongs to, once known
+
+	mu      sync.Mutex
+	pending map[[12]byte][]netip.Addr // transaction ID -> peers asked for
+	refused map[netip.Addr]time.Time  // peer -> refused until
+}
+
+// check fails a permission request for a refused peer, or one the idle
+// session does not need; anything else passes.
+func (ps *permissions) check(b []byte, now time.Time) error {
+	if len(b) < stunHeaderLen || binary.BigEndian.Uint16(b[0:2]) != stunCreatePermission ||
+		binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+		return nil
+	}
+	peers := xorPeerAddrs(b)
+	if len(peers) == 0 {
+		return nil
+	}
+	if g := ps.gate.Load(); g != nil {
+		need := false
+		for _, p := range peers {
+			need = need || g.needsPeer(netip.AddrPortFrom(p, 0))
+		}
+		if !need {
+			return errPermissionIdle
+		}
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for _, p := range peers {
+		if until, ok := ps.refused[p]; ok {
+			if now.Before(until) {
+				return errPermissionRefused
+			}
+			delete(ps.refused, p)
+		}
+	}
+	if ps.pending == nil {
+		ps.pending = make(map[[12]byte][]netip.Addr)
+	}
+	if len(ps.pending) >= maxPermTx {
+		clear(ps.pending)
+	}
+	var tx [12]byte
+	copy(tx[:], b[8:20])
+	ps.pending[tx] = peers
+	return nil
+}
+
+// answer notes a 403 answer to one of the permission requests check let
+// through.
+func (ps *permissions) answer(b []byte, now time.Time) {
+	if len(b) < stunHeaderLen || binary.BigEndian.Uint16(b[0:2]) != stunCreatePermissionError ||
+		binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+		return
+	}
+	v, ok := stunAttr(b, stunAttrErrorCode)
+	if !ok || len(v) < 4 || int(v[2]&0x07)*100+int(v[3]) != stunForbidden {
+		return
+	}
+	var tx [12]byte
+	copy(tx[:], b[8:20])
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	peers, ok := ps.pending[tx]
+	if !ok {
+		return
+	}
+	delete(ps.pending, tx)
+	if ps.refused == nil {
+		ps.refused = make(map[netip.Addr]time.Time)
+	}
+	for _, p := range peers {
+		if len(ps.refused) >= maxRefused {
+			clear(ps.refused)
+		}
+		ps.refused[p] = now.Add(refusedTTL)
+	}
+}
+
+// xorPeerAddrs returns the IPv4 and IPv6 XOR-PEER-ADDRESS values of a STUN
+// message (a permission request may carry several), at most maxRelayPeers.
+func xorPeerAddrs(b []byte) []netip.Addr {
+	if len(b) < stunHeaderLen {
+		return nil
+	}
+	end := stunHeaderLen + int(binary.BigEndian.Uint16(b[2:4]))
+	if end > len(b) {
+		return nil
+	}
+	var out []netip.Addr
+	for off := stunHeaderLen; off+4 <= end && len(out) < maxRelayPeers; {
+		t := binary.BigEndian.Uint16(b[off : off+2])
+		l := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
+		if off+4+l > end {
+			return out
+		}
+		if v := b[off+4 : off+4+l]; t == stunAttrXORPeer {
+			if a, ok := xorAddr(v, b[4:20]); ok {
+				out = append(out, a)
+			}
+		}
+		off += 4 + (l+3)&^3
+	}
+	return out
+}
+
+// xorAddr decodes an XOR-…-ADDRESS value; key is the magic cookie and the
+// transaction ID (header bytes 4..20).
+func xorAddr(v, key []byte) (netip.Addr, bool) {
+	switch {
+	case len(v) == 8 && v[1] == 0x01:
+		var a [4]byte
+		for i := range a {
+			a[i] = v[4+i] ^ key[i]
+		}
+		return netip.AddrFrom4(a), true
+	case len(v) == 20 && v[1] == 0x02:
+		var a [16]byte
+		for i := range a {
+			a[i] = v[4+i] ^ key[i]
+		}
+		return netip.AddrFrom16(a), true
+	}
+	return netip.Addr{}, false
+}

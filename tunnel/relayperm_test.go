@@ -1,0 +1,117 @@
+package tunnel
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v4"
+)
+
+func createPermission(t testing.TB, peers ...netip.Addr) *stun.Message {
+	t.Helper()
+	m := stun.New()
+	m.Type = stun.NewType(stun.MethodCreatePermission, stun.ClassRequest)
+	m.TransactionID = stun.NewTransactionID()
+	m.WriteHeader()
+	for _, p := range peers {
+		ip := p.AsSlice()
+		if err := (stun.XORMappedAddress{IP: ip, Port: 0}).AddToAs(m, stun.AttrXORPeerAddress); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m
+}
+
+func permissionError(t testing.TB, req *stun.Message, code stun.ErrorCode) []byte {
+	t.Helper()
+	m, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID),
+		stun.NewType(stun.MethodCreatePermission, stun.ClassErrorResponse), code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Raw
+}
+
+// TestPermissionsRefused: once the TURN server refused a peer (403), new
+// permission requests for it fail at once instead of going out on every
+// check round (the storm the idle lab saw); other errors and other peers
+// are unaffected, and the refusal expires.
+func TestPermissionsRefused(t *testing.T) {
+	now := time.Unix(6_000_000, 0)
+	private := netip.MustParseAddr("10.0.2.2")
+	public := netip.MustParseAddr("198.51.100.14")
+	var ps permissions
+
+	req := createPermission(t, private)
+	if err := ps.check(req.Raw, now); err != nil {
+		t.Fatalf("first request: %v", err)
+	}
+	ps.answer(permissionError(t, req, stun.CodeForbidden), now)
+	if err := ps.check(createPermission(t, private).Raw, now.Add(time.Second)); !errors.Is(err, errPermissionRefused) {
+		t.Fatalf("request for a refused peer: %v, want errPermissionRefused", err)
+	}
+	if err := ps.check(createPermission(t, public).Raw, now.Add(time.Second)); err != nil {
+		t.Fatalf("request for another peer: %v", err)
+	}
+	if err := ps.check(createPermission(t, private).Raw, now.Add(refusedTTL+time.Second)); err != nil {
+		t.Fatalf("after refusedTTL: %v", err)
+	}
+
+	// A 400 (or an answer to a request never seen) refuses nothing.
+	var ps2 permissions
+	req2 := createPermission(t, public)
+	if err := ps2.check(req2.Raw, now); err != nil {
+		t.Fatal(err)
+	}
+	ps2.answer(permissionError(t, req2, stun.CodeBadRequest), now)
+	ps2.answer(permissionError(t, createPermission(t, public), stun.CodeForbidden), now)
+	if err := ps2.check(createPermission(t, public).Raw, now); err != nil {
+		t.Fatalf("after a 400 and a stray 403: %v", err)
+	}
+	// Other TURN messages pass untouched.
+	if err := ps.check(bindingRequest(t, "r:l"), now); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPermissionsIdle: an idle session asks only for the permission of its
+// selected relayed pair; an active one for any.
+func TestPermissionsIdle(t *testing.T) {
+	now := time.Unix(7_000_000, 0)
+	sel := netip.MustParseAddrPort("198.51.100.14:40000")
+	other := netip.MustParseAddr("198.51.100.13")
+	g := newIdleGate(true, 20*time.Second)
+	g.now = func() time.Time { return now }
+	g.setSelected(sel, true)
+	var ps permissions
+	ps.gate.Store(g)
+	if err := ps.check(createPermission(t, other).Raw, now); err != nil {
+		t.Fatalf("active: %v", err)
+	}
+	g.setIdle(true)
+	if err := ps.check(createPermission(t, other).Raw, now); !errors.Is(err, errPermissionIdle) {
+		t.Fatalf("idle, unused peer: %v, want errPermissionIdle", err)
+	}
+	if err := ps.check(createPermission(t, sel.Addr()).Raw, now); err != nil {
+		t.Fatalf("idle, the selected relayed pair's peer: %v", err)
+	}
+	g.setSelected(sel, false) // the selected pair is direct: no permission needed
+	if err := ps.check(createPermission(t, sel.Addr()).Raw, now); !errors.Is(err, errPermissionIdle) {
+		t.Fatalf("idle, direct path selected: %v, want errPermissionIdle", err)
+	}
+}
+
+func FuzzXORPeerAddrs(f *testing.F) {
+	f.Add(createPermission(f, netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")).Raw)
+	f.Add([]byte{0, 8, 0, 4, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(xorPeerAddrs(b)) > maxRelayPeers {
+			t.Fatal("more peers than the bound")
+		}
+		var ps permissions
+		_ = ps.check(b, time.Unix(0, 0))
+		ps.answer(b, time.Unix(0, 0))
+	})
+}
