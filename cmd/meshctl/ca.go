@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"math/big"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -39,6 +40,7 @@ type caInitArgs struct {
 	dir      string
 	duration time.Duration
 	keyType  string
+	prefix6  string
 	force    bool
 }
 
@@ -57,6 +59,7 @@ func newCAInitCmd() *cobra.Command {
 	f.StringVar(&a.dir, "dir", ".", "directory for ca.crt and ca.key (created 0700 if missing)")
 	durationVar(f, &a.duration, "duration", 3650*day, "how long the CA is valid")
 	f.StringVar(&a.keyType, "key-type", pki.KeyECDSAP256.String(), "ecdsa-p256 or ed25519")
+	f.StringVar(&a.prefix6, "ip6-prefix", ip6Auto, `the mesh's IPv6 overlay prefix, a unique local /48 every node address is signed in: "auto" picks a random fdXX:XXXX:XXXX::/48 (RFC 4193), "none" makes an IPv4-only mesh; when rotating the CA, give the old CA's prefix`)
 	f.BoolVar(&a.force, "force", false, "replace an existing CA (every issued certificate stops verifying)")
 	_ = cmd.MarkFlagRequired("name")
 	return cmd
@@ -73,6 +76,23 @@ func runCAInit(w io.Writer, a caInitArgs) error {
 	if a.duration <= 0 {
 		return pkiUsage("--duration %v: must be positive", a.duration)
 	}
+	var prefix6 netip.Prefix
+	switch a.prefix6 {
+	case ip6None:
+	case "", ip6Auto:
+		if prefix6, err = pki.RandomMeshPrefix6(); err != nil {
+			return err
+		}
+	default:
+		p, perr := netip.ParsePrefix(a.prefix6)
+		if perr == nil {
+			perr = pki.ValidateMeshPrefix6(p)
+		}
+		if perr != nil {
+			return pkiUsage(`--ip6-prefix %q: want "auto", "none" or a unique local /48 such as fd7a:115c:a1e0::/48`, a.prefix6)
+		}
+		prefix6 = p
+	}
 	if !a.force {
 		// Fail before generating anything.
 		for _, f := range []string{pki.CAKeyFile, pki.CACertFile} {
@@ -81,7 +101,7 @@ func runCAInit(w io.Writer, a caInitArgs) error {
 			}
 		}
 	}
-	ca, err := pki.NewCA(a.name, a.duration, kt)
+	ca, err := pki.NewCAWithPrefix6(a.name, a.duration, kt, prefix6)
 	if err != nil {
 		return pkiCLIError(err)
 	}
@@ -94,6 +114,7 @@ func runCAInit(w io.Writer, a caInitArgs) error {
 		{"certificate", pkiDisplayPath(filepath.Join(a.dir, pki.CACertFile)) + " (give this to every node)"},
 		{"key", pkiDisplayPath(filepath.Join(a.dir, pki.CAKeyFile)) + " (0600; keep it offline)"},
 		{"key type", kt.String()},
+		{"ipv6 prefix", pkiPrefix6(ca.Prefix6())},
 		{"not after", pkiValidity(now, ca.Cert)},
 		{"fingerprint", pki.Fingerprint(ca.Cert.Raw)},
 	})

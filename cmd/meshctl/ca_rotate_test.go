@@ -21,7 +21,10 @@ func TestRunbookRotateCA(t *testing.T) {
 	mustPKICmd(t, "cert", "sign", "--ca-dir", oldCA, "--name", "laptop", "--ip", "100.64.0.8/10", "--out", b)
 
 	// 1. The new CA and the bundle every node gets as pki.ca.
-	mustPKICmd(t, "ca", "init", "--name", "home-lab", "--dir", newCA)
+	// The new CA keeps the mesh's IPv6 prefix (cert show prints it), so
+	// re-signed nodes keep their IPv6 addresses.
+	prefix6 := pkiFieldValue(t, mustPKICmd(t, "cert", "show", filepath.Join(oldCA, "ca.crt")), "ipv6 prefix")
+	mustPKICmd(t, "ca", "init", "--name", "home-lab", "--dir", newCA, "--ip6-prefix", prefix6)
 	oldPEM, _ := os.ReadFile(filepath.Join(oldCA, "ca.crt"))
 	newPEM, _ := os.ReadFile(filepath.Join(newCA, "ca.crt"))
 	bundle := filepath.Join(root, "bundle.crt")

@@ -152,7 +152,7 @@ written next to the certificate: move it to the node securely.`,
 	f.StringVar(&a.csr, "csr", "", "certificate request made by 'meshctl cert request' (- reads it from stdin)")
 	f.StringVar(&a.name, "name", "", "node name (required without --csr)")
 	f.StringVar(&a.ip, "ip", "", "overlay IPv4 address with the mesh prefix length, e.g. 100.64.0.1/10 (required but with --renew)")
-	f.StringVar(&a.ip6, "ip6", "", "overlay IPv6 address with prefix length, e.g. fd7a:115c::1/48")
+	f.StringVar(&a.ip6, "ip6", ip6Auto, `overlay IPv6 address: "auto" derives it from --ip inside the CA's IPv6 prefix (none if the CA has no prefix), "none" signs an IPv4-only node, or ADDR[/LEN], e.g. fd7a:115c:a1e0::7`)
 	f.StringSliceVar(&a.groups, "groups", nil, "comma-separated groups, e.g. servers,lab")
 	f.StringSliceVar(&a.subnets, "subnets", nil, "comma-separated subnets the node may route, e.g. 10.1.0.0/24")
 	f.BoolVar(&a.exit, "exit", false, "the node is an exit node: it may route 0.0.0.0/0 or ::/0")
@@ -174,9 +174,17 @@ func (a certSignArgs) identity() (pki.Identity, error) {
 	if id.Addr, err = netip.ParsePrefix(a.ip); err != nil || !id.Addr.Addr().Is4() {
 		return id, pkiUsage("--ip %q: want an IPv4 address with the mesh prefix length, e.g. 100.64.0.1/10", a.ip)
 	}
-	if a.ip6 != "" {
-		if id.Addr6, err = netip.ParsePrefix(a.ip6); err != nil || !id.Addr6.Addr().Is6() {
-			return id, pkiUsage("--ip6 %q: want an IPv6 address with prefix length, e.g. fd7a:115c::1/48", a.ip6)
+	switch a.ip6 {
+	case "", ip6Auto, ip6None:
+		// Decided by assignAddr6 once the CA (and its prefix) is loaded.
+	default:
+		// Without a length it waits for the CA's prefix (assignAddr6).
+		p6, err := parseAddr6(a.ip6)
+		if err != nil {
+			return id, err
+		}
+		if p6.Bits() > 0 {
+			id.Addr6 = p6
 		}
 	}
 	for _, g := range a.groups {
@@ -256,6 +264,9 @@ func runCertSign(w io.Writer, a certSignArgs) error {
 	ca, err := pki.LoadCA(a.caDir)
 	if err != nil {
 		return pkiCLIError(err)
+	}
+	if id, err = a.assignAddr6(id, ca.Prefix6()); err != nil {
+		return err
 	}
 
 	var (
@@ -375,6 +386,9 @@ type certShowJSON struct {
 	Issuer           string    `json:"issuer"`
 	Serial           string    `json:"serial"` // hex
 	KeyType          string    `json:"key_type"`
+	// IPv6Prefix is a CA's mesh IPv6 prefix ("" for a node certificate or
+	// an IPv4-only CA).
+	IPv6Prefix string `json:"ipv6_prefix,omitempty"`
 }
 
 func runCertShow(w io.Writer, a certShowArgs) error {
@@ -420,6 +434,9 @@ func runCertShow(w io.Writer, a certShowArgs) error {
 		Serial:           cert.SerialNumber.Text(16),
 		KeyType:          pkiKeyTypeName(cert),
 	}
+	if p6, err := pki.MeshPrefix6(cert); id == nil && err == nil && p6.IsValid() {
+		out.IPv6Prefix = p6.String()
+	}
 	if id != nil {
 		out.Kind = "node"
 		out.Role = id.Role()
@@ -457,7 +474,12 @@ func pkiCertFields(now time.Time, cert *x509.Certificate, id *pki.Identity) []pk
 			pkiField{"subnets", none(subnets)},
 		)
 	} else {
-		fields = append(fields, pkiField{"kind", "ca"})
+		p6, err := pki.MeshPrefix6(cert)
+		v := pkiPrefix6(p6)
+		if err != nil {
+			v = "(malformed: " + err.Error() + ")"
+		}
+		fields = append(fields, pkiField{"kind", "ca"}, pkiField{"ipv6 prefix", v})
 	}
 	return append(fields,
 		pkiField{"not before", cert.NotBefore.UTC().Format(time.RFC3339)},

@@ -151,7 +151,7 @@ func runCertSignRenew(w io.Writer, a certSignArgs) error {
 		return pkiUsage("--renew signs a request made by 'meshctl cert renew': give --csr FILE")
 	}
 	var given []string
-	for flag, set := range map[string]bool{"--name": a.name != "", "--ip": a.ip != "", "--ip6": a.ip6 != "",
+	for flag, set := range map[string]bool{"--name": a.name != "", "--ip": a.ip != "", "--ip6": a.ip6 != "" && a.ip6 != ip6Auto,
 		"--groups": len(a.groups) > 0, "--subnets": len(a.subnets) > 0, "--exit": a.exit, "--coordinator": a.coord} {
 		if set {
 			given = append(given, flag)

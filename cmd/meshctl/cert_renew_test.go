@@ -22,7 +22,7 @@ func TestRunbookRenew(t *testing.T) {
 	mustPKICmd(t, "ca", "init", "--name", "test-mesh", "--dir", caDir)
 	mustPKICmd(t, "cert", "request", "--name", "nas", "--dir", node)
 	mustPKICmd(t, "cert", "sign", "--ca-dir", caDir, "--csr", filepath.Join(node, "nas.csr"), "--ip", "100.64.0.7/10",
-		"--ip6", "fd7a:115c::7/48", "--groups", "servers,lab", "--subnets", "192.168.1.0/24", "--coordinator", "--out", node)
+		"--groups", "servers,lab", "--subnets", "192.168.1.0/24", "--coordinator", "--out", node)
 	liveCrt, liveKey := filepath.Join(node, "nas.crt"), filepath.Join(node, "nas.key")
 	oldCert := signedCert(t, liveCrt)
 	oldKey, _ := os.ReadFile(liveKey)

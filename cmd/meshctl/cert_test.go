@@ -24,7 +24,7 @@ func TestCertWorkflow(t *testing.T) {
 	caDir := filepath.Join(root, "ca")
 	nodeB := filepath.Join(root, "node-b")
 	out := filepath.Join(root, "out")
-	mustPKICmd(t, "ca", "init", "--name", "test-mesh", "--dir", caDir)
+	mustPKICmd(t, "ca", "init", "--name", "test-mesh", "--dir", caDir, "--ip6-prefix", "fd7a:115c::/48")
 
 	// node-b: key and request on the node, signed at the CA.
 	reqOut := mustPKICmd(t, "cert", "request", "--name", "node-b", "--dir", nodeB, "--key-type", "ed25519")
