@@ -23,6 +23,7 @@ package tunnel
 import (
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -275,8 +276,10 @@ func renominate(a *ice.Agent, target *pairView) error {
 }
 
 // relayServerFor names the TURN server behind a relayed pair: the
-// configured URL whose host is the relay address when there is one, else
-// the relay address itself.
+// configured URL whose host is the relay address and whose transport is the
+// one the allocation really uses (the local candidate's RelayProtocol: a
+// server is often listed over UDP and over TCP), else the relay address
+// itself.
 func relayServerFor(p *pairView, servers []ICEServer) string {
 	if p == nil || !p.relayed() {
 		return ""
@@ -284,18 +287,35 @@ func relayServerFor(p *pairView, servers []ICEServer) string {
 	c := p.remote
 	if p.local.Type == "relay" {
 		c = p.local
+		label := ""
 		for _, s := range servers {
-			if u, err := parseICEURL(s); err == nil && (u.Scheme.String() == "turn" || u.Scheme.String() == "turns") {
-				if ip, err := netip.ParseAddr(u.Host); err == nil && ip.Unmap() == c.Addr.Addr() {
-					// host:port/transport reads like the peer-side form
-					// below; the full URL is in the daemon's config.
-					transport := u.Proto.String()
-					if u.Scheme.String() == "turns" {
-						transport = "tls"
-					}
-					return netip.AddrPortFrom(ip.Unmap(), uint16(u.Port)).String() + "/" + transport
-				}
+			u, err := parseICEURL(s)
+			if err != nil || (u.Scheme.String() != "turn" && u.Scheme.String() != "turns") {
+				continue
 			}
+			ip, err := netip.ParseAddr(u.Host)
+			if err != nil || ip.Unmap() != c.Addr.Addr() {
+				continue
+			}
+			// host:port/transport reads like the peer-side form below; the
+			// full URL is in the daemon's config.
+			transport := u.Proto.String()
+			if u.Scheme.String() == "turns" {
+				transport = "tls"
+			}
+			l := netip.AddrPortFrom(ip.Unmap(), uint16(u.Port)).String() + "/" + transport
+			if c.RelayProtocol == "" || transport == c.RelayProtocol {
+				return l
+			}
+			if label == "" {
+				label = l
+			}
+		}
+		if label != "" {
+			// No URL of that transport on the relay's host (pion's
+			// candidate says otherwise): the server, with the transport
+			// the allocation uses.
+			return label[:strings.LastIndexByte(label, '/')+1] + c.RelayProtocol
 		}
 	}
 	if !c.Addr.IsValid() {
