@@ -257,8 +257,9 @@ type PeerWhy struct {
 
 // PingRequest is the body of POST /v1/ping.
 type PingRequest struct {
-	SchemaVersion int    `json:"schema_version"`
-	Peer          string `json:"peer"`
+	SchemaVersion int `json:"schema_version"`
+	// Peer is a peer's name or one of its overlay addresses (IPv4 or IPv6).
+	Peer string `json:"peer"`
 	// Count is how many pings to send, 1..MaxPingCount; zero means
 	// DefaultPingCount.
 	Count int `json:"count"`
@@ -281,8 +282,10 @@ const (
 type PingReply struct {
 	SchemaVersion int `json:"schema_version"`
 
-	Seq     int        `json:"seq"`
-	Peer    string     `json:"peer"`
+	Seq  int    `json:"seq"`
+	Peer string `json:"peer"`
+	// Address is the peer's overlay address the ping named (its IPv4
+	// address when it named the peer).
 	Address netip.Addr `json:"address,omitzero"`
 	Path    Path       `json:"path,omitempty"`
 	// Relay is the TURN server the reply came through, for PathRelay.

@@ -58,6 +58,7 @@ type nodeSpec struct {
 	subnets  []string
 	groups   []string
 	validity time.Duration // zero: a day
+	addr6    netip.Prefix  // the certificate's overlay IPv6; zero: none
 }
 
 // node issues credentials for name at 100.64.0.n in a directory of its own.
@@ -69,7 +70,7 @@ func (m *testMesh) node(t testing.TB, name string, n byte, spec nodeSpec) *testN
 	}
 	// Every test node may run a coordinator (confSpec.coordinator): nodes
 	// accept sessions only from certificates with the role.
-	id := pki.Identity{Name: name, Addr: netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, 0, n}), 10), Groups: spec.groups, Coordinator: true}
+	id := pki.Identity{Name: name, Addr: netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 64, 0, n}), 10), Addr6: spec.addr6, Groups: spec.groups, Coordinator: true}
 	for _, s := range spec.subnets {
 		id.Subnets = append(id.Subnets, netip.MustParsePrefix(s))
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/meshd/meshd/control"
@@ -21,15 +22,17 @@ func pingTimeout(interval time.Duration) time.Duration {
 // Ping implements control.Backend with link probes (probe.go): each ping is
 // an ICMP echo written into the peer's link and answered by the peer's
 // daemon, so it measures the link's current path and needs neither a kernel
-// ICMP socket nor a firewall rule. fn is called from this goroutine, in
-// sequence order.
+// ICMP socket nor a firewall rule. peer is a peer name or one of a peer's
+// overlay addresses (IPv4 or IPv6); replies show that address (the IPv4 one
+// for a name). fn is called from this goroutine, in sequence order.
 func (d *Daemon) Ping(ctx context.Context, peer string, count int, interval time.Duration, untilDirect bool, fn func(control.PingReply)) error {
 	if !d.isStarted() {
 		return control.ErrUnavailable
 	}
-	p := d.view.Load().byName[peer]
-	if p == nil {
-		return fmt.Errorf("%w: %q is not in the registry", control.ErrPeerNotFound, peer)
+	target := peer
+	peer, addr, ok := d.view.Load().pingTarget(target)
+	if !ok {
+		return fmt.Errorf("%w: %q is neither a peer's name nor one of its overlay addresses", control.ErrPeerNotFound, target)
 	}
 	var rnd [10]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
@@ -40,7 +43,7 @@ func (d *Daemon) Ping(ctx context.Context, peer string, count int, interval time
 	timeout := pingTimeout(interval)
 	next := time.Now()
 	for seq := 1; seq <= count; seq++ {
-		reply := d.pingOnce(ctx, peer, id, uint16(seq), nonce, timeout)
+		reply := d.pingOnce(ctx, peer, addr, id, uint16(seq), nonce, timeout)
 		reply.Seq = seq
 		if err := ctx.Err(); err != nil {
 			return err
@@ -69,13 +72,13 @@ func (d *Daemon) Ping(ctx context.Context, peer string, count int, interval time
 // pingOnce sends one probe to peer over its current link and describes the
 // outcome. The view is re-read every time: the link may come or go between
 // pings.
-func (d *Daemon) pingOnce(ctx context.Context, peer string, id, seq uint16, nonce uint64, timeout time.Duration) control.PingReply {
+func (d *Daemon) pingOnce(ctx context.Context, peer string, addr netip.Addr, id, seq uint16, nonce uint64, timeout time.Duration) control.PingReply {
 	v := d.view.Load()
 	p := v.byName[peer]
 	if p == nil {
-		return control.PingReply{Peer: peer, Error: "no path: the peer left the registry"}
+		return control.PingReply{Peer: peer, Address: addr, Error: "no path: the peer left the registry"}
 	}
-	reply := control.PingReply{Peer: peer, Address: p.Addr}
+	reply := control.PingReply{Peer: peer, Address: addr}
 	lc := v.links[peer]
 	switch {
 	case p.Excluded != "":
@@ -107,4 +110,24 @@ func (d *Daemon) pingOnce(ctx context.Context, peer string, id, seq uint16, nonc
 		reply.Error = err.Error()
 	}
 	return reply
+}
+
+// pingTarget resolves what meshctl ping names: a registry peer by name, or
+// the peer whose overlay IPv4 or IPv6 address target is. addr is the address
+// the replies show.
+func (v *view) pingTarget(target string) (name string, addr netip.Addr, ok bool) {
+	if p := v.byName[target]; p != nil {
+		return p.Name, p.Addr, true
+	}
+	a, err := netip.ParseAddr(target)
+	if err != nil {
+		return "", netip.Addr{}, false
+	}
+	a = a.Unmap()
+	for i := range v.peers {
+		if p := &v.peers[i]; a == p.Addr || (p.Addr6.IsValid() && a == p.Addr6) {
+			return p.Name, a, true
+		}
+	}
+	return "", netip.Addr{}, false
 }

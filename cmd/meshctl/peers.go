@@ -148,8 +148,13 @@ func stateRank(p control.Peer) int {
 func renderPeerTable(w io.Writer, peers []control.Peer, now time.Time) error {
 	// Subnet routers are worth a column, but only when there are any.
 	withSubnets := slices.ContainsFunc(peers, func(p control.Peer) bool { return len(p.Subnets) > 0 })
+	// So are IPv6 overlay addresses, when any peer has one.
+	with6 := slices.ContainsFunc(peers, func(p control.Peer) bool { return p.Address6.IsValid() })
 	tw := newTable(w)
 	header := []string{"NAME", "ADDRESS", "STATE", "PATH", "VIA", "RTT", "RX", "TX", "HANDSHAKE"}
+	if with6 {
+		header = slices.Insert(header, 2, "ADDRESS6")
+	}
 	if withSubnets {
 		header = append(header, "SUBNETS")
 	}
@@ -157,6 +162,9 @@ func renderPeerTable(w io.Writer, peers []control.Peer, now time.Time) error {
 	for _, p := range peers {
 		cells := []string{p.Name, dash(addrString(p.Address)), peerState(p), peerPath(p), peerVia(p),
 			humanRTT(p.RTT), humanBytes(p.RxBytes), humanBytes(p.TxBytes), humanAgo(p.LastHandshake, now)}
+		if with6 {
+			cells = slices.Insert(cells, 2, dash(addrString(p.Address6)))
+		}
 		if withSubnets {
 			subnets := make([]string, len(p.Subnets))
 			for i, s := range p.Subnets {

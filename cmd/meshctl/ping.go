@@ -30,13 +30,14 @@ type pingArgs struct {
 func newPingCmd() *cobra.Command {
 	var a pingArgs
 	cmd := &cobra.Command{
-		Use:   "ping PEER [-c N] [--interval D] [--until-direct[=false]]",
+		Use:   "ping PEER|ADDRESS [-c N] [--interval D] [--until-direct[=false]]",
 		Short: "Ping a peer through the mesh and show the path each reply took",
-		Long: `Ping a peer through the mesh. Each reply says whether it came directly or
-through a relay. By default ping stops as soon as a direct path answers and
-succeeds if any reply came back, over whichever path; --until-direct given
-explicitly also exits 1 when no reply came over a direct path, and
---until-direct=false sends all N pings.`,
+		Long: `Ping a peer, by name or by one of its overlay addresses (IPv4 or IPv6), through
+the mesh. Each reply says whether it came directly or through a relay. By
+default ping stops as soon as a direct path answers and succeeds if any reply
+came back, over whichever path; --until-direct given explicitly also exits 1
+when no reply came over a direct path, and --until-direct=false sends all N
+pings.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completePeerNames(&a.onlineFlags),
 		RunE: func(cmd *cobra.Command, args []string) error {
