@@ -16,8 +16,14 @@ package tunnel
  *      - direct path: one sendmmsg on the socket of the destination's
  *        family, runs of equal-sized records GSO-coalesced into
  *        super-datagrams (socket_linux.go), zero copies;
- *      - relayed path (our end is a TURN relay candidate): one
- *        ice.Conn.Write per record; pion's TURN client wraps it.
+ *      - relayed path (our end is a TURN relay candidate) over UDP, once
+ *        pion has bound a channel to the peer: each record framed as
+ *        TURN ChannelData in place (4 bytes of the header room) and the
+ *        batch sent with one sendmmsg (GSO) on the relay socket
+ *        (relayfast.go), zero copies;
+ *      - other relayed paths (TCP/TLS, vnet, before the channel is
+ *        bound): one ice.Conn.Write per record; pion's TURN client wraps
+ *        it.
  *
  * Buffers: bufs belong to the caller and are borrowed for the call; the
  * header room and tail capacity are overwritten. Nothing is retained (the
@@ -65,6 +71,7 @@ type route struct {
 	dstUDP        *net.UDPAddr   // dst for generic conns that need a net.Addr
 	sock          *sock          // direct: the socket that reaches dst
 	ice           *ice.Conn      // relayed: records go through the agent
+	relay         *relayFast     // relayed over a UDP TURN socket with the fast path, or nil
 }
 
 // txState is a link's send scratch, used under txMu.
@@ -119,8 +126,8 @@ func (l *Link) WriteBatch(bufs [][]byte, offset int) (int, error) {
 		size := len(b) - offset
 		buf, off := b, offset
 		if cap(b)-len(b) < record.TagLen {
-			end := spill + record.HeaderLen + size
-			buf, off = tx.arena[spill:end:end+record.TagLen], record.HeaderLen
+			end := spill + chanHdrLen + record.HeaderLen + size
+			buf, off = tx.arena[spill:end:end+record.TagLen], chanHdrLen+record.HeaderLen
 			copy(buf[off:], b[offset:])
 			spill = end + record.TagLen
 		}
@@ -128,6 +135,10 @@ func (l *Link) WriteBatch(bufs [][]byte, offset int) (int, error) {
 		if e != nil {
 			n, err = i, l.sealError(e)
 			break
+		}
+		if rt.relay != nil { // room for a ChannelData header in front
+			start := off - record.HeaderLen - chanHdrLen
+			rec = buf[start : start+chanHdrLen+len(rec)]
 		}
 		tx.recs = append(tx.recs, rec)
 		bytes += uint64(size)
@@ -154,7 +165,7 @@ func (tx *txState) reserveSpill(bufs [][]byte, offset int) {
 	need := 0
 	for _, b := range bufs {
 		if cap(b)-len(b) < record.TagLen && len(b) >= offset {
-			need += record.Overhead + len(b) - offset
+			need += chanHdrLen + record.Overhead + len(b) - offset
 		}
 	}
 	if need > len(tx.arena) {
@@ -178,8 +189,15 @@ func (l *Link) sendRecords(tx *txState, rt *route) error {
 	if rt.sock != nil {
 		return rt.sock.sendRecords(&tx.fast, tx.recs, rt)
 	}
+	skip := 0
+	if rt.relay != nil {
+		if ok, err := rt.relay.sendRecords(&tx.fast, tx.recs, rt.remote.Addr); ok {
+			return err
+		}
+		skip = chanHdrLen // the room for the header the fast path did not use
+	}
 	for _, r := range tx.recs {
-		if _, err := rt.ice.Write(r); err != nil {
+		if _, err := rt.ice.Write(r[skip:]); err != nil {
 			return err
 		}
 	}
@@ -195,6 +213,7 @@ func (l *Link) setRoute(s *session, sel *pairView) {
 		next = &route{local: sel.local, remote: sel.remote}
 		if sel.local.Type == "relay" {
 			next.ice = s.iceConn
+			next.relay = l.m.relays.find(sel.local.Addr)
 		} else if sel.remote.Addr.IsValid() {
 			next.dst = sel.remote.Addr
 			next.sock = l.m.socks.forDst(next.dst)
@@ -207,10 +226,11 @@ func (l *Link) setRoute(s *session, sel *pairView) {
 		}
 	}
 	cur := l.route.Load()
-	if cur != nil && next != nil && cur.local == next.local && cur.remote == next.remote && cur.ice == next.ice {
+	if cur != nil && next != nil && cur.local == next.local && cur.remote == next.remote && cur.ice == next.ice && cur.relay == next.relay {
 		return
 	}
 	l.route.Store(next)
+	l.moveRelay(cur, next)
 	// The route table maps the current direct address and the previous
 	// one to the link, so that records still in flight on the path just
 	// left (or sent by a peer that switches a little later) are accepted.
@@ -232,10 +252,23 @@ func (l *Link) setRoute(s *session, sel *pairView) {
 // in the route table. Run goroutine only.
 func (l *Link) stopDataPath() {
 	l.keys.Store(nil)
-	l.route.Store(nil)
+	l.moveRelay(l.route.Swap(nil), nil)
 	if a := l.o.routeAddrs; a[0].IsValid() || a[1].IsValid() {
 		l.m.routes.update(l, netip.AddrPort{}, a[0], a[1])
 		l.o.routeAddrs = [2]netip.AddrPort{}
+	}
+}
+
+// moveRelay detaches the link from the relay socket of route cur and
+// attaches it to the one of next (either nil: none), so that the socket's
+// reader delivers the peer's records to it (relayfast.go). Run goroutine
+// only.
+func (l *Link) moveRelay(cur, next *route) {
+	if cur != nil && cur.relay != nil && (next == nil || next.relay != cur.relay || next.remote.Addr != cur.remote.Addr) {
+		cur.relay.detach(l, cur.remote.Addr)
+	}
+	if next != nil && next.relay != nil {
+		next.relay.attach(l, next.remote.Addr)
 	}
 }
 

@@ -194,7 +194,7 @@ func (m *Manager) agentOptions(ctx context.Context, servers []ICEServer) ([]ice.
 			return nil, fmt.Errorf("tunnel: list network interfaces: %w", err)
 		}
 	}
-	opts = append(opts, ice.WithNet(&relayNet{Net: base, bind: m.relayBind, guard: m.relays}))
+	opts = append(opts, ice.WithNet(&relayNet{Net: fastRelayNet{base}, bind: m.relayBind, guard: m.relays}))
 	if dialer != nil {
 		opts = append(opts, ice.WithProxyDialer(dialer))
 	}

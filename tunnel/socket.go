@@ -176,7 +176,7 @@ func newSock(pc net.PacketConn, bufSize, slot int) (*sock, error) {
 	s := &sock{slot: slot}
 	if uc, ok := pc.(*net.UDPConn); ok {
 		if fastSocketsSupported {
-			f, err := newFastConn(uc, bufSize)
+			f, err := newFastConn(uc, bufSize, true)
 			if err != nil {
 				return nil, err
 			}

@@ -84,10 +84,10 @@ type fastConn struct {
 
 const fastSocketsSupported = true
 
-// newFastConn prepares c for batched I/O: UDP_GRO and SO_RXQ_OVFL on, GSO
-// probed. bufSize > 0 sizes the kernel buffers (forced past rmem_max with
-// CAP_NET_ADMIN, else up to it).
-func newFastConn(c *net.UDPConn, bufSize int) (*fastConn, error) {
+// newFastConn prepares c for batched I/O: SO_RXQ_OVFL on, GSO probed, and
+// UDP_GRO on if gro is set (else see enableGRO). bufSize > 0 sizes the
+// kernel buffers (forced past rmem_max with CAP_NET_ADMIN, else up to it).
+func newFastConn(c *net.UDPConn, bufSize int, gro bool) (*fastConn, error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return nil, err
@@ -114,9 +114,8 @@ func newFastConn(c *net.UDPConn, bufSize int) (*fastConn, error) {
 		if _, e := unix.GetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_SEGMENT); e == nil {
 			f.gso.Store(true)
 		}
-		if unix.SetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil {
-			v, e := unix.GetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_GRO)
-			f.gro = e == nil && v == 1
+		if gro {
+			f.gro = setGRO(s)
 		}
 	})
 	if err == nil {
@@ -126,6 +125,22 @@ func newFastConn(c *net.UDPConn, bufSize int) (*fastConn, error) {
 		return nil, fmt.Errorf("tunnel: prepare UDP socket: %w", err)
 	}
 	return f, nil
+}
+
+// setGRO turns UDP_GRO on for socket s and reports whether it is on.
+func setGRO(s int) bool {
+	if unix.SetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_GRO, 1) != nil {
+		return false
+	}
+	v, e := unix.GetsockoptInt(s, unix.IPPROTO_UDP, unix.UDP_GRO)
+	return e == nil && v == 1
+}
+
+// enableGRO turns UDP_GRO on for a socket made without it. Only the
+// socket's reader may call it, before its first newRx (gro is the
+// reader's to read).
+func (f *fastConn) enableGRO() {
+	_ = f.rc.Control(func(fd uintptr) { f.gro = setGRO(int(fd)) })
 }
 
 // bufferSizes returns the kernel's receive and send buffer sizes.

@@ -22,7 +22,7 @@ func listenFast(t *testing.T, network, addr string) *fastConn {
 	if err != nil {
 		t.Skipf("cannot listen on %s: %v", addr, err)
 	}
-	f, err := newFastConn(uc, 1<<20)
+	f, err := newFastConn(uc, 1<<20, true)
 	if err != nil {
 		t.Fatal(err)
 	}

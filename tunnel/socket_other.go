@@ -19,7 +19,9 @@ type fastTx struct{}
 
 var errNoFastSockets = errors.New("tunnel: batched UDP I/O is Linux-only")
 
-func newFastConn(*net.UDPConn, int) (*fastConn, error) { return nil, errNoFastSockets }
+func newFastConn(*net.UDPConn, int, bool) (*fastConn, error) { return nil, errNoFastSockets }
+
+func (f *fastConn) enableGRO() {}
 
 func (f *fastConn) bufferSizes() (int, int)                      { return 0, 0 }
 func (f *fastConn) newRx(int) *fastRx                            { return &fastRx{} }

@@ -28,7 +28,7 @@ type loopbackTURN struct {
 	roots                     *x509.CertPool
 }
 
-func startLoopbackTURN(t *testing.T) *loopbackTURN {
+func startLoopbackTURN(t testing.TB) *loopbackTURN {
 	t.Helper()
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelDisabled
@@ -69,7 +69,7 @@ func startLoopbackTURN(t *testing.T) *loopbackTURN {
 	return &loopbackTURN{server: s, udpAddr: pc.LocalAddr().String(), tcpAddr: tl.Addr().String(), tlsAddr: raw.Addr().String(), roots: roots}
 }
 
-func selfSignedLoopbackCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
+func selfSignedLoopbackCert(t testing.TB) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
