@@ -15,7 +15,15 @@ package tunnel
  *
  * permissions remembers the peers the server refused (for refusedTTL) and
  * fails new requests for them at once; and it fails requests an idle
- * session does not need. Failing the write is what a refusal does anyway:
+ * session does not need.
+ *
+ * Other error answers back off too (RFC 8656 §9: a client must not repeat
+ * a request the server rejected unchanged). 400 (an external coturn's
+ * answer to a request it cannot parse or place), 437/441/442, 486 (quota)
+ * and 508 (capacity) hold that peer's requests for permBackoffMin, doubling
+ * with every further error up to permBackoffMax; a success clears the
+ * count. 401 and 438 are pion's to handle: it retries once with the
+ * server's fresh NONCE. Failing the write is what a refusal does anyway:
  * pion's client returns the error to the agent, which moves on.
  */
 
@@ -32,6 +40,13 @@ import (
 // refused here (a changed server policy is picked up after it).
 const refusedTTL = 5 * time.Minute
 
+// permBackoffMin and permBackoffMax bound the back-off after an error
+// answer other than 403 (and 401/438, which pion retries itself).
+const (
+	permBackoffMin = time.Second
+	permBackoffMax = time.Minute
+)
+
 // maxPermTx bounds the outstanding permission requests remembered, and
 // maxRefused the refused peers.
 const (
@@ -42,13 +57,16 @@ const (
 // STUN/TURN message types and attributes used here (RFC 8656).
 const (
 	stunCreatePermission      = 0x0008
+	stunCreatePermissionOK    = 0x0108
 	stunCreatePermissionError = 0x0118
 	stunAttrErrorCode         = 0x0009
+	stunUnauthorized          = 401
 	stunForbidden             = 403
+	stunStaleNonce            = 438
 )
 
 var (
-	errPermissionRefused = errors.New("tunnel: the TURN server refused a permission for this peer lately")
+	errPermissionRefused = errors.New("tunnel: the TURN server refused a permission for this peer lately (backing off)")
 	errPermissionIdle    = errors.New("tunnel: no TURN permission for an idle link's unused pair")
 )
 
@@ -58,6 +76,7 @@ type permissions struct {
 	mu      sync.Mutex
 	pending map[[12]byte][]netip.Addr // transaction ID -> peers asked for
 	refused map[netip.Addr]time.Time  // peer -> refused until
+	strikes map[netip.Addr]int        // peer -> error answers in a row (back-off)
 }
 
 // check fails a permission request for a refused peer, or one the idle
@@ -102,15 +121,27 @@ func (ps *permissions) check(b []byte, now time.Time) error {
 	return nil
 }
 
-// answer notes a 403 answer to one of the permission requests check let
-// through.
+// answer notes the answer to one of the permission requests check let
+// through: a 403 refuses its peers for refusedTTL, another error backs
+// them off (permBackoffMin doubling up to permBackoffMax), a success
+// clears their back-off.
 func (ps *permissions) answer(b []byte, now time.Time) {
-	if len(b) < stunHeaderLen || binary.BigEndian.Uint16(b[0:2]) != stunCreatePermissionError ||
-		binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+	if len(b) < stunHeaderLen || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
 		return
 	}
-	v, ok := stunAttr(b, stunAttrErrorCode)
-	if !ok || len(v) < 4 || int(v[2]&0x07)*100+int(v[3]) != stunForbidden {
+	code := 0
+	switch binary.BigEndian.Uint16(b[0:2]) {
+	case stunCreatePermissionOK:
+	case stunCreatePermissionError:
+		v, ok := stunAttr(b, stunAttrErrorCode)
+		if !ok || len(v) < 4 {
+			return
+		}
+		code = int(v[2]&0x07)*100 + int(v[3])
+		if code == stunUnauthorized || code == stunStaleNonce {
+			return // pion retries with the fresh NONCE
+		}
+	default:
 		return
 	}
 	var tx [12]byte
@@ -122,14 +153,32 @@ func (ps *permissions) answer(b []byte, now time.Time) {
 		return
 	}
 	delete(ps.pending, tx)
+	if code == 0 {
+		for _, p := range peers {
+			delete(ps.strikes, p)
+		}
+		return
+	}
 	if ps.refused == nil {
 		ps.refused = make(map[netip.Addr]time.Time)
+		ps.strikes = make(map[netip.Addr]int)
 	}
 	for _, p := range peers {
-		if len(ps.refused) >= maxRefused {
+		if len(ps.refused) >= maxRefused || len(ps.strikes) >= maxRefused {
 			clear(ps.refused)
+			clear(ps.strikes)
 		}
-		ps.refused[p] = now.Add(refusedTTL)
+		if code == stunForbidden {
+			ps.refused[p] = now.Add(refusedTTL)
+			continue
+		}
+		n := min(ps.strikes[p]+1, 16)
+		ps.strikes[p] = n
+		d := permBackoffMin << (n - 1)
+		if d > permBackoffMax || d <= 0 {
+			d = permBackoffMax
+		}
+		ps.refused[p] = now.Add(d)
 	}
 }
 

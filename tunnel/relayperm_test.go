@@ -59,20 +59,96 @@ func TestPermissionsRefused(t *testing.T) {
 		t.Fatalf("after refusedTTL: %v", err)
 	}
 
-	// A 400 (or an answer to a request never seen) refuses nothing.
+	// An answer to a request never seen refuses nothing.
 	var ps2 permissions
-	req2 := createPermission(t, public)
-	if err := ps2.check(req2.Raw, now); err != nil {
-		t.Fatal(err)
-	}
-	ps2.answer(permissionError(t, req2, stun.CodeBadRequest), now)
 	ps2.answer(permissionError(t, createPermission(t, public), stun.CodeForbidden), now)
 	if err := ps2.check(createPermission(t, public).Raw, now); err != nil {
-		t.Fatalf("after a 400 and a stray 403: %v", err)
+		t.Fatalf("after a stray 403: %v", err)
 	}
 	// Other TURN messages pass untouched.
 	if err := ps.check(bindingRequest(t, "r:l"), now); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPermissionsBackoff: an error answer other than 403 (coturn's 400,
+// 486 quota, 508 capacity) holds new requests for that peer — 1 s, then
+// doubling with every further error up to a minute — instead of letting
+// every check round ask again (issue 18: ~8 requests a second, all
+// refused); a success clears the count; 401 and 438 are left to pion's own
+// retry with the server's fresh NONCE.
+func TestPermissionsBackoff(t *testing.T) {
+	now := time.Unix(8_000_000, 0)
+	peer := netip.MustParseAddr("198.51.100.17")
+	other := netip.MustParseAddr("198.51.100.16")
+	var ps permissions
+	ask := func(at time.Time, p netip.Addr) (*stun.Message, error) {
+		req := createPermission(t, p)
+		return req, ps.check(req.Raw, at)
+	}
+	fail := func(at time.Time, code stun.ErrorCode) {
+		t.Helper()
+		req, err := ask(at, peer)
+		if err != nil {
+			t.Fatalf("request at +%v: %v", at.Sub(now), err)
+		}
+		ps.answer(permissionError(t, req, code), at)
+	}
+	held := func(at time.Time) bool {
+		_, err := ask(at, peer)
+		return errors.Is(err, errPermissionRefused)
+	}
+
+	at := now
+	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second} {
+		fail(at, stun.CodeBadRequest)
+		if !held(at.Add(want - time.Millisecond)) {
+			t.Fatalf("400 #%d: not held for %v", i+1, want)
+		}
+		if _, err := ask(at, other); err != nil {
+			t.Fatalf("400 #%d: another peer held too: %v", i+1, err)
+		}
+		at = at.Add(want)
+		if held(at) {
+			t.Fatalf("400 #%d: still held after %v", i+1, want)
+		}
+	}
+	for range 10 {
+		fail(at, stun.CodeInsufficientCapacity)
+		at = at.Add(permBackoffMax)
+	}
+	fail(at, stun.CodeInsufficientCapacity)
+	if !held(at.Add(permBackoffMax-time.Millisecond)) || held(at.Add(permBackoffMax)) {
+		t.Fatalf("the back-off is not capped at %v", permBackoffMax)
+	}
+
+	// A success clears the count: the next error holds for 1 s again.
+	at = at.Add(permBackoffMax)
+	req, err := ask(at, peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID), stun.NewType(stun.MethodCreatePermission, stun.ClassSuccessResponse))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps.answer(ok.Raw, at)
+	fail(at, stun.CodeBadRequest)
+	if held(at.Add(time.Second)) {
+		t.Fatal("after a success the back-off did not start again at 1 s")
+	}
+
+	// 401 and 438: pion retries at once with the new NONCE.
+	for _, code := range []stun.ErrorCode{stun.CodeUnauthorized, stun.CodeStaleNonce} {
+		var ps3 permissions
+		req := createPermission(t, peer)
+		if err := ps3.check(req.Raw, now); err != nil {
+			t.Fatal(err)
+		}
+		ps3.answer(permissionError(t, req, code), now)
+		if err := ps3.check(createPermission(t, peer).Raw, now); err != nil {
+			t.Fatalf("after a %d: %v", code, err)
+		}
 	}
 }
 
