@@ -180,6 +180,11 @@ func (ca *CA) Save(dir string, force bool) error {
 // own expiry. id is normalized (groups and subnets sorted, de-duplicated) and
 // then validated (ErrBadIdentity).
 func (ca *CA) Sign(pub crypto.PublicKey, id Identity, validity time.Duration) (*NodeCert, error) {
+	return ca.signValidity(pub, id, validity, ca.Prefix6())
+}
+
+// signValidity is Sign with the mesh IPv6 prefix id.Addr6 must lie in.
+func (ca *CA) signValidity(pub crypto.PublicKey, id Identity, validity time.Duration, prefix6 netip.Prefix) (*NodeCert, error) {
 	if validity <= 0 {
 		return nil, fmt.Errorf("pki: certificate validity %v: must be positive", validity)
 	}
@@ -191,12 +196,19 @@ func (ca *CA) Sign(pub crypto.PublicKey, id Identity, validity time.Duration) (*
 	if notAfter.After(ca.Cert.NotAfter) {
 		notAfter = ca.Cert.NotAfter
 	}
-	return ca.sign(pub, id, now.Add(-backdate), notAfter)
+	return ca.signPrefix6(pub, id, now.Add(-backdate), notAfter, prefix6)
 }
 
 // sign is Sign with an explicit validity window (tests make expired and
 // future certificates with it).
 func (ca *CA) sign(pub crypto.PublicKey, id Identity, notBefore, notAfter time.Time) (*NodeCert, error) {
+	return ca.signPrefix6(pub, id, notBefore, notAfter, ca.Prefix6())
+}
+
+// signPrefix6 is sign with the mesh IPv6 prefix id.Addr6 must lie in (zero:
+// any address): the CA's own, or for a renewal across a CA rotation the
+// prefix of the CA that issued the certificate being renewed.
+func (ca *CA) signPrefix6(pub crypto.PublicKey, id Identity, notBefore, notAfter time.Time, prefix6 netip.Prefix) (*NodeCert, error) {
 	if ca == nil || ca.Cert == nil || ca.Key == nil {
 		return nil, errors.New("pki: sign: no CA")
 	}
@@ -207,7 +219,7 @@ func (ca *CA) sign(pub crypto.PublicKey, id Identity, notBefore, notAfter time.T
 	if err := id.Validate(); err != nil {
 		return nil, err
 	}
-	if err := ca.checkAddr6(id); err != nil {
+	if err := checkAddr6(id, prefix6); err != nil {
 		return nil, err
 	}
 	ext, err := marshalIdentity(id)

@@ -153,12 +153,11 @@ func (ca *CA) Prefix6() netip.Prefix {
 	return p
 }
 
-// checkAddr6 refuses a node IPv6 address outside the CA's mesh prefix, or
-// with another prefix length: every node of a mesh must agree on where the
-// overlay's IPv6 addresses live. A CA without a prefix accepts any address
-// the identity rules allow.
-func (ca *CA) checkAddr6(id Identity) error {
-	p6 := ca.Prefix6()
+// checkAddr6 refuses a node IPv6 address outside the mesh prefix p6, with
+// another prefix length, or the prefix's own network address: every node of
+// a mesh must agree on where the overlay's IPv6 addresses live. A zero p6 (a
+// CA without a prefix) accepts any address the identity rules allow.
+func checkAddr6(id Identity, p6 netip.Prefix) error {
 	if !p6.IsValid() || !id.Addr6.IsValid() {
 		return nil
 	}

@@ -213,3 +213,37 @@ func FuzzMeshPrefix6Extension(f *testing.F) {
 		}
 	})
 }
+
+// TestRenewKeepsAddr6AcrossRotation: a renewal keeps the node's IPv6
+// address. Across a CA rotation whose new CA has another prefix, the address
+// may stay in the previous CA's prefix (the node would otherwise be stranded
+// between the two CAs), while a fresh certificate from the new CA still has
+// to use the new prefix.
+func TestRenewKeepsAddr6AcrossRotation(t *testing.T) {
+	p1, p2 := netip.MustParsePrefix("fd11:1111:1111::/48"), netip.MustParsePrefix("fd22:2222:2222::/48")
+	oldCA, err := NewCAWithPrefix6("m", 24*time.Hour, KeyECDSAP256, p1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCA, err := NewCAWithPrefix6("m", 24*time.Hour, KeyECDSAP256, p2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := Identity{Name: "nas", Addr: netip.MustParsePrefix("100.64.0.7/10"), Addr6: netip.MustParsePrefix("fd11:1111:1111::7/48")}
+	prev := mustNode(t, oldCA, KeyECDSAP256, id, time.Time{}, time.Time{})
+	key, _ := GenerateKey(KeyECDSAP256)
+	csr, err := CreateRenewalCSR(key, prev.cert.Identity, prev.cert, prev.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := newCA.Renew(csr, prev.cert, time.Hour, oldCA.Cert)
+	if err != nil {
+		t.Fatalf("renewal across the rotation: %v", err)
+	}
+	if nc.Identity.Addr6 != id.Addr6 {
+		t.Fatalf("renewed Addr6 %v, want %v", nc.Identity.Addr6, id.Addr6)
+	}
+	if _, err := newCA.Sign(key.Public(), id, time.Hour); !errors.Is(err, ErrBadPrefix6) {
+		t.Fatalf("a fresh certificate of the new CA in the old prefix: %v, want ErrBadPrefix6", err)
+	}
+}

@@ -205,9 +205,10 @@ func (ca *CA) Renew(csrPEM []byte, prev *NodeCert, validity time.Duration, prevI
 		return nil, errors.New("pki: renew: no CA or no previous certificate")
 	}
 	issued := false
-	for _, issuer := range append([]*x509.Certificate{ca.Cert}, prevIssuers...) {
-		if issuer != nil && prev.Cert.CheckSignatureFrom(issuer) == nil {
-			issued = true
+	var issuer *x509.Certificate
+	for _, c := range append([]*x509.Certificate{ca.Cert}, prevIssuers...) {
+		if c != nil && prev.Cert.CheckSignatureFrom(c) == nil {
+			issued, issuer = true, c
 			break
 		}
 	}
@@ -231,7 +232,15 @@ func (ca *CA) Renew(csrPEM []byte, prev *NodeCert, validity time.Duration, prevI
 	if !id.Equal(prev.Identity) {
 		return nil, fmt.Errorf("%w: the renewal request differs from the certificate it renews (serial %x): it asks for %s", ErrBadIdentity, prev.Cert.SerialNumber, identityDiff(prev.Identity, id))
 	}
-	return ca.Sign(csr.PublicKey, prev.Identity, validity)
+	// A renewal keeps the IPv6 address: across a CA rotation it may lie in
+	// the previous CA's prefix rather than this one's (docs/pki.md, "Rotate
+	// the CA", says to keep the prefix; a rotation that did not must still
+	// renew its nodes, or they are stranded between two CAs).
+	prefix6 := ca.Prefix6()
+	if p, err := MeshPrefix6(issuer); err == nil && p.IsValid() && checkAddr6(prev.Identity, p) == nil {
+		prefix6 = p
+	}
+	return ca.signValidity(csr.PublicKey, prev.Identity, validity, prefix6)
 }
 
 // KeyBelongsTo reports whether key is the private key of cert.
