@@ -21,7 +21,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -524,9 +526,9 @@ func (l *Link) onPathTick() {
 	}
 	t := l.m.timers
 	now := time.Now()
-	heard := selectedHeard(s.agent)
+	heard, elsewhere := selectedHeard(s.agent)
 	was := o.idle.idle
-	idle, woke := o.idle.observe(now, l.dataCount(), heard, t)
+	idle, woke := o.idle.observe(now, l.dataCount(), heard, elsewhere, t)
 	s.gate.setIdle(idle)
 	if idle != was {
 		l.updateSnap(func(sn *snapshot) { sn.idle = idle })
@@ -577,26 +579,44 @@ func (l *Link) dataCount() uint64 {
 
 // selectedHeard is when the agent last heard from the selected pair: a
 // check from the peer, an answer to one of ours, or a packet through the
-// ICE connection (DTLS); zero if no pair is selected.
-func selectedHeard(a *ice.Agent) time.Time {
+// ICE connection (DTLS); zero if no pair is selected. elsewhere is the
+// latest check the peer sent from another address (it roamed, or is
+// checking pairs this side does not use): an idle link must answer those
+// at the active pace.
+func selectedHeard(a *ice.Agent) (heard, elsewhere time.Time) {
 	sel, ok := a.GetSelectedCandidatePairStats()
 	if !ok {
-		return time.Time{}
+		return time.Time{}, time.Time{}
 	}
 	// The selected pair's own stats lack the check timestamps; the
 	// check list has them.
-	heard := sel.LastPacketReceivedTimestamp
-	for _, st := range a.GetCandidatePairsStats() {
+	heard = sel.LastPacketReceivedTimestamp
+	var selRemote string
+	stats := a.GetCandidatePairsStats()
+	for _, st := range stats {
 		if st.LocalCandidateID != sel.LocalCandidateID || st.RemoteCandidateID != sel.RemoteCandidateID {
 			continue
 		}
+		selRemote = st.RemoteCandidateID
 		for _, t := range []time.Time{st.LastResponseTimestamp, st.LastRequestReceivedTimestamp, st.LastPacketReceivedTimestamp} {
 			if t.After(heard) {
 				heard = t
 			}
 		}
 	}
-	return heard
+	if selRemote == "" {
+		return heard, time.Time{}
+	}
+	remotes := map[string]string{}
+	for _, c := range a.GetRemoteCandidatesStats() {
+		remotes[c.ID] = net.JoinHostPort(c.IP, strconv.Itoa(c.Port))
+	}
+	for _, st := range stats {
+		if remotes[st.RemoteCandidateID] != remotes[selRemote] && st.LastRequestReceivedTimestamp.After(elsewhere) {
+			elsewhere = st.LastRequestReceivedTimestamp
+		}
+	}
+	return heard, elsewhere
 }
 
 // recheck verifies the connected peer's certificate again (a newer CRL, or

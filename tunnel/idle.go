@@ -21,9 +21,12 @@ package tunnel
  *           per IdleKeepalive refresh NAT mappings on both ends.
  *
  * An idle link wakes (becomes active at once) when a data record is sent or
- * received, or when its selected pair has not been heard from for
- * IdleKeepalive + 2*PathTimeout (a lost keepalive: probe fast and let the
- * normal failure handling decide). pion's own disconnected/failed timers
+ * received, when the peer checks a pair from another address than the
+ * selected pair's (it roamed, or its side is active and this side must
+ * answer with triggered checks), or when its selected pair has not been
+ * heard from for IdleKeepalive + 2*PathTimeout (a lost keepalive: probe
+ * fast and let the normal failure handling decide). It stays active for at
+ * least IdleAfter. pion's own disconnected/failed timers
  * are off (they would fire on every idle link); liveness (below) replaces
  * them with the same thresholds, measured from the later of the last packet
  * heard on the selected pair and the moment the link last woke.
@@ -62,6 +65,7 @@ type idleTracker struct {
 	idle        bool
 	lastData    time.Time // when the data counters last moved
 	activeSince time.Time // when the link last became active
+	idleSince   time.Time // when it last became idle
 	count       uint64    // data records sent+received at the last observation
 }
 
@@ -70,26 +74,31 @@ func (t *idleTracker) reset(now time.Time, count uint64) {
 	*t = idleTracker{lastData: now, activeSince: now, count: count}
 }
 
-// observe takes the link's data record count (sent plus received) and the
-// last time a packet was heard on the selected pair, and returns whether
-// the link is idle now and whether it just woke up.
-func (t *idleTracker) observe(now time.Time, count uint64, heard time.Time, tm Timers) (idle, woke bool) {
+// observe takes the link's data record count (sent plus received), the
+// last time a packet was heard on the selected pair and the last check the
+// peer sent from another address, and returns whether the link is idle now
+// and whether it just woke up. A link stays active for IdleAfter after its
+// last data record and after it woke.
+func (t *idleTracker) observe(now time.Time, count uint64, heard, elsewhere time.Time, tm Timers) (idle, woke bool) {
+	wake := func() (bool, bool) {
+		t.idle, t.activeSince = false, now
+		return false, true
+	}
 	if count != t.count {
 		t.count, t.lastData = count, now
 		if t.idle {
-			t.idle, t.activeSince = false, now
-			return false, true
+			return wake()
 		}
 	}
 	if t.idle {
-		if heard.IsZero() || now.Sub(heard) > idleWakeAfter(tm) {
-			t.idle, t.activeSince = false, now
-			return false, true
+		if heard.IsZero() || now.Sub(heard) > idleWakeAfter(tm) || elsewhere.After(t.idleSince) {
+			return wake()
 		}
 		return true, false
 	}
-	if now.Sub(t.lastData) >= tm.IdleAfter && !heard.IsZero() && now.Sub(heard) <= tm.PathTimeout {
-		t.idle = true
+	quiet := now.Sub(t.lastData) >= tm.IdleAfter && now.Sub(t.activeSince) >= tm.IdleAfter
+	if quiet && !heard.IsZero() && now.Sub(heard) <= tm.PathTimeout && !elsewhere.After(now.Add(-tm.PathTimeout)) {
+		t.idle, t.idleSince = true, now
 	}
 	return t.idle, false
 }

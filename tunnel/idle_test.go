@@ -32,34 +32,39 @@ func TestIdleTracker(t *testing.T) {
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 	var tr idleTracker
 	tr.reset(t0, 0)
+	const never = -1
 	steps := []struct {
-		name  string
-		now   time.Duration
-		count uint64
-		heard time.Duration // since t0; -1: never
-		idle  bool
-		woke  bool
+		name      string
+		now       time.Duration
+		count     uint64
+		heard     time.Duration // since t0
+		elsewhere time.Duration // since t0; never: no check from another address
+		idle      bool
+		woke      bool
 	}{
-		{"traffic keeps it active", 5 * time.Second, 10, 5 * time.Second, false, false},
-		{"quiet, but not for IdleAfter yet", 14 * time.Second, 10, 14 * time.Second, false, false},
-		{"quiet for IdleAfter, pair answering: idle", 15 * time.Second, 10, 14 * time.Second, true, false},
-		{"idle keepalive not yet due: still idle", 30 * time.Second, 10, 14 * time.Second, true, false},
-		{"keepalive answered", 35 * time.Second, 10, 35 * time.Second, true, false},
-		{"one keepalive late but within 2 PathTimeouts", 58 * time.Second, 10, 35 * time.Second, true, false},
-		{"a keepalive lost: wake and probe fast", 59500 * time.Millisecond, 10, 35 * time.Second, false, true},
-		{"the pair answers the fast checks: idle again", 60 * time.Second, 10, 59 * time.Second, true, false},
-		{"a data record wakes it at once", 69 * time.Second, 11, 67 * time.Second, false, true},
-		{"active while data is recent", 75 * time.Second, 11, 74 * time.Second, false, false},
-		{"quiet for IdleAfter: idle again", 79 * time.Second, 11, 78 * time.Second, true, false},
-		{"data again", 101 * time.Second, 12, 99 * time.Second, false, true},
-		{"no idling while the pair is silent", 115 * time.Second, 12, 105 * time.Second, false, false},
+		{"traffic keeps it active", 5 * time.Second, 10, 5 * time.Second, never, false, false},
+		{"quiet, but not for IdleAfter yet", 14 * time.Second, 10, 14 * time.Second, never, false, false},
+		{"quiet for IdleAfter, pair answering: idle", 15 * time.Second, 10, 14 * time.Second, never, true, false},
+		{"idle keepalive not yet due: still idle", 30 * time.Second, 10, 14 * time.Second, never, true, false},
+		{"keepalive answered", 35 * time.Second, 10, 35 * time.Second, never, true, false},
+		{"one keepalive late but within 2 PathTimeouts", 58 * time.Second, 10, 35 * time.Second, never, true, false},
+		{"a keepalive lost: wake and probe fast", 59500 * time.Millisecond, 10, 35 * time.Second, never, false, true},
+		{"after waking it stays active for IdleAfter", 60 * time.Second, 10, 59 * time.Second, never, false, false},
+		{"then idle again", 69500 * time.Millisecond, 10, 69 * time.Second, never, true, false},
+		{"a data record wakes it at once", 70 * time.Second, 11, 69 * time.Second, never, false, true},
+		{"active while data is recent", 75 * time.Second, 11, 74 * time.Second, never, false, false},
+		{"quiet for IdleAfter: idle again", 80 * time.Second, 11, 79 * time.Second, never, true, false},
+		{"the peer checks from another address: wake", 85 * time.Second, 11, 79 * time.Second, 84 * time.Second, false, true},
+		{"that check is old news: idle again", 96 * time.Second, 11, 95 * time.Second, 84 * time.Second, true, false},
+		{"data again", 101 * time.Second, 12, 99 * time.Second, 84 * time.Second, false, true},
+		{"no idling while the pair is silent", 115 * time.Second, 12, 105 * time.Second, 84 * time.Second, false, false},
 	}
 	for _, s := range steps {
-		heard := at(s.heard)
-		if s.heard < 0 {
-			heard = time.Time{}
+		var elsewhere time.Time
+		if s.elsewhere != never {
+			elsewhere = at(s.elsewhere)
 		}
-		idle, woke := tr.observe(at(s.now), s.count, heard, tm)
+		idle, woke := tr.observe(at(s.now), s.count, at(s.heard), elsewhere, tm)
 		if idle != s.idle || woke != s.woke {
 			t.Fatalf("%s: idle=%v woke=%v, want idle=%v woke=%v", s.name, idle, woke, s.idle, s.woke)
 		}
