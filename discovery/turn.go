@@ -170,6 +170,10 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 			return fail(fmt.Errorf("discovery: TURN UDP listener: %w", err))
 		}
 		closers = append(closers, pc.Close)
+		if o.Secret != "" {
+			// Bad or expired credentials get 401, not pion's 400 (turnauth.go).
+			pc = &authConn{PacketConn: pc, auth: &turnAuth{secret: o.Secret, realm: o.Realm, now: time.Now}}
+		}
 		cfg.PacketConnConfigs = append(cfg.PacketConnConfigs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
 		port := pc.LocalAddr().(*net.UDPAddr).Port
 		hp := net.JoinHostPort(host, strconv.Itoa(port))

@@ -1,0 +1,158 @@
+package discovery
+
+import (
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v4"
+
+	"github.com/meshd/meshd/internal/testutil"
+)
+
+// turnRequest sends one Allocate to server from conn and returns the
+// answer. With username "" the request carries no credential (pion's
+// challenge); otherwise USERNAME, REALM, NONCE and MESSAGE-INTEGRITY from
+// password.
+func turnRequest(t *testing.T, conn net.PacketConn, server net.Addr, username, password, realm, nonce string) *stun.Message {
+	t.Helper()
+	setters := []stun.Setter{stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest),
+		stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}}
+	if username != "" {
+		setters = append(setters, stun.NewUsername(username), stun.NewRealm(realm), stun.NewNonce(nonce),
+			stun.NewLongTermIntegrity(username, realm, password))
+	}
+	setters = append(setters, stun.Fingerprint)
+	req, err := stun.Build(setters...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.WriteTo(req.Raw, server); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		n, _, err := conn.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no answer to the Allocate: %v", err)
+		}
+		res := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+		if err := res.Decode(); err != nil {
+			t.Fatalf("undecodable answer: %v", err)
+		}
+		if res.TransactionID == req.TransactionID {
+			return res
+		}
+	}
+}
+
+func errorCode(t *testing.T, m *stun.Message) int {
+	t.Helper()
+	if m.Type.Class != stun.ClassErrorResponse {
+		return 0
+	}
+	var code stun.ErrorCodeAttribute
+	if err := code.GetFrom(m); err != nil {
+		t.Fatalf("error response without ERROR-CODE: %v", err)
+	}
+	return int(code.Code)
+}
+
+// TestTURNAuth401: the embedded TURN server answers a request whose
+// credential is expired, or whose password is wrong, with 401 Unauthorized
+// carrying REALM and NONCE (RFC 8489 §9.2.4, as coturn does) — pion alone
+// answers 400, which a client reads as "malformed, never retry" rather than
+// "get new credentials". A good credential still allocates.
+func TestTURNAuth401(t *testing.T) {
+	testutil.LeakCheck(t)
+	svc, err := newTURNService(TURNOptions{
+		Secret:           testTURNSecret,
+		Realm:            "meshd",
+		UDPAddr:          "127.0.0.1:0",
+		RelayAddress:     netip.MustParseAddr("127.0.0.1"),
+		RelayBindAddress: "127.0.0.1",
+		RelayPortMin:     43000,
+		RelayPortMax:     43099,
+	}, tlsCertForTest(t), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	var server net.Addr
+	for _, u := range svc.urls {
+		if uri, err := stun.ParseURI(u); err == nil && uri.Scheme == stun.SchemeTypeTURN {
+			server, _ = net.ResolveUDPAddr("udp", net.JoinHostPort(uri.Host, "0"))
+			server.(*net.UDPAddr).Port = uri.Port
+		}
+	}
+	if server == nil {
+		t.Fatalf("no turn: URL in %v", svc.urls)
+	}
+
+	challenge := turnRequest(t, udpConn(t), server, "", "", "", "")
+	var nonce stun.Nonce
+	if errorCode(t, challenge) != 401 || nonce.GetFrom(challenge) != nil {
+		t.Fatalf("unauthenticated Allocate: %v, want pion's 401 challenge with a NONCE", challenge)
+	}
+	now := time.Now()
+	goodUser, goodPass := turnCredentials(testTURNSecret, "node-a", now.Add(time.Hour))
+	expiredUser, expiredPass := turnCredentials(testTURNSecret, "node-a", now.Add(-time.Minute))
+	tests := []struct {
+		name, user, pass string
+		want             int
+	}{
+		{"expired", expiredUser, expiredPass, 401},
+		{"wrong password", goodUser, "not-the-password", 401},
+		{"other secret", goodUser, func() string { _, p := turnCredentials("other", "node-a", now.Add(time.Hour)); return p }(), 401},
+		{"not the scheme", "node-a", "x", 401},
+		{"good", goodUser, goodPass, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := turnRequest(t, udpConn(t), server, tt.user, tt.pass, "meshd", nonce.String())
+			if got := errorCode(t, res); got != tt.want {
+				t.Fatalf("Allocate answered %d (%v), want %d", got, res, tt.want)
+			}
+			if tt.want != 401 {
+				return
+			}
+			var realm stun.Realm
+			var n stun.Nonce
+			if realm.GetFrom(res) != nil || realm.String() != "meshd" || n.GetFrom(res) != nil || n.String() == "" {
+				t.Fatalf("401 without the realm and a NONCE: %v", res)
+			}
+		})
+	}
+}
+
+// FuzzTURNAuthCheck: check never panics on any datagram, and what it
+// answers is a well-formed STUN error response of code 401.
+func FuzzTURNAuthCheck(f *testing.F) {
+	u, p := turnCredentials("s", "n", time.Unix(1, 0))
+	req, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest),
+		stun.NewUsername(u), stun.NewRealm("meshd"), stun.NewNonce("nonce"), stun.NewLongTermIntegrity(u, "meshd", p), stun.Fingerprint)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(req.Raw)
+	f.Add([]byte{0x40, 0, 0, 4, 1, 2, 3, 4})
+	f.Add(make([]byte, 20))
+	a := &turnAuth{secret: "s", realm: "meshd", now: func() time.Time { return time.Unix(2, 0) }}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		resp := a.check(b)
+		if resp == nil {
+			return
+		}
+		m := &stun.Message{Raw: resp}
+		if err := m.Decode(); err != nil {
+			t.Fatalf("undecodable 401: %v", err)
+		}
+		var code stun.ErrorCodeAttribute
+		if m.Type.Class != stun.ClassErrorResponse || code.GetFrom(m) != nil || code.Code != 401 {
+			t.Fatalf("answer %v is not a 401", m)
+		}
+	})
+}
