@@ -420,6 +420,17 @@ func (c *Client) Stats() ClientStats {
 	}
 }
 
+// clearTURN forgets the TURN credentials of an earlier session (their
+// coordinator's TURN URLs): TURNCredentials then has no URLs, and a
+// TURNUpdated change with empty credentials tells the daemon.
+func (c *Client) clearTURN() {
+	if p := c.turnPub.Load(); p == nil || len(p.URLs) == 0 {
+		return
+	}
+	c.turnPub.Store(&TURNCredentials{})
+	c.changes.push(Change{Kind: TURNUpdated, TURN: &TURNCredentials{}})
+}
+
 // TURNCredentials returns the latest TURN credentials, and false if none
 // were received yet (they may have expired if no coordinator has been
 // reachable for long; check Expires).

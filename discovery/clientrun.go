@@ -44,6 +44,7 @@ type clientSession struct {
 	pending   map[uint32]chan error
 	endErr    error    // why the run goroutine ended the session
 	coordCRL  *big.Int // number of the newest CRL exchanged on this session
+	turnSeen  bool     // the coordinator sent TURN credentials on this session
 }
 
 func (s *clientSession) close() {
@@ -434,6 +435,7 @@ func (c *Client) handleFrame(f frame) {
 		}
 		c.checkCRL()
 	case frameTURN:
+		s.turnSeen = true
 		t := f.turn
 		c.turnPub.Store(&t)
 		tc := t
@@ -448,6 +450,13 @@ func (c *Client) handleFrame(f frame) {
 		// map is at most ~0.5 MiB however hostile the coordinator.
 		s.snapshot = make(map[string]*Record, f.count)
 		s.snapCount, s.snapGot = f.count, 0
+		if !s.turnSeen {
+			// A coordinator sends its TURN credentials before the snapshot;
+			// this one has none (its TURN is off). The credentials of the
+			// previous session name another coordinator's TURN, which may be
+			// gone or disabled: stop handing them to ICE.
+			c.clearTURN()
+		}
 	case frameEntry:
 		if s.snapshot != nil {
 			// Counted before verification: entries beyond the announced

@@ -156,3 +156,26 @@ func FuzzTURNAuthCheck(f *testing.F) {
 		}
 	})
 }
+
+// TestTURNCredentialsDroppedWithoutTURN: a node whose session moves to a
+// coordinator that hands out no TURN credentials (its TURN is off) stops
+// offering the previous coordinator's TURN URLs to ICE, rather than trying
+// a dead or disabled relay until the old credentials expire (issue 18).
+func TestTURNCredentialsDroppedWithoutTURN(t *testing.T) {
+	testutil.LeakCheck(t)
+	m := newTestMesh(t)
+	withTURN := m.startCoord(t, "coord-1", 200, nil, func(o *CoordinatorOptions) {
+		o.TURN = TURNOptions{Secret: testTURNSecret, ExternalURLs: []string{"turn:turn.example.net:3478"}}
+	})
+	noTURN := m.startCoord(t, "coord-2", 201, nil)
+	a := m.startClient(t, m.creds(t, "node-a", 1), []string{withTURN.addr(), noTURN.addr()})
+	testutil.WaitFor(t, 5*time.Second, "credentials from coord-1", func() bool {
+		cr, ok := a.TURNCredentials()
+		return ok && len(cr.URLs) == 1
+	})
+	_ = withTURN.Close()
+	testutil.WaitFor(t, 10*time.Second, "coord-1's TURN URLs dropped after the failover to coord-2", func() bool {
+		cr, _ := a.TURNCredentials()
+		return len(cr.URLs) == 0
+	})
+}
