@@ -84,6 +84,68 @@ func TestDebContents(t *testing.T) {
 	if err != nil || !strings.Contains(string(conffiles), "/etc/meshd/meshd.toml") {
 		t.Errorf("/etc/meshd/meshd.toml must be a conffile so upgrades keep local edits: %v %q", err, conffiles)
 	}
+	t.Run("rpm", func(t *testing.T) { checkRPM(t, root, rpms[0]) })
+}
+
+// checkRPM reads the .rpm the way an admin on Fedora would (rpm -qp): the
+// same files and modes as the .deb (the licence where Fedora keeps it),
+// the config file marked so upgrades keep local edits, no dependency a
+// Fedora system cannot satisfy (meshd is static and uses netlink: today
+// it requires nothing), and the three scriptlets the maintainer scripts
+// provide.
+func checkRPM(t *testing.T, root, rpm string) {
+	if _, err := exec.LookPath("rpm"); err != nil {
+		t.Fatalf("rpm not installed: run scripts/lab-deps.sh: %v", err)
+	}
+	list := run(t, root, "rpm", "-qlpv", rpm)
+	for _, want := range []struct{ path, mode string }{
+		{"/usr/bin/meshd", "-rwxr-xr-x"},
+		{"/usr/bin/meshctl", "-rwxr-xr-x"},
+		{"/lib/systemd/system/meshd.service", "-rw-r--r--"},
+		{"/etc/meshd/meshd.toml", "-rw-r-----"},
+		{"/usr/share/bash-completion/completions/meshctl", "-rw-r--r--"},
+		{"/usr/share/fish/vendor_completions.d/meshctl.fish", "-rw-r--r--"},
+		{"/usr/share/man/man8/meshd.8.gz", "-rw-r--r--"},
+		{"/usr/share/man/man5/meshd.toml.5.gz", "-rw-r--r--"},
+		{"/usr/share/man/man1/meshctl.1.gz", "-rw-r--r--"},
+		{"/usr/share/man/man1/meshctl-cert-renew.1.gz", "-rw-r--r--"},
+		{"/usr/share/licenses/meshd/LICENSE", "-rw-r--r--"},
+		{"/var/lib/meshd", "drwx------"},
+	} {
+		found := false
+		for _, line := range strings.Split(list, "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 6 && f[len(f)-1] == want.path {
+				found = true
+				if f[0] != want.mode {
+					t.Errorf("rpm: %s has mode %s, want %s", want.path, f[0], want.mode)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("rpm: %s missing:\n%s", want.path, list)
+		}
+	}
+	if !strings.Contains(list, "/usr/share/zsh/") {
+		t.Errorf("rpm: no zsh completion")
+	}
+	if cf := run(t, root, "rpm", "-qp", "--configfiles", rpm); !strings.Contains(cf, "/etc/meshd/meshd.toml") {
+		t.Errorf("rpm: /etc/meshd/meshd.toml is not a %%config file: %q", cf)
+	}
+	for _, req := range strings.Split(strings.TrimSpace(run(t, root, "rpm", "-qp", "--requires", rpm)), "\n") {
+		if req != "" && !strings.HasPrefix(req, "rpmlib(") && !strings.HasPrefix(req, "/bin/sh") {
+			t.Errorf("rpm requires %q: meshd needs no other package", req)
+		}
+	}
+	scripts := run(t, root, "rpm", "-qp", "--scripts", rpm)
+	for _, want := range []string{"postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet"} {
+		if !strings.Contains(scripts, want) {
+			t.Errorf("rpm lacks its %s:\n%s", want, scripts)
+		}
+	}
+	if info := run(t, root, "rpm", "-qp", "--qf", "%{LICENSE}", rpm); info != "MIT" {
+		t.Errorf("rpm License %q, want MIT", info)
+	}
 }
 
 func TestUnitVerifies(t *testing.T) {
