@@ -92,6 +92,7 @@ type Config struct {
 	Routes      Routes      `toml:"routes"`
 	Control     Control     `toml:"control"`
 	Metrics     Metrics     `toml:"metrics"`
+	DNS         DNS         `toml:"dns"`
 	Log         Log         `toml:"log"`
 
 	// File is the name the configuration was parsed from ("" for Default).
@@ -409,6 +410,26 @@ type Metrics struct {
 	Listen netip.AddrPort `toml:"listen"`
 }
 
+// DNS is the [dns] table: names for the mesh's nodes. The mesh domain
+// itself is not configured here: it is stored in the CA certificate (meshctl
+// ca init --domain), so that every node agrees.
+type DNS struct {
+	// Enabled is dns.enabled, default true: answer queries for
+	// <node>.<mesh domain> (and PTR queries for overlay addresses) on this
+	// node's overlay addresses, port 53, UDP and TCP. Nothing listens on
+	// any other address.
+	Enabled bool `toml:"enabled"`
+	// Resolved is dns.resolved, default true: when systemd-resolved runs,
+	// register the resolver for the mesh domain only (split DNS, "~domain")
+	// on the TUN link over D-Bus, and revert it on stop. meshd never
+	// writes resolv.conf. Only takes effect with Enabled.
+	Resolved bool `toml:"resolved"`
+	// Forward is dns.forward, upstream resolvers ("IP:port") asked for
+	// names outside the mesh domain; default none: such queries are
+	// refused. Names inside the mesh domain are never forwarded.
+	Forward []netip.AddrPort `toml:"forward"`
+}
+
 // Log is the [log] table.
 type Log struct {
 	// Level is log.level, default LogInfo.
@@ -458,6 +479,7 @@ func Default() *Config {
 		},
 		Control: Control{Socket: "/run/meshd/meshd.sock", Group: "meshd"},
 		Metrics: Metrics{Listen: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), DefaultMetricsPort)},
+		DNS:     DNS{Enabled: true, Resolved: true},
 		Log:     Log{Level: LogInfo, Format: LogText},
 	}
 }

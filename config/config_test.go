@@ -80,6 +80,9 @@ func TestMinimalFileYieldsDocumentedDefaults(t *testing.T) {
 		{"control.group", cfg.Control.Group, "meshd"},
 		{"metrics.enabled", cfg.Metrics.Enabled, false},
 		{"metrics.listen", cfg.Metrics.Listen.String(), "127.0.0.1:9477"},
+		{"dns.enabled", cfg.DNS.Enabled, true},
+		{"dns.resolved", cfg.DNS.Resolved, true},
+		{"dns.forward", len(cfg.DNS.Forward), 0},
 		{"log.level", cfg.Log.Level, LogInfo},
 		{"log.format", cfg.Log.Format, LogText},
 	}
@@ -201,6 +204,11 @@ group = ""
 enabled = true
 listen = "[::1]:9100"
 
+[dns]
+enabled = false
+resolved = false
+forward = ["192.0.2.53:53", "[2001:db8::53]:5353"]
+
 [log]
 level = "debug"
 format = "json"
@@ -270,6 +278,7 @@ format = "json"
 		Routes:  Routes{Advertise: []netip.Prefix{pf("10.1.0.0/16"), pf("fd00:1::/64")}, Forward: true, Accept: []netip.Prefix{pf("0.0.0.0/0"), pf("::/0")}},
 		Control: Control{Socket: "/etc/meshd/meshd.sock", Group: "", GroupSet: true},
 		Metrics: Metrics{Enabled: true, Listen: ap("[::1]:9100")},
+		DNS:     DNS{Forward: []netip.AddrPort{ap("192.0.2.53:53"), ap("[2001:db8::53]:5353")}},
 		Log:     Log{Level: LogDebug, Format: LogJSON},
 	}
 	if !reflect.DeepEqual(cfg, want) {

@@ -166,6 +166,8 @@ func TestProblemsArePositioned(t *testing.T) {
 				{4, 1, "ice.turn_servers[0].secret_file", ErrInvalid, "set either secret or secret_file, not both"},
 				{10, 1, "ice.turn_servers[1].secret_file", ErrInvalid, "set either username and credential or secret_file, not both"},
 			}},
+		{"dns upstream without an address", "[dns]\nforward = [\"0.0.0.0:53\"]\n", false,
+			[]wantErr{{2, 1, "dns.forward", ErrInvalid, "not an upstream resolver address"}}},
 		{"metrics address with a host name", "[metrics]\nenabled = true\nlisten = \"localhost:9477\"\n", false,
 			[]wantErr{{3, 1, "metrics.listen", ErrInvalid, "host names are not resolved"}}},
 		{"data limits", "[data]\nrekey_interval = \"1s\"\nrekey_records = 10\n", false,

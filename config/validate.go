@@ -29,6 +29,7 @@ func (v *validator) run() {
 	v.routes()
 	v.control()
 	v.metrics()
+	v.dns()
 	v.listeners()
 }
 
@@ -395,6 +396,21 @@ func (v *validator) metrics() {
 		v.p.add("metrics.listen", ErrRequired, `required when metrics.enabled = true, e.g. "127.0.0.1:9477"`)
 	}
 }
+
+func (v *validator) dns() {
+	for _, f := range v.cfg.DNS.Forward {
+		if !f.IsValid() || f.Port() == 0 || f.Addr().IsUnspecified() {
+			v.p.addf("dns.forward", ErrInvalid, "%v is not an upstream resolver address (write \"IP:port\", e.g. \"192.0.2.53:53\")", f)
+		}
+	}
+	if len(v.cfg.DNS.Forward) > maxDNSForward {
+		v.p.addf("dns.forward", ErrInvalid, "%d upstream resolvers: at most %d", len(v.cfg.DNS.Forward), maxDNSForward)
+	}
+}
+
+// maxDNSForward bounds dns.forward: each is tried in turn while a query
+// waits.
+const maxDNSForward = 4
 
 // listener is one socket the configuration asks for.
 type listener struct {

@@ -30,12 +30,12 @@ type Host struct {
 // daemon builds a new one whenever the registry changes and swaps it in
 // with [Server.SetTable]; queries read whichever table is current.
 type Table struct {
-	domain  string // canonical FQDN: lower case, trailing dot
-	mesh    []netip.Prefix
-	hosts   []Host                // sorted by name
-	byName  map[string]int        // FQDN → index into hosts
-	byAddr  map[netip.Addr]string // overlay address → FQDN
-	soa     *mdns.SOA
+	domain string // canonical FQDN: lower case, trailing dot
+	mesh   []netip.Prefix
+	hosts  []Host                // sorted by name
+	byName map[string]int        // FQDN → index into hosts
+	byAddr map[netip.Addr]string // overlay address → FQDN
+	soa    *mdns.SOA
 }
 
 // NewTable returns the table for domain ("mesh.internal", with or without
