@@ -71,6 +71,8 @@ type TURNOptions struct {
 	MeshPorts func() []uint16
 	// interfaceAddrs replaces net.InterfaceAddrs in tests; nil = the host's.
 	interfaceAddrs func() ([]net.Addr, error)
+	// noFastPath leaves all forwarding to pion (benchmarks compare).
+	noFastPath bool
 
 	// PublicHost is the host written into handed-out URLs. "" = RelayAddress.
 	PublicHost string
@@ -101,6 +103,7 @@ type turnService struct {
 	urls   []string
 	log    *slog.Logger
 	peers  *peerPolicy // which peer addresses the relay reaches
+	fast   *turnFast   // the UDP listener's forwarding fast path, or nil
 
 	mu     sync.Mutex
 	allocs map[string]int // per user; guarded by mu
@@ -145,8 +148,9 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 	if bind == "" {
 		bind = o.RelayAddress.String()
 	}
+	var fast *turnFast // the UDP listener's forwarding fast path (turnfast.go), or nil
 	relay := func() turn.RelayAddressGenerator {
-		return filteredRelay{p: t.peers, RelayAddressGenerator: &turn.RelayAddressGeneratorPortRange{
+		return filteredRelay{p: t.peers, fast: fast, RelayAddressGenerator: &turn.RelayAddressGeneratorPortRange{
 			RelayAddress: net.IP(o.RelayAddress.AsSlice()),
 			Address:      bind,
 			MinPort:      o.RelayPortMin,
@@ -170,6 +174,11 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 			return fail(fmt.Errorf("discovery: TURN UDP listener: %w", err))
 		}
 		closers = append(closers, pc.Close)
+		if uc, ok := pc.(*net.UDPConn); ok && !o.noFastPath {
+			if f, ok := newTURNFast(uc, t.peers); ok {
+				fast, t.fast, pc = f, f, f.ln
+			}
+		}
 		if o.Secret != "" {
 			// Bad or expired credentials get 401, not pion's 400 (turnauth.go).
 			pc = &authConn{PacketConn: pc, auth: &turnAuth{secret: o.Secret, realm: o.Realm, now: time.Now}}

@@ -240,13 +240,17 @@ var errPeerRefused = errors.New("discovery: TURN peer address refused by policy"
 // makes send only where the policy allows.
 type filteredRelay struct {
 	turn.RelayAddressGenerator
-	p *peerPolicy
+	p    *peerPolicy
+	fast *turnFast // nil: no fast path
 }
 
 func (g filteredRelay) AllocatePacketConn(c turn.AllocateListenerConfig) (net.PacketConn, net.Addr, error) {
 	pc, addr, err := g.RelayAddressGenerator.AllocatePacketConn(c)
 	if err != nil {
 		return nil, nil, err
+	}
+	if g.fast != nil {
+		pc = g.fast.wrapRelay(pc)
 	}
 	return &filteredPacketConn{PacketConn: pc, p: g.p}, addr, nil
 }

@@ -1,0 +1,542 @@
+package discovery
+
+/* The embedded TURN server's forwarding fast path (UDP)
+ *
+ * pion's TURN server keeps the protocol: authentication, allocations,
+ * permissions, channel binds, refreshes, Data and Send indications, the
+ * TCP and TLS listeners, and everything an external client (coturn's
+ * tools, browsers) sends. It forwards one datagram per call, though, with
+ * a goroutine per allocation and several allocations per datagram. This
+ * file forwards the bulk of a relayed link, ChannelData on bound channels
+ * over UDP, in batches, beneath pion's sockets:
+ *
+ * Learning (control datagrams only, on their way through the wrappers):
+ *   - an Allocate success response pion writes to client C names the relay
+ *     port (XOR-RELAYED-ADDRESS): C's allocation is that relay socket;
+ *   - a ChannelBind request read from C is remembered by transaction ID;
+ *     pion's success response to it (authenticated, permitted by
+ *     peerPolicy) binds (C, channel) ↔ (relay socket, peer) for the
+ *     permission lifetime; a CreatePermission success response for the
+ *     peer's address, or a new ChannelBind, extends it. A relay socket pion
+ *     closes (allocation deleted or expired) takes its bindings with it.
+ *
+ * Client → peer (pion's listener read loop, the only reader of the
+ * listener): a batch is read with recvmmsg; each ChannelData on a bound
+ * channel is sent on, runs to one peer with one sendmmsg (GSO for equal
+ * sizes) from the relay socket; every other datagram is queued and handed
+ * to pion one per ReadFrom, in order.
+ *
+ * Peer → client (pion's per-allocation relay read loop, the only reader of
+ * its relay socket): a batch is read with recvmmsg into slots with 4 bytes
+ * of room in front; each datagram from a bound peer gets its ChannelData
+ * header in place and runs to one client leave with one sendmmsg (GSO)
+ * from the listener; the rest goes to pion as above.
+ *
+ * Nothing here allocates per datagram. Buffers are the readers' own slots,
+ * reused per batch. Order: datagrams of one direction of one binding keep
+ * their order; fast and pion-handled datagrams may interleave differently
+ * within a batch.
+ */
+
+import (
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	// turnPermissionLifetime is how long a bound channel forwards after
+	// its last ChannelBind or CreatePermission answer (RFC 8656: 300 s;
+	// a little less, so that the fast path never outlives pion's state).
+	turnPermissionLifetime = 290 * time.Second
+	// turnFastBatch is how many datagrams one reader handles per batch.
+	turnFastBatch = 64
+	// turnSlotSize holds the largest datagram pion relays (its relay
+	// buffer is 1600 bytes) and a ChannelData header in front.
+	turnSlotSize = 4 + 2048
+	// turnMaxPending bounds remembered ChannelBind/CreatePermission
+	// requests awaiting an answer.
+	turnMaxPending = 4096
+	// turnMaxBindings bounds the bindings the fast path holds.
+	turnMaxBindings = 65536
+	// turnSocketBuffer is the kernel buffer size asked for the listener
+	// and each relay socket that carries a binding.
+	turnSocketBuffer = 4 << 20
+
+	stunHeaderLen          = 20
+	stunCookie             = 0x2112a442
+	typeAllocateOK         = 0x0103
+	typeChannelBindReq     = 0x0009
+	typeChannelBindOK      = 0x0109
+	typeCreatePermReq      = 0x0008
+	typeCreatePermOK       = 0x0108
+	attrChannelNumber      = 0x000c
+	attrXORPeerAddress     = 0x0012
+	attrXORRelayedAddress  = 0x0016
+	maxAttrsExamined       = 32
+	maxPeersPerPermission  = 8
+	minChannel, maxChannel = 0x4000, 0x4fff
+)
+
+var errRelayFamily = errors.New("discovery: TURN relay: destination of the other address family")
+
+// turnBinding is one bound channel. Immutable once published.
+type turnBinding struct {
+	client netip.AddrPort
+	ch     uint16
+	relay  *turnRelaySock
+	peer   netip.AddrPort
+	until  time.Time
+}
+
+type clientKey struct {
+	client netip.AddrPort
+	ch     uint16
+}
+
+type peerKey struct {
+	relay *turnRelaySock
+	peer  netip.AddrPort
+}
+
+// turnTable is the fast path's bindings. Immutable once published.
+type turnTable struct {
+	byClient map[clientKey]*turnBinding
+	byPeer   map[peerKey]*turnBinding
+}
+
+// pendingReq is a ChannelBind or CreatePermission request awaiting pion's
+// answer.
+type pendingReq struct {
+	client netip.AddrPort
+	ch     uint16           // ChannelBind: the channel
+	peers  []netip.AddrPort // ChannelBind: the peer; CreatePermission: the peers (port ignored)
+}
+
+// turnFast is the embedded server's fast path over its UDP listener.
+type turnFast struct {
+	ln     *turnListener
+	policy *peerPolicy
+
+	tab atomic.Pointer[turnTable]
+
+	// mu guards the following (control path only).
+	mu      sync.Mutex
+	pending map[[12]byte]pendingReq
+	relays  map[uint16]*turnRelaySock         // open relay sockets by port
+	clients map[netip.AddrPort]*turnRelaySock // client → its allocation's relay socket
+
+	// toPeer and toClient count datagrams the fast path forwarded.
+	toPeer, toClient atomic.Uint64
+}
+
+// newTURNFast wraps the UDP listener uc; ok is false where batched I/O is
+// unavailable (the listener is then used as it is).
+func newTURNFast(uc *net.UDPConn, policy *peerPolicy) (*turnFast, bool) {
+	if !batchIOSupported {
+		return nil, false
+	}
+	bc, err := newBatchConn(uc)
+	if err != nil {
+		return nil, false
+	}
+	bc.setBuffers(turnSocketBuffer)
+	f := &turnFast{
+		policy:  policy,
+		pending: make(map[[12]byte]pendingReq),
+		relays:  make(map[uint16]*turnRelaySock),
+		clients: make(map[netip.AddrPort]*turnRelaySock),
+	}
+	f.tab.Store(&turnTable{})
+	f.ln = &turnListener{UDPConn: uc, bc: bc, f: f, tx: newTxBatch(turnFastBatch)}
+	return f, true
+}
+
+// wrapRelay wraps a relay socket pion will own; other conns pass through.
+func (f *turnFast) wrapRelay(pc net.PacketConn) net.PacketConn {
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		return pc
+	}
+	bc, err := newBatchConn(uc)
+	if err != nil {
+		return pc
+	}
+	s := &turnRelaySock{UDPConn: uc, bc: bc, f: f, tx: newTxBatch(turnFastBatch)}
+	port := uc.LocalAddr().(*net.UDPAddr).Port
+	f.mu.Lock()
+	f.relays[uint16(port)] = s
+	f.mu.Unlock()
+	return s
+}
+
+// relayClosed forgets a relay socket and its bindings.
+func (f *turnFast) relayClosed(s *turnRelaySock) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	port := uint16(s.LocalAddr().(*net.UDPAddr).Port)
+	if f.relays[port] == s {
+		delete(f.relays, port)
+	}
+	for c, r := range f.clients {
+		if r == s {
+			delete(f.clients, c)
+		}
+	}
+	f.updateLocked(func(b *turnBinding) bool { return b.relay != s }, nil)
+}
+
+// updateLocked publishes a table with the bindings keep accepts, plus add.
+func (f *turnFast) updateLocked(keep func(*turnBinding) bool, add *turnBinding) {
+	cur := f.tab.Load()
+	next := &turnTable{byClient: make(map[clientKey]*turnBinding, len(cur.byClient)+1), byPeer: make(map[peerKey]*turnBinding, len(cur.byPeer)+1)}
+	now := time.Now()
+	for k, b := range cur.byClient {
+		if keep(b) && now.Before(b.until) {
+			next.byClient[k] = b
+			next.byPeer[peerKey{b.relay, b.peer}] = b
+		}
+	}
+	if add != nil && len(next.byClient) < turnMaxBindings {
+		if old := next.byClient[clientKey{add.client, add.ch}]; old != nil {
+			delete(next.byPeer, peerKey{old.relay, old.peer})
+		}
+		if old := next.byPeer[peerKey{add.relay, add.peer}]; old != nil {
+			delete(next.byClient, clientKey{old.client, old.ch})
+		}
+		next.byClient[clientKey{add.client, add.ch}] = add
+		next.byPeer[peerKey{add.relay, add.peer}] = add
+	}
+	f.tab.Store(next)
+}
+
+// observeRequest remembers a ChannelBind or CreatePermission request
+// from client (read from the listener, on its way to pion).
+func (f *turnFast) observeRequest(p []byte, client netip.AddrPort) {
+	typ, ok := stunType(p)
+	if !ok || (typ != typeChannelBindReq && typ != typeCreatePermReq) {
+		return
+	}
+	req := pendingReq{client: client}
+	var haveCh bool
+	walkAttrs(p, func(t uint16, v []byte) {
+		switch t {
+		case attrChannelNumber:
+			if len(v) >= 2 {
+				req.ch, haveCh = binary.BigEndian.Uint16(v), true
+			}
+		case attrXORPeerAddress:
+			if ap, ok := xorAddr(p, v); ok && len(req.peers) < maxPeersPerPermission {
+				req.peers = append(req.peers, ap)
+			}
+		}
+	})
+	if len(req.peers) == 0 {
+		return
+	}
+	if typ == typeChannelBindReq && (!haveCh || req.ch < minChannel || req.ch > maxChannel || len(req.peers) != 1) {
+		return
+	}
+	var id [12]byte
+	copy(id[:], p[8:20])
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.pending) >= turnMaxPending {
+		clear(f.pending) // answers older than the newest few thousand requests are long lost
+	}
+	f.pending[id] = req
+}
+
+// observeAnswer learns from a response pion writes to client.
+func (f *turnFast) observeAnswer(p []byte, client netip.AddrPort) {
+	typ, ok := stunType(p)
+	if !ok {
+		return
+	}
+	switch typ {
+	case typeAllocateOK:
+		var relayed netip.AddrPort
+		walkAttrs(p, func(t uint16, v []byte) {
+			if t == attrXORRelayedAddress && !relayed.IsValid() {
+				relayed, _ = xorAddr(p, v)
+			}
+		})
+		if !relayed.IsValid() {
+			return
+		}
+		f.mu.Lock()
+		if s := f.relays[relayed.Port()]; s != nil {
+			f.clients[client] = s
+		}
+		f.mu.Unlock()
+	case typeChannelBindOK, typeCreatePermOK:
+		var id [12]byte
+		copy(id[:], p[8:20])
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		req, ok := f.pending[id]
+		if !ok || req.client != client {
+			return
+		}
+		delete(f.pending, id)
+		s := f.clients[client]
+		if s == nil {
+			return
+		}
+		until := time.Now().Add(turnPermissionLifetime)
+		if typ == typeChannelBindOK {
+			peer := req.peers[0]
+			if !f.policy.permitAddr(net.UDPAddrFromAddrPort(peer)) {
+				return
+			}
+			s.activate()
+			f.updateLocked(func(*turnBinding) bool { return true },
+				&turnBinding{client: client, ch: req.ch, relay: s, peer: peer, until: until})
+			return
+		}
+		// CreatePermission: refresh the bindings of the permitted peers.
+		cur := f.tab.Load()
+		for _, b := range cur.byClient {
+			if b.client != client {
+				continue
+			}
+			for _, ap := range req.peers {
+				if ap.Addr() == b.peer.Addr() {
+					nb := *b
+					nb.until = until
+					f.updateLocked(func(*turnBinding) bool { return true }, &nb)
+				}
+			}
+		}
+	}
+}
+
+// turnListener is the UDP listener as pion sees it.
+type turnListener struct {
+	*net.UDPConn
+	bc *batchConn
+	f  *turnFast
+
+	// Owned by the reader (pion's listener read loop).
+	rx    *rxBatch
+	q     []int
+	qi    int
+	tx    *txBatch
+	run   [][]byte
+	runTo *turnBinding
+}
+
+// WriteTo learns from pion's answers and sends them.
+func (l *turnListener) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if ua, ok := addr.(*net.UDPAddr); ok && len(p) >= stunHeaderLen && p[0] < 2 {
+		ap := ua.AddrPort()
+		l.f.observeAnswer(p, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
+	return l.UDPConn.WriteTo(p, addr)
+}
+
+// ReadFrom returns the next datagram for pion, forwarding ChannelData of
+// bound channels on the way (see the file comment).
+func (l *turnListener) ReadFrom(p []byte) (int, net.Addr, error) {
+	if l.rx == nil {
+		l.rx = newRxBatch(turnFastBatch, turnSlotSize, 0)
+		l.q = make([]int, 0, turnFastBatch)
+		l.run = make([][]byte, 0, turnFastBatch)
+	}
+	for l.qi >= len(l.q) {
+		n, err := l.bc.read(l.rx)
+		if err != nil {
+			return 0, nil, err
+		}
+		l.q, l.qi = l.q[:0], 0
+		l.forward(n)
+	}
+	i := l.q[l.qi]
+	l.qi++
+	size := max(l.rx.sizes[i], 0)
+	b := l.rx.bufs[i][:size]
+	src := l.rx.srcs[i]
+	l.f.observeRequest(b, src)
+	return copy(p, b), net.UDPAddrFromAddrPort(src), nil
+}
+
+func (l *turnListener) forward(n int) {
+	tab := l.f.tab.Load()
+	now := time.Now()
+	for i := 0; i < n; i++ {
+		size := l.rx.sizes[i]
+		b := l.rx.bufs[i]
+		if size < 0 {
+			continue // truncated: pion would drop it too
+		}
+		if size < 4 || b[0]&0xc0 != 0x40 {
+			l.q = append(l.q, i)
+			continue
+		}
+		length := int(binary.BigEndian.Uint16(b[2:4]))
+		bd := tab.byClient[clientKey{l.rx.srcs[i], binary.BigEndian.Uint16(b[0:2])}]
+		if bd == nil || length > size-4 || !now.Before(bd.until) {
+			l.q = append(l.q, i)
+			continue
+		}
+		if l.runTo != bd {
+			l.flush()
+			l.runTo = bd
+		}
+		l.run = append(l.run, b[4:4+length])
+	}
+	l.flush()
+}
+
+func (l *turnListener) flush() {
+	if len(l.run) > 0 && l.runTo != nil {
+		if l.runTo.relay.bc.send(l.tx, l.run, l.runTo.peer) == nil {
+			l.f.toPeer.Add(uint64(len(l.run)))
+		}
+	}
+	clear(l.run)
+	l.run, l.runTo = l.run[:0], nil
+}
+
+// turnRelaySock is a relay socket as pion sees it.
+type turnRelaySock struct {
+	*net.UDPConn
+	bc     *batchConn
+	f      *turnFast
+	once   sync.Once
+	closed sync.Once
+
+	// Owned by the reader (pion's allocation read loop).
+	rx    *rxBatch
+	q     []int
+	qi    int
+	tx    *txBatch
+	run   [][]byte
+	runTo *turnBinding
+}
+
+// activate sizes the socket's buffers once it carries a binding.
+func (s *turnRelaySock) activate() {
+	s.once.Do(func() { s.bc.setBuffers(turnSocketBuffer) })
+}
+
+// Close forgets the socket's bindings and closes it.
+func (s *turnRelaySock) Close() error {
+	s.closed.Do(func() { s.f.relayClosed(s) })
+	return s.UDPConn.Close()
+}
+
+// ReadFrom returns the next datagram for pion, forwarding datagrams of
+// bound peers to their clients on the way.
+func (s *turnRelaySock) ReadFrom(p []byte) (int, net.Addr, error) {
+	if s.rx == nil {
+		s.rx = newRxBatch(turnFastBatch, turnSlotSize, 4)
+		s.q = make([]int, 0, turnFastBatch)
+		s.run = make([][]byte, 0, turnFastBatch)
+	}
+	for s.qi >= len(s.q) {
+		n, err := s.bc.read(s.rx)
+		if err != nil {
+			return 0, nil, err
+		}
+		s.q, s.qi = s.q[:0], 0
+		s.forward(n)
+	}
+	i := s.q[s.qi]
+	s.qi++
+	size := max(s.rx.sizes[i], 0)
+	return copy(p, s.rx.bufs[i][4:4+size]), net.UDPAddrFromAddrPort(s.rx.srcs[i]), nil
+}
+
+func (s *turnRelaySock) forward(n int) {
+	tab := s.f.tab.Load()
+	now := time.Now()
+	for i := 0; i < n; i++ {
+		size := s.rx.sizes[i]
+		if size < 0 {
+			continue // truncated: pion would drop it too
+		}
+		bd := tab.byPeer[peerKey{s, s.rx.srcs[i]}]
+		if bd == nil || !now.Before(bd.until) {
+			s.q = append(s.q, i)
+			continue
+		}
+		b := s.rx.bufs[i][:4+size]
+		binary.BigEndian.PutUint16(b[0:2], bd.ch)
+		binary.BigEndian.PutUint16(b[2:4], uint16(size))
+		if s.runTo != bd {
+			s.flush()
+			s.runTo = bd
+		}
+		s.run = append(s.run, b)
+	}
+	s.flush()
+}
+
+func (s *turnRelaySock) flush() {
+	if len(s.run) > 0 && s.runTo != nil {
+		if s.f.ln.bc.send(s.tx, s.run, s.runTo.client) == nil {
+			s.f.toClient.Add(uint64(len(s.run)))
+		}
+	}
+	clear(s.run)
+	s.run, s.runTo = s.run[:0], nil
+}
+
+// stunType returns the type of a STUN message whose header and length
+// field are sound.
+func stunType(p []byte) (uint16, bool) {
+	if len(p) < stunHeaderLen || binary.BigEndian.Uint32(p[4:8]) != stunCookie {
+		return 0, false
+	}
+	l := int(binary.BigEndian.Uint16(p[2:4]))
+	if l%4 != 0 || stunHeaderLen+l > len(p) {
+		return 0, false
+	}
+	return binary.BigEndian.Uint16(p), true
+}
+
+// walkAttrs calls fn for each attribute of message p (checked by
+// stunType), at most maxAttrsExamined, stopping at one that overruns.
+func walkAttrs(p []byte, fn func(typ uint16, v []byte)) {
+	body := p[stunHeaderLen : stunHeaderLen+int(binary.BigEndian.Uint16(p[2:4]))]
+	for n := 0; len(body) >= 4 && n < maxAttrsExamined; n++ {
+		typ, l := binary.BigEndian.Uint16(body), int(binary.BigEndian.Uint16(body[2:4]))
+		if 4+l > len(body) {
+			return
+		}
+		fn(typ, body[4:4+l])
+		adv := 4 + (l+3)&^3
+		if adv > len(body) {
+			return
+		}
+		body = body[adv:]
+	}
+}
+
+// xorAddr decodes an XOR-*-ADDRESS value of message p.
+func xorAddr(p, v []byte) (netip.AddrPort, bool) {
+	if len(v) < 8 {
+		return netip.AddrPort{}, false
+	}
+	port := binary.BigEndian.Uint16(v[2:4]) ^ uint16(stunCookie>>16)
+	switch {
+	case v[1] == 1:
+		var a [4]byte
+		for i := range a {
+			a[i] = v[4+i] ^ p[4+i]
+		}
+		return netip.AddrPortFrom(netip.AddrFrom4(a), port), true
+	case v[1] == 2 && len(v) >= 20:
+		var a [16]byte
+		for i := range a {
+			a[i] = v[4+i] ^ p[4+i]
+		}
+		return netip.AddrPortFrom(netip.AddrFrom16(a).Unmap(), port), true
+	}
+	return netip.AddrPort{}, false
+}
