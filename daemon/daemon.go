@@ -497,8 +497,12 @@ func (d *Daemon) onRegistryChange(ch discovery.Change) {
 		d.log.Info("peer left the registry", "peer", ch.Peer.Name, "reason", ch.Reason)
 	case discovery.TURNUpdated:
 		// Read at the next ICE attempt; nothing to recompute. The STUN
-		// servers may be new: the netcheck re-runs if so.
+		// servers may be new: the netcheck re-runs if so. Links relayed
+		// through a server no longer offered, or waiting to retry, go now.
 		d.serversChanged()
+		if d.tm != nil {
+			d.tm.RelaysChanged()
+		}
 		return
 	}
 	d.kickLoop()

@@ -54,6 +54,9 @@ var (
 	// ErrPeerRestart: the peer asked for a new session (it restarted or lost
 	// the previous one).
 	ErrPeerRestart = errors.New("tunnel: peer requested a new session")
+	// ErrRelayLost: the relayed path went silent with no other pair
+	// answering, or its relay is no longer offered (relayfail.go).
+	ErrRelayLost = errors.New("tunnel: the relay carrying the link is gone")
 	// ErrPeerClosed: the peer closed the DTLS session.
 	ErrPeerClosed = errors.New("tunnel: peer closed the session")
 )

@@ -346,6 +346,8 @@ func (l *Link) handle(m any) {
 		l.handleUpdatePeer(m.peer)
 	case msgRecheck:
 		l.recheck()
+	case msgRelaysChanged:
+		l.onRelaysChanged()
 	case evSignalFailed:
 		if o.state == StateChecking && (m.gen == o.gen || m.kind == kindRestart) {
 			l.enter(StateFailed, fmt.Errorf("%w: %s to %q: %w", ErrSignaling, m.kind, l.name, m.err))
@@ -554,10 +556,20 @@ func (l *Link) onPathTick() {
 			return
 		}
 	}
+	var v pairsView
+	if o.path == PathRelay && now.Sub(heard) >= t.PathTimeout {
+		if v = readPairs(s.agent); relayLost(now, heard, o.idle.activeSince, o.path, v, t) {
+			l.log.Info("the relayed path went silent and no other pair answers; restarting ICE", "local", o.local, "remote", o.remote, "heard", now.Sub(heard).Round(time.Millisecond))
+			l.relayFailover()
+			return
+		}
+	}
 	if !o.controlling {
 		return
 	}
-	v := readPairs(s.agent)
+	if v.pairs == nil {
+		v = readPairs(s.agent)
+	}
 	l.refreshPath(s, v)
 	target, why := o.policy.decide(now, v, t)
 	if target == nil {
