@@ -75,6 +75,11 @@ func NewCAWithPrefix6(name string, validity time.Duration, kt KeyType, prefix6 n
 		}
 		exts = append(exts, pkix.Extension{Id: OIDMeshPrefix6, Value: v})
 	}
+	return newCA(name, validity, kt, exts)
+}
+
+// newCA makes the self-signed CA certificate with the extra extensions exts.
+func newCA(name string, validity time.Duration, kt KeyType, exts []pkix.Extension) (*CA, error) {
 	if !validMeshName(name) {
 		return nil, fmt.Errorf("%w: CA name %q: want 1-64 printable characters", ErrBadIdentity, name)
 	}

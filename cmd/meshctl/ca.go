@@ -41,6 +41,7 @@ type caInitArgs struct {
 	duration time.Duration
 	keyType  string
 	prefix6  string
+	domain   string
 	force    bool
 }
 
@@ -59,6 +60,7 @@ func newCAInitCmd() *cobra.Command {
 	f.StringVar(&a.dir, "dir", ".", "directory for ca.crt and ca.key (created 0700 if missing)")
 	durationVar(f, &a.duration, "duration", 3650*day, "how long the CA is valid")
 	f.StringVar(&a.keyType, "key-type", pki.KeyECDSAP256.String(), "ecdsa-p256 or ed25519")
+	f.StringVar(&a.domain, "domain", pki.DefaultMeshDomain, "the mesh domain: every node is named <node>.<domain> by meshd's resolver (a lower-case DNS name; keep it under .internal, the name space reserved for private use); when rotating the CA, give the old CA's domain")
 	f.StringVar(&a.prefix6, "ip6-prefix", ip6Auto, `the mesh's IPv6 overlay prefix, a unique local /48 every node address is signed in: "auto" picks a random fdXX:XXXX:XXXX::/48 (RFC 4193), "none" makes an IPv4-only mesh; when rotating the CA, give the old CA's prefix`)
 	f.BoolVar(&a.force, "force", false, "replace an existing CA (every issued certificate stops verifying)")
 	_ = cmd.MarkFlagRequired("name")
@@ -101,7 +103,10 @@ func runCAInit(w io.Writer, a caInitArgs) error {
 			}
 		}
 	}
-	ca, err := pki.NewCAWithPrefix6(a.name, a.duration, kt, prefix6)
+	if !pki.ValidMeshDomain(a.domain) {
+		return pkiUsage("--domain %q: want a lower-case DNS name of two or more labels, e.g. %s", a.domain, pki.DefaultMeshDomain)
+	}
+	ca, err := pki.NewCAWithDomain(a.name, a.duration, kt, prefix6, a.domain)
 	if err != nil {
 		return pkiCLIError(err)
 	}
@@ -114,6 +119,7 @@ func runCAInit(w io.Writer, a caInitArgs) error {
 		{"certificate", pkiDisplayPath(filepath.Join(a.dir, pki.CACertFile)) + " (give this to every node)"},
 		{"key", pkiDisplayPath(filepath.Join(a.dir, pki.CAKeyFile)) + " (0600; keep it offline)"},
 		{"key type", kt.String()},
+		{"domain", pki.MeshDomain(ca.Cert)},
 		{"ipv6 prefix", pkiPrefix6(ca.Prefix6())},
 		{"not after", pkiValidity(now, ca.Cert)},
 		{"fingerprint", pki.Fingerprint(ca.Cert.Raw)},

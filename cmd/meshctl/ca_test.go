@@ -103,6 +103,34 @@ func TestCAInit(t *testing.T) {
 	assertFileMode(t, filepath.Join(dir, "ca.key"), 0o600)
 }
 
+// TestCAInitDomain: ca init stores the mesh domain in the CA certificate
+// (default mesh.internal) and prints it.
+func TestCAInitDomain(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, pki.DefaultMeshDomain},
+		{[]string{"--domain", "home.internal"}, "home.internal"},
+	} {
+		dir := filepath.Join(t.TempDir(), "ca")
+		out := mustPKICmd(t, append([]string{"ca", "init", "--name", "m", "--dir", dir}, tc.args...)...)
+		ca, err := pki.LoadCA(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := pki.MeshDomain(ca.Cert); got != tc.want {
+			t.Errorf("%v: domain in the CA %q, want %q", tc.args, got, tc.want)
+		}
+		if got := pkiFieldValue(t, out, "domain"); got != tc.want {
+			t.Errorf("%v: printed domain %q, want %q", tc.args, got, tc.want)
+		}
+	}
+	if _, err := runPKICmd(t, "ca", "init", "--name", "m", "--dir", t.TempDir(), "--domain", "Home"); err == nil || !strings.Contains(err.Error(), `--domain "Home"`) {
+		t.Errorf("bad domain: %v", err)
+	}
+}
+
 func TestCAInitDefaultsToCurrentDirectory(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
