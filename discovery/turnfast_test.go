@@ -242,7 +242,7 @@ func benchForward(b *testing.B, client, peer *net.UDPConn, server netip.AddrPort
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 	_ = peer.Close()
 	<-done
-	cpu := time.Duration(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano()).Seconds()
+	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()).Seconds()
 	recv := float64(got.Load())
 	b.ReportMetric(recv/secs, "packets/s")
 	b.ReportMetric(recv/cpu, "packets/cpu-s")
