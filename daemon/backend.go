@@ -221,12 +221,12 @@ func (d *Daemon) PeerWhy(ctx context.Context, name string) (*control.PeerWhy, er
 		return nil, control.ErrUnavailable
 	}
 	v := d.view.Load()
-	p := v.byName[name]
+	p := v.byName[d.peerArg(name)]
 	if p == nil {
 		return nil, fmt.Errorf("%w: %q is not in the registry", control.ErrPeerNotFound, name)
 	}
 	why := &control.PeerWhy{
-		Peer:      name,
+		Peer:      p.Name,
 		Address:   p.Addr,
 		State:     control.LinkClosed,
 		Pairs:     []control.CandidatePair{},

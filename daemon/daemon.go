@@ -54,6 +54,7 @@ type Daemon struct {
 	stunAlt  *stunResponder         // nil unless coordinator.enabled with STUN
 	ctl      *control.Server
 	metrics  *metricsServer // nil unless metrics.enabled
+	names    *names         // the mesh's names (dns.go); set by build
 	events   *eventHub
 	probes   *prober
 	stats    daemonStats
@@ -256,6 +257,7 @@ func (d *Daemon) build(p *prepared) error {
 	if cfg.Metrics.Enabled {
 		d.metrics = newMetricsServer(d, cfg.Metrics.Listen)
 	}
+	d.names = d.newNames(cfg, p.creds.MeshDomain())
 	return nil
 }
 
@@ -345,6 +347,7 @@ func (d *Daemon) start() error {
 	if err := d.ov.Reconfig(initial); err != nil && !errors.Is(err, overlay.ErrNoChanges) {
 		return netErr("overlay addresses", err)
 	}
+	d.startNames(d.ctx)
 	w := &linkWatch{d: d, lastPath: map[string]tunnel.Path{}}
 	d.loop.unsubLinks = d.tm.Subscribe(w.onEvent)
 	if err := d.tm.Start(d.ctx); err != nil {
@@ -630,6 +633,7 @@ func (d *Daemon) Close() error {
 		if d.stunAlt != nil {
 			_ = d.stunAlt.Close()
 		}
+		d.closeNames()
 		_ = d.ov.Close()
 		if d.metrics != nil {
 			d.metrics.close()

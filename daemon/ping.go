@@ -23,14 +23,15 @@ func pingTimeout(interval time.Duration) time.Duration {
 // an ICMP echo written into the peer's link and answered by the peer's
 // daemon, so it measures the link's current path and needs neither a kernel
 // ICMP socket nor a firewall rule. peer is a peer name or one of a peer's
-// overlay addresses (IPv4 or IPv6); replies show that address (the IPv4 one
+// overlay addresses (IPv4 or IPv6) or its name in the mesh domain
+// ("nas.mesh.internal"); replies show that address (the IPv4 one
 // for a name). fn is called from this goroutine, in sequence order.
 func (d *Daemon) Ping(ctx context.Context, peer string, count int, interval time.Duration, untilDirect bool, fn func(control.PingReply)) error {
 	if !d.isStarted() {
 		return control.ErrUnavailable
 	}
 	target := peer
-	peer, addr, ok := d.view.Load().pingTarget(target)
+	peer, addr, ok := d.view.Load().pingTarget(d.peerArg(target))
 	if !ok {
 		return fmt.Errorf("%w: %q is neither a peer's name nor one of its overlay addresses", control.ErrPeerNotFound, target)
 	}

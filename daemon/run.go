@@ -54,6 +54,7 @@ func (d *Daemon) publishView(peers []peerPlan, links map[string]*linkConn) {
 		v.byName[v.peers[i].Name] = &v.peers[i]
 	}
 	d.view.Store(v)
+	d.updateNames(peers)
 }
 
 // runLoop is the control loop: it owns the link set and applies the desired

@@ -58,6 +58,7 @@ var rules = []rule{
 	{"config", []string{module + "/"}, "config is pure: the schema and its validation"},
 	{"overlay", []string{module + "/config", module + "/daemon", module + "/tunnel", module + "/discovery", "github.com/pion/"}, "overlay defines PeerConn; tunnel satisfies it"},
 	{"tunnel", []string{module + "/config", module + "/daemon", module + "/overlay", module + "/discovery"}, "tunnel takes Options and a Signaler; daemon wires it"},
+	{"dns", []string{module + "/config", module + "/daemon", module + "/overlay", module + "/tunnel", module + "/discovery", "github.com/pion/"}, "dns serves the table daemon builds"},
 	{"discovery", []string{module + "/config", module + "/daemon", module + "/overlay", module + "/tunnel"}, "discovery carries opaque signals"},
 }
 
