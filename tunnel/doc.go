@@ -59,8 +59,13 @@
 //     the link their source address routes to, opened, and delivered as one
 //     batch per link per socket batch;
 //   - datapath.go: WriteBatch seals a batch in place and sends it with one
-//     sendmmsg (GSO) on a direct path, through the TURN allocation
-//     (ice.Conn) on a relayed one;
+//     sendmmsg (GSO) on a direct path, through the TURN allocation on a
+//     relayed one;
+//   - relayfast.go: a relayed path over a UDP TURN allocation, once pion
+//     has bound a channel to the peer: records framed as ChannelData in
+//     place and sent with one sendmmsg (GSO) on the relay socket, received
+//     in batches (recvmmsg, GRO) and opened there; other relayed paths
+//     (TCP/TLS) go through ice.Conn and pion's TURN client;
 //   - dtlsconn.go: what arrives on the ICE connection (DTLS, and records of
 //     relayed paths), the DTLS transports and control readers.
 //
