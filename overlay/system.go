@@ -33,6 +33,12 @@ type system struct {
 	routes map[netip.Prefix]bool
 	// sysctls maps a sysctl path to its value before we changed it.
 	sysctls map[string]string
+	// no6 is set once an IPv6 address could not be added because the
+	// kernel has IPv6 off (the ipv6.disable=1 boot option, or
+	// disable_ipv6 on the device): from then on IPv6 addresses, routes and
+	// forwarding are skipped and the device carries IPv4 only, as on a
+	// node whose certificate has no IPv6 address.
+	no6 bool
 }
 
 // sysWant is the kernel state one Config asks for.
@@ -138,10 +144,16 @@ func (s *system) add(w sysWant) error {
 		}
 	}
 	for a := range w.addrs {
-		if s.addrs[a] {
+		if s.addrs[a] || (s.no6 && a.Addr().Is6()) {
 			continue
 		}
 		if err := s.h.AddrAdd(s.link, s.nlAddr(a)); err != nil {
+			if a.Addr().Is6() && s.ipv6Off() {
+				s.no6 = true
+				s.log.Warn("IPv6 is disabled on this host: the overlay carries IPv4 only (enable IPv6 on the device, net.ipv6.conf.default.disable_ipv6=0, to use the overlay IPv6 address)",
+					"device", s.link.Attrs().Name, "address", a, "error", err)
+				continue
+			}
 			undo()
 			return fmt.Errorf("overlay: add address %s to %s: %w", a, s.link.Attrs().Name, err)
 		}
@@ -149,7 +161,7 @@ func (s *system) add(w sysWant) error {
 		addedA = append(addedA, a)
 	}
 	for r := range w.routes {
-		if s.routes[r] {
+		if s.routes[r] || (s.no6 && r.Addr().Is6()) {
 			continue
 		}
 		if err := s.h.RouteAdd(s.nlRoute(r)); err != nil {
@@ -163,7 +175,7 @@ func (s *system) add(w sysWant) error {
 		addedR = append(addedR, r)
 	}
 	for p := range w.sysctls {
-		if _, ok := s.sysctls[p]; ok {
+		if _, ok := s.sysctls[p]; ok || (s.no6 && p == sysctlForward6) {
 			continue
 		}
 		prev, err := readSysctl(p)
@@ -224,6 +236,17 @@ func (s *system) prune(w sysWant) {
 func (s *system) close() {
 	s.prune(sysWant{})
 	s.h.Close()
+}
+
+// ipv6Off reports whether the kernel refuses IPv6 on the device: IPv6 is
+// not compiled in or disabled at boot (no per-device sysctl), or the
+// device's disable_ipv6 is 1.
+func (s *system) ipv6Off() bool {
+	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + s.link.Attrs().Name + "/disable_ipv6")
+	if errors.Is(err, os.ErrNotExist) {
+		return true
+	}
+	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
 // gone reports whether a delete failed because the object (or its device)
