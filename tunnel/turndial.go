@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
-	"net/netip"
 	"time"
 )
 
@@ -51,42 +50,8 @@ func (d *turnDialer) Dial(network, addr string) (net.Conn, error) {
 	return d.gated(tc), nil
 }
 
+// gated wraps a TURN stream: the idle gate, and the permission back-off
+// relay sockets have (turntcpperm.go).
 func (d *turnDialer) gated(c net.Conn) net.Conn {
-	if d.gates == nil {
-		return c
-	}
-	return &gatedConn{Conn: c, gates: d.gates}
-}
-
-// gatedConn is a TURN-over-TCP stream whose writes of an idle link's
-// withheld checks are dropped whole (pion's TURN client writes one frame
-// per Write, so the stream's framing stays intact), and whose permission
-// requests are screened as a relay socket's are (relayperm.go).
-type gatedConn struct {
-	net.Conn
-	gates *idleGates
-	perms permissions
-}
-
-func (c *gatedConn) Write(p []byte) (int, error) {
-	if g, ok := c.gates.gateOf(p); ok {
-		c.perms.gate.Store(g)
-	}
-	if !c.gates.allow(p, netip.AddrPort{}, true) {
-		return len(p), nil
-	}
-	if err := c.perms.check(p, time.Now()); err != nil {
-		return 0, err
-	}
-	return c.Conn.Write(p)
-}
-
-// Read notes a refused permission when a read starts with the whole
-// answer (the usual case: the server writes one frame at a time).
-func (c *gatedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.perms.answer(p[:n], time.Now())
-	}
-	return n, err
+	return &permConn{Conn: c, gates: d.gates}
 }
