@@ -293,3 +293,49 @@ func FuzzTURNFastObserve(f *testing.F) {
 		}
 	})
 }
+
+// TestTURNFastForwardingAllocs: forwarding ChannelData on a bound channel
+// allocates nothing (pion's own path: about 11 allocations per datagram,
+// BenchmarkTURNForward/pion).
+func TestTURNFastForwardingAllocs(t *testing.T) {
+	if !batchIOSupported {
+		t.Skip("batched UDP I/O is Linux-only")
+	}
+	ts, _, client, peer := startFastTURN(t, false)
+	server := netip.MustParseAddrPort(strings.TrimPrefix(ts.urls[0], "stun:"))
+	var ch uint16
+	for k := range ts.fast.tab.Load().byClient {
+		ch = k.ch
+	}
+	cc, err := newBatchConn(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := newBatchConn(peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.setBuffers(4 << 20)
+	const batch = 64
+	msgs := make([][]byte, batch)
+	for i := range msgs {
+		msgs[i] = channelData(ch, bytes.Repeat([]byte{byte(i)}, 1200))
+	}
+	tx, rx := newTxBatch(batch), newRxBatch(batch, 2048, 0)
+	_ = peer.SetReadDeadline(time.Now().Add(30 * time.Second))
+	allocs := testing.AllocsPerRun(20, func() {
+		if err := cc.send(tx, msgs, server); err != nil {
+			t.Fatal(err)
+		}
+		for got := 0; got < batch; {
+			n, err := pc.read(rx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("forwarding %d datagrams: %.1f allocations, want 0", batch, allocs)
+	}
+}
