@@ -305,7 +305,9 @@ func (f *turnFast) observeAnswer(p []byte, client netip.AddrPort) {
 				continue
 			}
 			for _, ap := range req.peers {
-				if ap.Addr() == b.peer.Addr() {
+				// The policy is checked again: the host's own addresses
+				// and mesh ports it depends on change over time.
+				if ap.Addr() == b.peer.Addr() && f.policy.permitAddr(net.UDPAddrFromAddrPort(b.peer)) {
 					nb := *b
 					nb.until = until
 					f.updateLocked(func(*turnBinding) bool { return true }, &nb)
