@@ -170,6 +170,11 @@ type relaySocket struct {
 
 // WriteTo learns from pion's datagrams (observeWrite) and sends them.
 func (s *relaySocket) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if s.fast.serverSeen.Load() == nil {
+		if ap, ok := addrPortOf(addr); ok {
+			s.fast.serverSeen.CompareAndSwap(nil, &ap)
+		}
+	}
 	s.fast.observeWrite(p)
 	return s.UDPConn.WriteTo(p, addr)
 }
@@ -216,6 +221,11 @@ func (g *relayGuard) find(relayed netip.AddrPort) *relayFast {
 type relayFast struct {
 	// Immutable after fastRelayNet.ListenPacket.
 	uc *net.UDPConn // the socket
+
+	// serverSeen is the first destination pion wrote to: its TURN server
+	// (a TURN client writes nowhere else). Only an answer from there can
+	// teach the relayed address.
+	serverSeen atomic.Pointer[netip.AddrPort]
 
 	// mu serializes changes of tab and the creation of fc.
 	mu      sync.Mutex
@@ -310,6 +320,9 @@ func (f *relayFast) observeWrite(p []byte) {
 // observeRead learns the relayed address from the server's Allocate
 // success response (a control datagram from the server).
 func (f *relayFast) observeRead(p []byte, from netip.AddrPort) {
+	if srv := f.serverSeen.Load(); srv == nil || *srv != from {
+		return // not the server: relayConn drops it as foreign
+	}
 	relayed, ok := parseAllocateSuccess(p)
 	if !ok {
 		return

@@ -211,6 +211,13 @@ func TestRelayObserve(t *testing.T) {
 	allocOK := stun.NewType(stun.MethodAllocate, stun.ClassSuccessResponse)
 
 	var f relayFast
+	// An answer from anywhere but the server pion writes to teaches nothing.
+	f.serverSeen.Store(&server)
+	f.observeRead(stunMessage(t, allocOK, xor(stun.AttrXORRelayedAddress, netip.MustParseAddrPort("192.0.2.66:1")), stun.Fingerprint),
+		netip.MustParseAddrPort("192.0.2.66:3478"))
+	if tab := f.table(); tab.relayed.IsValid() {
+		t.Fatalf("a stranger's Allocate answer was believed: relayed %v", tab.relayed)
+	}
 	f.observeRead(stunMessage(t, allocOK, xor(stun.AttrXORRelayedAddress, relayed), stun.Fingerprint), server)
 	if tab := f.table(); tab.relayed != relayed || tab.server != server {
 		t.Fatalf("after the Allocate answer: relayed %v server %v", tab.relayed, tab.server)
@@ -261,7 +268,9 @@ func FuzzRelayObserve(f *testing.F) {
 	f.Add([]byte{0x40, 0x01, 0x00, 0x00})
 	f.Fuzz(func(t *testing.T, p []byte) {
 		var rf relayFast
-		rf.observeRead(p, netip.MustParseAddrPort("203.0.113.1:3478"))
+		srv := netip.MustParseAddrPort("203.0.113.1:3478")
+		rf.serverSeen.Store(&srv)
+		rf.observeRead(p, srv)
 		for i := 0; i < maxRelayPeers+2; i++ {
 			rf.observeWrite(p)
 		}
