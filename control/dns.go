@@ -71,6 +71,18 @@ type ResolvedInfo struct {
 	Error      string `json:"error,omitempty"`
 }
 
+// DNSSummary is the resolver in the node summary (Status.DNS).
+type DNSSummary struct {
+	Domain string           `json:"domain"`
+	Listen []netip.AddrPort `json:"listen,omitempty"` // empty: not serving
+	// ResolvedConfigured is true while systemd-resolved routes the domain
+	// to meshd.
+	ResolvedConfigured bool `json:"resolved_configured"`
+	// Hint tells how to point the host's resolver at meshd when resolved
+	// does not (DNSStatus.Hint), or why nothing is served; "" otherwise.
+	Hint string `json:"hint,omitempty"`
+}
+
 // DNSName is one served name.
 type DNSName struct {
 	Node  string       `json:"node"`

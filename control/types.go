@@ -140,6 +140,10 @@ type Status struct {
 	// Drops counts packets the data path dropped, by reason ("no_route",
 	// "firewall", "spoofed", ...).
 	Drops map[string]uint64 `json:"drops,omitempty"`
+
+	// DNS summarises the resolver of the mesh's names (GET /v1/dns has
+	// the whole picture); nil from a meshd without one.
+	DNS *DNSSummary `json:"dns,omitempty"`
 }
 
 // CertInfo describes the node certificate's validity.

@@ -68,6 +68,7 @@ func (d *Daemon) Status(ctx context.Context) (*control.Status, error) {
 			}
 		}
 	}
+	st.DNS = d.dnsSummary()
 	return st, nil
 }
 

@@ -163,6 +163,9 @@ func (d *Daemon) peerArg(arg string) string {
 // DNS implements control.DNSBackend.
 func (d *Daemon) DNS(context.Context) (*control.DNSStatus, error) {
 	n := d.names
+	if n == nil {
+		return nil, fmt.Errorf("%w: no resolver", control.ErrUnavailable)
+	}
 	st := &control.DNSStatus{Domain: n.domain, Forward: n.forward, Error: n.err,
 		Resolved: control.ResolvedInfo{Enabled: n.wantRes, Link: n.tunName}}
 	srv := n.server
@@ -199,6 +202,19 @@ func (d *Daemon) DNS(context.Context) (*control.DNSStatus, error) {
 	return st, nil
 }
 
+// dnsSummary is the resolver's line of the node summary.
+func (d *Daemon) dnsSummary() *control.DNSSummary {
+	st, err := d.DNS(context.Background())
+	if err != nil {
+		return nil
+	}
+	sum := &control.DNSSummary{Domain: st.Domain, Listen: st.Listen, ResolvedConfigured: st.Resolved.Configured, Hint: st.Hint}
+	if !st.Enabled {
+		sum.Hint = "not serving: " + st.Error
+	}
+	return sum
+}
+
 // DNSQuery implements control.DNSBackend: the resolver's own answer,
 // without forwarding.
 func (d *Daemon) DNSQuery(_ context.Context, name, qtype string) (*control.DNSAnswer, error) {
@@ -208,6 +224,9 @@ func (d *Daemon) DNSQuery(_ context.Context, name, qtype string) (*control.DNSAn
 	}
 	if _, ok := mdns.IsDomainName(name); !ok {
 		return nil, fmt.Errorf("%w: %q is not a DNS name", control.ErrInvalidRequest, name)
+	}
+	if d.names == nil || d.names.server == nil {
+		return nil, fmt.Errorf("%w: the resolver is not serving", control.ErrUnavailable)
 	}
 	srv := d.names.server
 	if srv == nil {

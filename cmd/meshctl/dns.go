@@ -99,6 +99,18 @@ func renderDNSStatus(w io.Writer, st *control.DNSStatus) error {
 	return tw.Flush()
 }
 
+// dnsLine is the "names" row of meshctl status.
+func dnsLine(d *control.DNSSummary) string {
+	if len(d.Listen) == 0 {
+		return joinNonEmpty("; ", "*."+d.Domain, d.Hint)
+	}
+	s := fmt.Sprintf("*.%s on %s", d.Domain, d.Listen[0])
+	if d.ResolvedConfigured {
+		return s + ", via systemd-resolved"
+	}
+	return s + "; not in the host's resolver: " + d.Hint
+}
+
 func joinAddrs(n control.DNSName) string {
 	var as []string
 	for _, a := range n.Addrs {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshd/meshd/control"
 	"github.com/meshd/meshd/control/controltest"
@@ -103,5 +104,29 @@ func TestDNSQuery(t *testing.T) {
 	var ans control.DNSAnswer
 	if err := json.Unmarshal([]byte(out), &ans); err != nil || ans.Rcode != "NXDOMAIN" {
 		t.Errorf("--json: %v %s", err, out)
+	}
+}
+
+// TestStatusNamesLine: meshctl status says where the names are served and,
+// without systemd-resolved, how to point the host's resolver at meshd.
+func TestStatusNamesLine(t *testing.T) {
+	for _, tc := range []struct {
+		dns  control.DNSSummary
+		want string
+	}{
+		{control.DNSSummary{Domain: "mesh.internal", Listen: []netip.AddrPort{netip.MustParseAddrPort("100.64.0.1:53")}, ResolvedConfigured: true},
+			"*.mesh.internal on 100.64.0.1:53, via systemd-resolved"},
+		{control.DNSSummary{Domain: "mesh.internal", Listen: []netip.AddrPort{netip.MustParseAddrPort("100.64.0.1:53")}, Hint: "point the host's resolver at 100.64.0.1"},
+			"*.mesh.internal on 100.64.0.1:53; not in the host's resolver: point the host's resolver at 100.64.0.1"},
+		{control.DNSSummary{Domain: "mesh.internal", Hint: "not serving: dns.enabled = false"}, "*.mesh.internal; not serving: dns.enabled = false"},
+	} {
+		var b strings.Builder
+		st := &control.Status{Name: "a", DNS: &tc.dns}
+		if err := renderStatus(&b, st, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("status lacks %q:\n%s", tc.want, b.String())
+		}
 	}
 }

@@ -69,6 +69,9 @@ func renderStatus(w io.Writer, st *control.Status, now time.Time) error {
 	row(tw, "certificate", certLine(st.Cert, now))
 	pc := st.PeerCounts
 	row(tw, "peers", fmt.Sprintf("%d online / %d direct / %d relay (%d known)", pc.Online, pc.Direct, pc.Relay, pc.Total))
+	if st.DNS != nil {
+		row(tw, "names", dnsLine(st.DNS))
+	}
 	if len(st.Drops) > 0 {
 		var drops []string
 		for _, reason := range slices.Sorted(maps.Keys(st.Drops)) {

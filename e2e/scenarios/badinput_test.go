@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,6 +19,10 @@ import (
 	"github.com/meshd/meshd/e2e/lab"
 	"github.com/meshd/meshd/internal/testutil"
 )
+
+// overlayPrefix is the lab's IPv4 overlay prefix (mesh.overlayIP); its IPv6
+// overlay addresses are unique local ones.
+var overlayPrefix = netip.MustParsePrefix("100.64.0.0/10")
 
 // listener is one socket a process listens on, as ss shows it.
 type listener struct {
@@ -92,15 +97,18 @@ func TestBadInput(t *testing.T) {
 	ctx := context.Background()
 
 	type victim struct {
-		n       *node
-		pid     int
-		remote  []string // udp and tcp targets reachable from mallory
-		udp     []string
-		tcp     []string
-		local   []string // loopback TCP, attacked from inside
-		rss     int
-		threads int
-		drops   map[string]uint64
+		n      *node
+		pid    int
+		remote []string // udp and tcp targets reachable from mallory
+		udp    []string
+		tcp    []string
+		local  []string // loopback TCP, attacked from inside
+		// overlay UDP and TCP (the resolver on the overlay addresses),
+		// attacked from inside: the backbone has no route to them.
+		overlayUDP, overlayTCP []string
+		rss                    int
+		threads                int
+		drops                  map[string]uint64
 	}
 	var victims []*victim
 	for _, n := range []*node{coord, alice, carol} {
@@ -120,6 +128,12 @@ func TestBadInput(t *testing.T) {
 			switch {
 			case a.Addr().IsLoopback():
 				v.local = append(v.local, a.String())
+			case overlayPrefix.Contains(a.Addr()) || a.Addr().IsPrivate() && a.Addr().Is6():
+				if li.proto == "udp" {
+					v.overlayUDP = append(v.overlayUDP, a.String())
+				} else {
+					v.overlayTCP = append(v.overlayTCP, a.String())
+				}
 			case li.proto == "udp":
 				v.udp = append(v.udp, a.String())
 			default:
@@ -196,10 +210,13 @@ func TestBadInput(t *testing.T) {
 	for _, v := range victims {
 		attack(mallory.Namespace, v.n.name+" from the backbone", "-udp", strings.Join(v.udp, ","), "-tcp", strings.Join(v.tcp, ","))
 		args := []string{"-unix", v.n.sock}
-		if len(v.local) > 0 {
-			args = append(args, "-tcp", strings.Join(v.local, ","))
+		if tcp := append(slices.Clone(v.local), v.overlayTCP...); len(tcp) > 0 {
+			args = append(args, "-tcp", strings.Join(tcp, ","))
 		}
-		attack(v.n.host.Namespace, v.n.name+" from inside (loopback, control socket)", args...)
+		if len(v.overlayUDP) > 0 {
+			args = append(args, "-udp", strings.Join(v.overlayUDP, ","))
+		}
+		attack(v.n.host.Namespace, v.n.name+" from inside (loopback, overlay, control socket)", args...)
 	}
 	wg.Wait()
 	attackEnd := time.Now()
