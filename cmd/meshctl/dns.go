@@ -99,6 +99,21 @@ func renderDNSStatus(w io.Writer, st *control.DNSStatus) error {
 	return tw.Flush()
 }
 
+// nodeOfName returns the node name a peer argument stands for: its name
+// in the mesh domain ("nas.mesh.internal", any case, trailing dot or not)
+// becomes "nas"; anything else is returned as it is. d may be nil (a meshd
+// without names).
+func nodeOfName(arg string, d *control.DNSSummary) string {
+	if d == nil || d.Domain == "" {
+		return arg
+	}
+	s := strings.ToLower(strings.TrimSuffix(arg, "."))
+	if node, ok := strings.CutSuffix(s, "."+d.Domain); ok && node != "" {
+		return node
+	}
+	return arg
+}
+
 // dnsLine is the "names" row of meshctl status.
 func dnsLine(d *control.DNSSummary) string {
 	if len(d.Listen) == 0 {

@@ -130,3 +130,18 @@ func TestStatusNamesLine(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitPeerByName: meshctl wait --peer takes the peer's name in the mesh
+// domain too.
+func TestWaitPeerByName(t *testing.T) {
+	h := newHarness(t)
+	h.b.SetStatus(control.Status{Name: "laptop", Coordinator: control.CoordinatorInfo{State: control.SessionConnected},
+		DNS: &control.DNSSummary{Domain: "mesh.internal"}})
+	h.b.SetPeers(samplePeers(time.Now()))
+	for _, arg := range []string{"vps.mesh.internal", "VPS.mesh.internal."} {
+		out, err := h.run(t, "wait", "--peer", arg, "--timeout", "5s")
+		if err != nil || !strings.Contains(out, "is up") {
+			t.Errorf("wait --peer %s: %q, %v", arg, out, err)
+		}
+	}
+}

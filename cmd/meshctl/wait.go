@@ -129,8 +129,9 @@ func waitCheck(ctx context.Context, c *control.Client, a waitArgs) (waitResult, 
 		return res, true, nil
 	}
 	var peer *control.Peer
+	want := nodeOfName(a.peer, st.DNS)
 	for i := range st.Peers {
-		if st.Peers[i].Name == a.peer {
+		if st.Peers[i].Name == want {
 			peer = &st.Peers[i]
 		}
 	}
