@@ -4,10 +4,13 @@ package scenarios
 
 import (
 	"context"
+	"encoding/json"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -145,6 +148,14 @@ func TestDNS(t *testing.T) {
 	}
 	if out, err := ns.Run(ctx, "ping", "-c", "3", "-i", "0.2", "-W", "1", "-4", bobName); err != nil || !strings.Contains(out, bob.addr.String()) {
 		t.Errorf("ping %s: %v\n%s", bobName, err, out)
+	}
+	// A TCP connection by name: labtool (Go's resolver) reads the same
+	// resolv.conf.
+	bob.startSink(t)
+	out, err = ns.Output(ctx, m.tool, "send", "-to", net.JoinHostPort(bobName, strconv.Itoa(sinkPort)), "-bytes", "65536", "-timeout", "20s")
+	var sr sendResult
+	if jerr := json.Unmarshal([]byte(out), &sr); err != nil || jerr != nil || !sr.OK {
+		t.Errorf("labtool send to %s: %v %v %q", bobName, err, jerr, out)
 	}
 	if out, err := alice.ctl(ctx, "ping", "-c", "2", bobName); err != nil {
 		t.Errorf("meshctl ping %s: %v\n%s", bobName, err, out)
