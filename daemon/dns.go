@@ -34,6 +34,7 @@ type names struct {
 	resolved *dns.Resolved // nil unless dns.resolved and serving
 	wantRes  bool          // dns.resolved
 	forward  []netip.AddrPort
+	listen   []netip.AddrPort // the resolver's addresses
 	// err says why the resolver is not serving ("" while it is); written
 	// by Start only, before the control socket opens.
 	err string
@@ -64,7 +65,7 @@ func (d *Daemon) newNames(cfg *config.Config, domain string) *names {
 		n.err = err.Error()
 		return n
 	}
-	n.server = srv
+	n.server, n.listen = srv, listen
 	return n
 }
 
@@ -105,7 +106,24 @@ func (d *Daemon) startNames(ctx context.Context) {
 		return
 	}
 	log := d.log.With("component", "dns")
-	if err := n.server.Start(ctx); err != nil {
+	err := n.server.Start(ctx)
+	if err != nil && len(d.self.Addrs) > 1 {
+		// A host with IPv6 disabled has no IPv6 overlay address (overlay
+		// comes up IPv4-only): serve on the IPv4 one.
+		log.Warn("the resolver serves on the IPv4 overlay address only", "error", err)
+		var srv *dns.Server
+		srv, err = dns.New(dns.Options{
+			Logger:   log,
+			Listen:   []netip.AddrPort{netip.AddrPortFrom(d.self.Addrs[0].Addr(), dnsPort)},
+			Forward:  n.forward,
+			FreeBind: true,
+		}, n.server.Table())
+		if err == nil {
+			n.server, n.listen = srv, srv.Listen()
+			err = srv.Start(ctx)
+		}
+	}
+	if err != nil {
 		n.err = err.Error()
 		n.server = nil
 		log.Warn("the mesh's names are not served", "error", err)
@@ -121,7 +139,7 @@ func (d *Daemon) startNames(ctx context.Context) {
 		return
 	}
 	var servers []netip.Addr
-	for _, a := range d.self.Addrs {
+	for _, a := range n.listen {
 		servers = append(servers, a.Addr())
 	}
 	r, err := dns.NewResolved(dns.ResolvedOptions{Logger: log, Link: ifc.Index, Servers: servers, Domain: n.domain})
@@ -174,9 +192,7 @@ func (d *Daemon) DNS(context.Context) (*control.DNSStatus, error) {
 		return st, nil
 	}
 	st.Enabled = true
-	for _, a := range d.self.Addrs {
-		st.Listen = append(st.Listen, netip.AddrPortFrom(a.Addr(), dnsPort))
-	}
+	st.Listen = n.listen
 	t := srv.Table()
 	for _, h := range t.Hosts() {
 		st.Names = append(st.Names, control.DNSName{Node: h.Name, FQDN: t.FQDN(h.Name), Addrs: h.Addrs})

@@ -148,6 +148,9 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
+// Listen returns the addresses the server was made for (Options.Listen).
+func (s *Server) Listen() []netip.AddrPort { return append([]netip.AddrPort(nil), s.opts.Listen...) }
+
 // Addrs returns the bound addresses (UDP and TCP per listen address, in
 // that order), nil before Start.
 func (s *Server) Addrs() []net.Addr {
