@@ -121,14 +121,24 @@ func TestRelayFailover(t *testing.T) {
 			exchange(t, ab, &atB, "after", 5*time.Second)
 			// Each side restarted for the lost relay, or because the other
 			// did (whichever noticed first); never by ICE's failed timeout.
+			// Following the other side takes one of two forms, by role: the
+			// controlling side asked by the controlled one fails with
+			// ErrPeerRestart (restartSoon); the controlled side offered a
+			// new session by the controlling one follows it straight from
+			// its live session (onOffer) without failing, so it shows no
+			// failure at all. Which side notices first is a race between
+			// the two path tickers, and the role follows the random
+			// fingerprints, so any of these may be seen.
 			lost := 0
 			for _, l := range []*Link{ab, ba} {
-				switch err := l.Status().LastError; {
-				case errors.Is(err, ErrRelayLost):
+				switch st := l.Status(); {
+				case errors.Is(st.LastError, ErrRelayLost):
 					lost++
-				case errors.Is(err, ErrPeerRestart):
+				case errors.Is(st.LastError, ErrPeerRestart) && st.Controlling:
+				case st.LastError == nil && st.Failures == 0 && !st.Controlling:
 				default:
-					t.Errorf("%s: the link restarted for %v, want ErrRelayLost (not ICE's failed timeout)", l.Status().Peer, err)
+					t.Errorf("%s (controlling %v): the link restarted for %v after %d failures, want ErrRelayLost (not ICE's failed timeout)",
+						st.Peer, st.Controlling, st.LastError, st.Failures)
 				}
 			}
 			if lost == 0 {
