@@ -425,11 +425,18 @@ func TestLazyLinks(t *testing.T) {
 	b := startDaemon(t, nb, m.config(t, nb, confSpec{join: []string{a.sessionAddr()}, lazy: true, extra: fwB}))
 	waitReady(t, a)
 	waitReady(t, b)
-	testutil.WaitFor(t, 10*time.Second, "alpha knows beta as an idle peer", func() bool {
-		return peerOf(t, a, "beta").State == control.LinkIdle
+	// Each side learns the other from the registry on its own schedule:
+	// wait for both to list the other, then both must be idle (no link).
+	testutil.WaitFor(t, 10*time.Second, "alpha and beta know each other", func() bool {
+		return peerOf(t, a, "beta").Name != "" && peerOf(t, b, "alpha").Name != ""
 	})
-	if s := peerOf(t, b, "alpha").State; s != control.LinkIdle {
-		t.Errorf("beta's link to alpha is %q before any packet, want idle", s)
+	for _, c := range []struct {
+		d    *testDaemon
+		peer string
+	}{{a, "beta"}, {b, "alpha"}} {
+		if s := peerOf(t, c.d, c.peer).State; s != control.LinkIdle {
+			t.Errorf("%s's link to %s is %q before any packet, want idle", c.d.name, c.peer, s)
+		}
 	}
 	// A packet from alpha's netstack to beta asks for the link.
 	testutil.WaitFor(t, 20*time.Second, "UDP alpha → beta over a lazily made link", func() bool {
