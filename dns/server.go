@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -119,18 +120,25 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	for _, a := range s.opts.Listen {
-		pc, err := lc.ListenPacket(ctx, "udp", a.String())
-		if err != nil {
-			return fail(fmt.Errorf("dns: listen udp %v: %w", a, err))
+		var pc net.PacketConn
+		var l net.Listener
+		// The TCP port follows the UDP one. With port 0 (tests) the UDP
+		// port the kernel picks may be taken for TCP: pick again.
+		for attempt := 0; ; attempt++ {
+			var err error
+			if pc, err = lc.ListenPacket(ctx, "udp", a.String()); err != nil {
+				return fail(fmt.Errorf("dns: listen udp %v: %w", a, err))
+			}
+			tcpAddr := netip.AddrPortFrom(a.Addr(), uint16(pc.LocalAddr().(*net.UDPAddr).Port))
+			if l, err = lc.Listen(ctx, "tcp", tcpAddr.String()); err == nil {
+				break
+			}
+			_ = pc.Close()
+			if a.Port() != 0 || !errors.Is(err, syscall.EADDRINUSE) || attempt == 20 {
+				return fail(fmt.Errorf("dns: listen tcp %v: %w", tcpAddr, err))
+			}
 		}
-		servers = append(servers, &mdns.Server{PacketConn: pc, Handler: s, UDPSize: maxUDPSize})
-		// The TCP port follows the UDP one (port 0 in tests).
-		tcpAddr := netip.AddrPortFrom(a.Addr(), uint16(pc.LocalAddr().(*net.UDPAddr).Port))
-		l, err := lc.Listen(ctx, "tcp", tcpAddr.String())
-		if err != nil {
-			return fail(fmt.Errorf("dns: listen tcp %v: %w", tcpAddr, err))
-		}
-		servers = append(servers, &mdns.Server{Listener: l, Handler: s})
+		servers = append(servers, &mdns.Server{PacketConn: pc, Handler: s, UDPSize: maxUDPSize}, &mdns.Server{Listener: l, Handler: s})
 		addrs = append(addrs, pc.LocalAddr(), l.Addr())
 	}
 	s.servers, s.addrs = servers, addrs
