@@ -114,6 +114,11 @@ func TestIdle(t *testing.T) {
 	}
 	took, loud, ok := waitUntil(45*time.Second, 0, quiet)
 	t.Logf("links quiet after %v (%v; still loud: %s)", took.Round(time.Second), ok, loud)
+	// Every link's state and path changes in the window, so that a loud
+	// node explains itself (a link that restarted or moved is not idle).
+	for _, n := range all {
+		n.startEvents(t)
+	}
 	// The window is a measurement period, not a wait for a condition.
 	before := map[*node]idleCounts{}
 	for _, n := range all {
@@ -135,13 +140,21 @@ func TestIdle(t *testing.T) {
 		}
 	}
 	for _, n := range all {
-		// Which links moved data records during the window (diagnostics).
+		// Which links moved data records during the window, and which
+		// changed state or path in it (diagnostics).
 		if ps, err := n.peers(ctx); err == nil {
 			var parts []string
 			for _, p := range ps {
 				parts = append(parts, fmt.Sprintf("%s rx=%d tx=%d", p.Name, p.RxPackets, p.TxPackets))
+				if p.Since.After(start) {
+					t.Logf("%s: link to %s changed state %v into the window: %s path_changes=%d",
+						n.name, p.Name, p.Since.Sub(start).Round(time.Millisecond), describePeer(p), p.PathChanges)
+				}
 			}
 			t.Logf("%s: overlay packets per peer: %s", n.name, strings.Join(parts, ", "))
+		}
+		for _, ev := range n.eventsSince(start) {
+			t.Logf("%s: event %v into the window: %s %s %s→%s %s", n.name, ev.Time.Sub(start).Round(time.Millisecond), ev.Kind, ev.Peer, ev.From, ev.To, ev.Message)
 		}
 	}
 	// Traffic after the idle window flows at once, on every pair.
