@@ -591,44 +591,80 @@ func (l *Link) dataCount() uint64 {
 
 // selectedHeard is when the agent last heard from the selected pair: a
 // check from the peer, an answer to one of ours, or a packet through the
-// ICE connection (DTLS); zero if no pair is selected. elsewhere is the
-// latest check the peer sent from another address (it roamed, or is
-// checking pairs this side does not use): an idle link must answer those
-// at the active pace.
+// ICE connection (DTLS); zero if no pair is selected. A pair that is the
+// same path on the wire counts as the selected pair (a server-reflexive
+// local candidate sends from its host base, so its pair with the same
+// remote address carries the same datagrams): the idle gate lets one
+// check to the selected remote address out per IdleKeepalive, whichever
+// of those pairs pion wrote it for, and its answer proves the path.
+// elsewhere is the latest check the peer sent from another address (it
+// roamed, or is checking pairs this side does not use): an idle link must
+// answer those at the active pace.
 func selectedHeard(a *ice.Agent) (heard, elsewhere time.Time) {
 	sel, ok := a.GetSelectedCandidatePairStats()
 	if !ok {
 		return time.Time{}, time.Time{}
 	}
+	remotes := map[string]string{}
+	for _, c := range a.GetRemoteCandidatesStats() {
+		remotes[c.ID] = net.JoinHostPort(c.IP, strconv.Itoa(c.Port))
+	}
+	wire := map[string]string{}
+	if locals, err := a.GetLocalCandidates(); err == nil {
+		for _, c := range locals {
+			wire[c.ID()] = localWire(c)
+		}
+	}
+	return pairHeard(sel, a.GetCandidatePairsStats(), remotes, wire)
+}
+
+// pairHeard is selectedHeard over the agent's figures: the selected pair's
+// stats, the check list's, the remote candidates' addresses by ID and the
+// local candidates' sockets by ID (localWire).
+func pairHeard(sel ice.CandidatePairStats, stats []ice.CandidatePairStats, remotes, wire map[string]string) (heard, elsewhere time.Time) {
 	// The selected pair's own stats lack the check timestamps; the
 	// check list has them.
 	heard = sel.LastPacketReceivedTimestamp
-	var selRemote string
-	stats := a.GetCandidatePairsStats()
+	selRemote := remotes[sel.RemoteCandidateID]
+	selWire, found := wire[sel.LocalCandidateID], false
 	for _, st := range stats {
-		if st.LocalCandidateID != sel.LocalCandidateID || st.RemoteCandidateID != sel.RemoteCandidateID {
+		same := st.LocalCandidateID == sel.LocalCandidateID && st.RemoteCandidateID == sel.RemoteCandidateID
+		if same {
+			found = true
+		}
+		if !same && (selWire == "" || wire[st.LocalCandidateID] != selWire || remotes[st.RemoteCandidateID] != selRemote) {
 			continue
 		}
-		selRemote = st.RemoteCandidateID
 		for _, t := range []time.Time{st.LastResponseTimestamp, st.LastRequestReceivedTimestamp, st.LastPacketReceivedTimestamp} {
 			if t.After(heard) {
 				heard = t
 			}
 		}
 	}
-	if selRemote == "" {
+	if !found {
 		return heard, time.Time{}
 	}
-	remotes := map[string]string{}
-	for _, c := range a.GetRemoteCandidatesStats() {
-		remotes[c.ID] = net.JoinHostPort(c.IP, strconv.Itoa(c.Port))
-	}
 	for _, st := range stats {
-		if remotes[st.RemoteCandidateID] != remotes[selRemote] && st.LastRequestReceivedTimestamp.After(elsewhere) {
+		if remotes[st.RemoteCandidateID] != selRemote && st.LastRequestReceivedTimestamp.After(elsewhere) {
 			elsewhere = st.LastRequestReceivedTimestamp
 		}
 	}
 	return heard, elsewhere
+}
+
+// localWire names the socket a local candidate's checks leave from: a
+// host candidate's own address, a server-reflexive one's base (its related
+// address); a relayed candidate has a socket of its own (its ID).
+func localWire(c ice.Candidate) string {
+	switch c.Type() {
+	case ice.CandidateTypeHost:
+		return net.JoinHostPort(c.Address(), strconv.Itoa(c.Port()))
+	case ice.CandidateTypeServerReflexive:
+		if r := c.RelatedAddress(); r != nil {
+			return net.JoinHostPort(r.Address, strconv.Itoa(r.Port))
+		}
+	}
+	return "id:" + c.ID()
 }
 
 // recheck verifies the connected peer's certificate again (a newer CRL, or

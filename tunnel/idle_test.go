@@ -2,8 +2,12 @@ package tunnel
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
+	"sort"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -281,13 +285,16 @@ func TestVNetIdleLinkIsQuiet(t *testing.T) {
 	v := buildVNet(t, nat, nat)
 	pubA, pubB := net.ParseIP(vnetPublicA), net.ParseIP(vnetPublicB)
 	var fromA, fromB atomic.Uint64
+	var seen wanLog
 	v.wan.AddChunkFilter(func(c vnet.Chunk) bool {
 		if src, ok := c.SourceAddr().(*net.UDPAddr); ok {
 			switch {
 			case src.IP.Equal(pubA):
 				fromA.Add(1)
+				seen.add("alpha", c)
 			case src.IP.Equal(pubB):
 				fromB.Add(1)
+				seen.add("bravo", c)
 			}
 		}
 		return true
@@ -308,8 +315,10 @@ func TestVNetIdleLinkIsQuiet(t *testing.T) {
 	})
 	a0, b0 := fromA.Load(), fromB.Load()
 	window := 5 * timers.IdleKeepalive
+	seen.start()
 	<-time.After(window) // a measurement period, not a wait for a condition
 	a, b := fromA.Load()-a0, fromB.Load()-b0
+	t.Logf("uplink packets in the window: %s", seen.stop())
 	// One check per IdleKeepalive from the controlling side and its answer
 	// from the other; one more each for a keepalive at either edge of the
 	// window, and 2 for TURN upkeep.
@@ -343,5 +352,140 @@ func TestVNetIdleLinkIsQuiet(t *testing.T) {
 	t.Logf("direct path cut while idle: traffic flows both ways over %v after %v", ab.Status().Path, time.Since(cutAt).Round(time.Millisecond))
 	if st := ab.Status(); st.Path != PathRelay || st.Generation != gen {
 		t.Errorf("after the cut: path %v generation %d (was %d), want the relay within the same session", st.Path, st.Generation, gen)
+	}
+}
+
+// wanLog counts the datagrams the nodes send over the WAN while started,
+// by sender, destination and kind, so that a loud idle link shows which
+// packets it sent.
+type wanLog struct {
+	mu          sync.Mutex
+	on          bool
+	t0          time.Time
+	n           map[string]int
+	first, last map[string]time.Duration
+}
+
+func (w *wanLog) start() {
+	w.mu.Lock()
+	w.on, w.t0, w.n = true, time.Now(), map[string]int{}
+	w.first, w.last = map[string]time.Duration{}, map[string]time.Duration{}
+	w.mu.Unlock()
+}
+
+func (w *wanLog) stop() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.on = false
+	keys := make([]string, 0, len(w.n))
+	for k := range w.n {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "\n\t%s: %d (%v to %v into the window)", k, w.n[k], w.first[k].Round(time.Millisecond), w.last[k].Round(time.Millisecond))
+	}
+	return b.String()
+}
+
+func (w *wanLog) add(from string, c vnet.Chunk) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.on {
+		k := fmt.Sprintf("%s → %s %s", from, c.DestinationAddr(), datagramKind(c.UserData()))
+		d := time.Since(w.t0)
+		if w.n[k] == 0 {
+			w.first[k] = d
+		}
+		w.n[k]++
+		w.last[k] = d
+	}
+}
+
+// datagramKind names what a node's datagram is: a STUN message by type
+// (inside TURN framing: the TURN frame, then the STUN message it carries),
+// a DTLS record, or other.
+func datagramKind(b []byte) string {
+	stunType := func(b []byte) (string, bool) {
+		if len(b) < stunHeaderLen || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
+			return "", false
+		}
+		return fmt.Sprintf("stun %#04x", binary.BigEndian.Uint16(b[0:2])), true
+	}
+	if inner, _ := unwrapTURN(b); inner != nil {
+		outer := "channel-data"
+		if len(b) >= 2 && b[0]&0xc0 != 0x40 {
+			outer = "send-indication"
+		}
+		if k, ok := stunType(inner); ok {
+			return outer + "(" + k + ")"
+		}
+		return outer + "(other)"
+	}
+	if k, ok := stunType(b); ok {
+		return k
+	}
+	if len(b) > 0 && b[0] >= 20 && b[0] <= 63 {
+		return "dtls"
+	}
+	return "other"
+}
+
+// TestPairHeard: an idle link's keepalive leaves through the gate for the
+// selected remote address once per IdleKeepalive, for whichever pair pion
+// wrote it; a server-reflexive local candidate sends from its host base,
+// so its pair to the same remote address is the same path on the wire and
+// its answer is the selected pair's. Before, only the selected pair's own
+// stats counted: when pion's check for the twin pair won the gate, the
+// selected pair looked silent, the link woke after IdleKeepalive +
+// 2*PathTimeout and checked every pair at the active pace
+// (TestVNetIdleLinkIsQuiet's flake). A relayed pair, another base or
+// another remote address is another path and does not count.
+func TestPairHeard(t *testing.T) {
+	t0 := time.Unix(9_000_000, 0)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	remotes := map[string]string{"r-srflx": "203.0.113.2:49152", "r-host": "10.0.2.2:5000", "r-relay": "198.51.100.20:5001"}
+	wire := map[string]string{
+		"l-host": "10.0.1.2:5000", "l-srflx": "10.0.1.2:5000", // the srflx candidate's base is the host one
+		"l-host2": "10.0.9.2:5000", "l-relay": "id:l-relay",
+	}
+	sel := ice.CandidatePairStats{LocalCandidateID: "l-host", RemoteCandidateID: "r-srflx", LastPacketReceivedTimestamp: at(1)}
+	pair := func(local, remote string, resp, req int) ice.CandidatePairStats {
+		st := ice.CandidatePairStats{LocalCandidateID: local, RemoteCandidateID: remote}
+		if resp > 0 {
+			st.LastResponseTimestamp = at(resp)
+		}
+		if req > 0 {
+			st.LastRequestReceivedTimestamp = at(req)
+		}
+		return st
+	}
+	tests := []struct {
+		name             string
+		stats            []ice.CandidatePairStats
+		heard, elsewhere time.Time
+	}{
+		{"the selected pair answered", []ice.CandidatePairStats{pair("l-host", "r-srflx", 5, 0), pair("l-srflx", "r-srflx", 3, 0)}, at(5), time.Time{}},
+		{"its twin through the same base answered", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-srflx", 9, 0)}, at(9), time.Time{}},
+		{"the peer checked the twin", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-srflx", 0, 8)}, at(8), time.Time{}},
+		{"a relayed pair to the same address is another path", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-relay", "r-srflx", 9, 0)}, at(2), time.Time{}},
+		{"another base is another path", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-host2", "r-srflx", 9, 0)}, at(2), time.Time{}},
+		{"another remote address is elsewhere", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-host", 9, 7)}, at(2), at(7)},
+		{"the selected pair left the check list", []ice.CandidatePairStats{pair("l-srflx", "r-srflx", 9, 0)}, at(9), time.Time{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			heard, elsewhere := pairHeard(sel, tt.stats, remotes, wire)
+			if !heard.Equal(tt.heard) || !elsewhere.Equal(tt.elsewhere) {
+				since := func(x time.Time) string {
+					if x.IsZero() {
+						return "never"
+					}
+					return x.Sub(t0).String()
+				}
+				t.Errorf("heard %s elsewhere %s, want %s and %s", since(heard), since(elsewhere), since(tt.heard), since(tt.elsewhere))
+			}
+		})
 	}
 }
