@@ -23,8 +23,10 @@ package tunnel
  * An idle link wakes (becomes active at once) when a data record is sent or
  * received, when the peer checks a pair from another address than the
  * selected pair's (it roamed, or its side is active and this side must
- * answer with triggered checks), or when its selected pair has not been
- * heard from for IdleKeepalive + 2*PathTimeout (a lost keepalive: probe
+ * answer with triggered checks), or when its selected pair (or a pair
+ * that is the same path on the wire: the gate cannot tell their checks
+ * apart, selectedHeard) has not been heard from for IdleKeepalive +
+ * 2*PathTimeout (a lost keepalive: probe
  * fast and let the normal failure handling decide). It stays active for at
  * least IdleAfter. pion's own disconnected/failed timers
  * are off (they would fire on every idle link); liveness (below) replaces
