@@ -59,6 +59,7 @@ var rules = []rule{
 	{"overlay", []string{module + "/config", module + "/daemon", module + "/tunnel", module + "/discovery", "github.com/pion/"}, "overlay defines PeerConn; tunnel satisfies it"},
 	{"tunnel", []string{module + "/config", module + "/daemon", module + "/overlay", module + "/discovery"}, "tunnel takes Options and a Signaler; daemon wires it"},
 	{"dns", []string{module + "/config", module + "/daemon", module + "/overlay", module + "/tunnel", module + "/discovery", "github.com/pion/"}, "dns serves the table daemon builds"},
+	{"internal/udpbatch", []string{module + "/", "github.com/"}, "udpbatch is syscalls over a UDP socket, shared by tunnel and discovery: stdlib and x/sys only"},
 	{"discovery", []string{module + "/config", module + "/daemon", module + "/overlay", module + "/tunnel"}, "discovery carries opaque signals"},
 }
 
