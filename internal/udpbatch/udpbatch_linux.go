@@ -143,19 +143,28 @@ func NewRx(n, oobSize int) *Rx {
 }
 
 func (r *Rx) recvmmsg(fd uintptr) bool {
+	var done bool
+	done, r.n, r.errno = mmsg(unix.SYS_RECVMMSG, fd, r.hdrs[:r.vlen])
+	return done
+}
+
+// mmsg runs recvmmsg or sendmmsg (trap) over hdrs, retrying on EINTR. done
+// is false on EAGAIN (the RawConn waits for the socket and calls again).
+func mmsg(trap, fd uintptr, hdrs []mmsghdr) (done bool, n int, errno syscall.Errno) {
+	if len(hdrs) == 0 {
+		return true, 0, 0
+	}
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), uintptr(r.vlen), 0, 0, 0)
+		r, _, e := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(&hdrs[0])), uintptr(len(hdrs)), 0, 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			return false
+			return false, 0, 0
 		case 0:
-			r.n, r.errno = int(n), 0
-		default:
-			r.n, r.errno = 0, e
+			return true, int(r), 0
 		}
-		return true
+		return true, 0, e
 	}
 }
 
@@ -290,20 +299,9 @@ func NewTx(n int) *Tx {
 }
 
 func (t *Tx) sendmmsg(fd uintptr) bool {
-	for {
-		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&t.hdrs[t.start])), uintptr(t.count-t.start), 0, 0, 0)
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		case 0:
-			t.sent, t.errno = int(n), 0
-		default:
-			t.sent, t.errno = 0, e
-		}
-		return true
-	}
+	var done bool
+	done, t.sent, t.errno = mmsg(unix.SYS_SENDMMSG, fd, t.hdrs[t.start:t.count])
+	return done
 }
 
 // grow makes room for n records.
