@@ -323,7 +323,7 @@ func TestTURNFastForwardingAllocs(t *testing.T) {
 	}
 	tx, rx := newTxBatch(batch), newRxBatch(batch, 2048, 0)
 	_ = peer.SetReadDeadline(time.Now().Add(30 * time.Second))
-	allocs := testing.AllocsPerRun(20, func() {
+	allocs := testutil.MinAllocsPerRun(5, 20, func() {
 		if err := cc.send(tx, msgs, server); err != nil {
 			t.Fatal(err)
 		}
