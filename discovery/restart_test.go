@@ -114,10 +114,12 @@ func TestCoordinatorCacheAfterRestart(t *testing.T) {
 		}
 		return true
 	})
-	_ = clients[2].Close() // node-c does not come back
-
+	// The coordinator stops while it holds all three sessions (its cache
+	// says so); node-c then stops too and does not come back. Closing
+	// node-c first would race its session's end against the shutdown.
 	addr := c.addr()
 	_ = c.Close()
+	_ = clients[2].Close()
 	c = m.startCoord(t, c.Name(), 200, nil, withState, func(o *CoordinatorOptions) {
 		o.Credentials = c.creds
 		o.ListenAddr = addr
