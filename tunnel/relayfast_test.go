@@ -133,8 +133,18 @@ func TestRelayFastPath(t *testing.T) {
 				_, _ = dir.from.WriteBatch(bufs, HeaderRoom)
 				return false
 			})
+			// UDP may drop under load: send the batch again until its last
+			// packet arrives.
 			last := fmt.Sprintf("%s-%d-%d-%s", dir.name, round, batch-1, bytes.Repeat([]byte{'x'}, 1200))
-			testutil.WaitFor(t, 5*time.Second, "the last packet delivered intact", func() bool { return dir.into.has(last) })
+			testutil.WaitFor(t, 10*time.Second, "the last packet delivered intact", func() bool {
+				if dir.into.has(last) {
+					return true
+				}
+				fill()
+				_, _ = dir.from.WriteBatch(bufs, HeaderRoom)
+				last = fmt.Sprintf("%s-%d-%d-%s", dir.name, round, batch-1, bytes.Repeat([]byte{'x'}, 1200))
+				return false
+			})
 
 			// Count what arrives without allocating: AllocsPerRun counts
 			// every goroutine's allocations.
@@ -144,11 +154,26 @@ func TestRelayFastPath(t *testing.T) {
 			for i := range pkts {
 				pkts[i] = make([]byte, HeaderRoom+1200, HeaderRoom+1200+64)
 			}
-			allocs := testutil.MinAllocsPerRun(5, 50, func() {
+			// A few batches per trial, and between trials the receiver
+			// catches up: a receiver slowed by load must not make the
+			// sender wait on a full socket buffer inside the measurement.
+			// AllocsPerRun counts every goroutine's allocations, so the
+			// best of several trials is taken (testutil.MinAllocsPerRun);
+			// an allocation in WriteBatch shows in every one.
+			send := func() {
 				if n, err := dir.from.WriteBatch(pkts, HeaderRoom); n != batch || err != nil {
 					t.Fatalf("WriteBatch = %d, %v", n, err)
 				}
-			})
+			}
+			allocs := -1.0
+			for trial := 0; trial < 8 && allocs != 0; trial++ {
+				sent := arrived.Load()
+				a := testing.AllocsPerRun(8, send)
+				if allocs < 0 || a < allocs {
+					allocs = a
+				}
+				testutil.Eventually(2*time.Second, func() bool { return arrived.Load() >= sent+8*batch })
+			}
 			if allocs != 0 {
 				t.Errorf("WriteBatch of %d relayed packets: %.1f allocations, want 0", batch, allocs)
 			}
