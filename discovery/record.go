@@ -33,6 +33,11 @@ const (
 	maxAddrs       = 2
 
 	recordFlagLeft = 1 << 0
+	// recordFlagRelay: the body ends with a RelayInfo after the software
+	// string (the node serves as a member relay). Records without it
+	// decode as before.
+	recordFlagRelay = 1 << 1
+	recordFlags     = recordFlagLeft | recordFlagRelay
 
 	// MaxVersionSkew bounds how far a record version (its signing time in
 	// unix ns) may lie ahead of the receiver's clock. Every receiver refuses
@@ -77,6 +82,7 @@ type Record struct {
 	Software  string           // software version string
 	Version   uint64           // unix nanoseconds at signing; strictly increasing per node
 	Left      bool             // tombstone: the node left the mesh
+	Relay     RelayInfo        // the member relay the node serves; zero = none
 	Presence  Presence
 
 	raw []byte // the signed encoding, relayed byte for byte
@@ -87,6 +93,28 @@ type LocalInfo struct {
 	Endpoints []netip.AddrPort // at most MaxEndpoints
 	Routes    []netip.Prefix   // each inside a subnet the certificate allows; at most MaxRoutes
 	Software  string           // at most 64 bytes
+	Relay     RelayInfo        // zero = the node serves no member relay
+}
+
+// RelayInfo announces a member relay ([relay] enabled): a TURN server
+// (UDP) that relays for mesh members only (package relay).
+type RelayInfo struct {
+	Addr     netip.AddrPort // the relay's public UDP address; port non-zero
+	Capacity uint16         // allocations it accepts at once; non-zero
+}
+
+// IsZero reports whether no relay is announced.
+func (ri RelayInfo) IsZero() bool { return ri == RelayInfo{} }
+
+func (ri RelayInfo) check() error {
+	if ri.IsZero() {
+		return nil
+	}
+	a := ri.Addr.Addr()
+	if !a.IsValid() || a.Is4In6() || a.IsUnspecified() || ri.Addr.Port() == 0 || ri.Capacity == 0 {
+		return fmt.Errorf("%w: relay %v with capacity %d", ErrInvalidRecord, ri.Addr, ri.Capacity)
+	}
+	return nil
 }
 
 // Clone returns a deep copy of r (the certificate is shared: it is immutable).
@@ -153,6 +181,9 @@ func encodeRecordBody(r *Record, certDER []byte) ([]byte, error) {
 	if r.Left {
 		flags |= recordFlagLeft
 	}
+	if !r.Relay.IsZero() {
+		flags |= recordFlagRelay
+	}
 	w.u8(flags)
 	w.str8(r.Name)
 	w.u64(r.Version)
@@ -179,6 +210,11 @@ func encodeRecordBody(r *Record, certDER []byte) ([]byte, error) {
 		w.u16(e.Port())
 	}
 	w.str8(r.Software)
+	if !r.Relay.IsZero() {
+		w.addr(r.Relay.Addr.Addr())
+		w.u16(r.Relay.Addr.Port())
+		w.u16(r.Relay.Capacity)
+	}
 	return w.b, nil
 }
 
@@ -234,7 +270,7 @@ func decodeRecord(raw []byte) (*decodedRecord, error) {
 	}
 	d := &decodedRecord{}
 	flags := r.u8("record flags")
-	if r.err == nil && flags&^recordFlagLeft != 0 {
+	if r.err == nil && flags&^recordFlags != 0 {
 		r.fail("record flags %#x", flags)
 	}
 	d.rec.Left = flags&recordFlagLeft != 0
@@ -281,6 +317,14 @@ func decodeRecord(raw []byte) (*decodedRecord, error) {
 		}
 	}
 	d.rec.Software = r.str8("software", maxSoftwareLen)
+	if flags&recordFlagRelay != 0 {
+		a := r.addr("relay address")
+		d.rec.Relay.Addr = netip.AddrPortFrom(a, r.u16("relay port"))
+		d.rec.Relay.Capacity = r.u16("relay capacity")
+		if r.err == nil && d.rec.Relay.IsZero() {
+			r.fail("relay flag without a relay")
+		}
+	}
 	if r.err == nil {
 		d.body = raw[:len(raw)-len(r.b)]
 	}
@@ -371,7 +415,7 @@ func checkRecordAgainstCert(r *Record) error {
 			return fmt.Errorf("%w: endpoint %v", ErrInvalidRecord, e)
 		}
 	}
-	return nil
+	return r.Relay.check()
 }
 
 // checkRoutes requires every route to be a masked prefix inside one of the
@@ -405,6 +449,7 @@ func newLocalRecord(creds *pki.Credentials, info LocalInfo, version uint64, left
 		Routes:    slices.Clone(info.Routes),
 		Endpoints: slices.Clone(info.Endpoints),
 		Software:  info.Software,
+		Relay:     info.Relay,
 		Version:   version,
 		Left:      left,
 	}

@@ -124,6 +124,11 @@ func TestRecordRejects(t *testing.T) {
 		{"trailing bytes", append(append([]byte(nil), good.raw...), 0), v, time.Time{}, ErrMalformed},
 		{"truncated", good.raw[:len(good.raw)-3], v, time.Time{}, ErrMalformed},
 		{"empty", nil, v, time.Time{}, ErrMalformed},
+		{"relay without capacity", sign(func(r *Record) { r.Relay = RelayInfo{Addr: netip.MustParseAddrPort("192.0.2.7:3479")} }, cs[0]), v, time.Time{}, ErrInvalidRecord},
+		{"relay without port", sign(func(r *Record) { r.Relay = RelayInfo{Addr: netip.MustParseAddrPort("192.0.2.7:0"), Capacity: 4} }, cs[0]), v, time.Time{}, ErrInvalidRecord},
+		{"relay on an unspecified address", sign(func(r *Record) { r.Relay = RelayInfo{Addr: netip.MustParseAddrPort("0.0.0.0:3479"), Capacity: 4} }, cs[0]), v, time.Time{}, ErrInvalidRecord},
+		{"relay flag without the relay", relayFlagOnly(good.raw), v, time.Time{}, ErrMalformed},
+		{"unknown flag", flagged(good.raw, 1<<2), v, time.Time{}, ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -140,6 +145,50 @@ func TestRecordRejects(t *testing.T) {
 				t.Fatalf("error %T is not a *RecordError", err)
 			}
 		})
+	}
+}
+
+// flagged returns raw with flag bits set (the signature no longer matches;
+// decoding fails first).
+func flagged(raw []byte, bits byte) []byte {
+	out := append([]byte(nil), raw...)
+	out[1] |= bits
+	return out
+}
+
+func relayFlagOnly(raw []byte) []byte { return flagged(raw, recordFlagRelay) }
+
+// TestRecordRelay: a member relay's announcement (address, capacity)
+// survives signing and verification, and a record without one (the format
+// before member relays) still verifies with no relay.
+func TestRecordRelay(t *testing.T) {
+	m, cs := shared(t)
+	v := m.verifier(nil)
+	for _, ri := range []RelayInfo{
+		{Addr: netip.MustParseAddrPort("198.51.100.7:3479"), Capacity: 64},
+		{Addr: netip.MustParseAddrPort("[2001:db8::7]:65535"), Capacity: 65535},
+	} {
+		info := testInfo
+		info.Relay = ri
+		rec, err := newLocalRecord(cs[0], info, 1000, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := verifyRecord(v, rec.raw, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Relay != ri || got.Software != testInfo.Software || !reflect.DeepEqual(got.Endpoints, testInfo.Endpoints) {
+			t.Fatalf("relay %v: round trip %+v", ri, got)
+		}
+	}
+	plain := testRecord(t)
+	if plain.raw[1]&recordFlagRelay != 0 {
+		t.Fatal("a record without a relay sets the relay flag")
+	}
+	got, err := verifyRecord(v, plain.raw, time.Now())
+	if err != nil || !got.Relay.IsZero() {
+		t.Fatalf("record without relay: %+v, %v", got, err)
 	}
 }
 
@@ -381,6 +430,14 @@ func FuzzDecodeRecord(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(far.raw)
+	relayInfo := testInfo
+	relayInfo.Relay = RelayInfo{Addr: netip.MustParseAddrPort("198.51.100.7:3479"), Capacity: 8}
+	relayed, err := newLocalRecord(cs[0], relayInfo, 2, false)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(relayed.raw)
+	f.Add(relayed.raw[:len(relayed.raw)-20])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := decodeRecord(b)
 		if err == nil && d.rec.Name == "" {
