@@ -152,7 +152,7 @@ func newTURNFast(uc *net.UDPConn, policy *peerPolicy) (*turnFast, bool) {
 		clients: make(map[netip.AddrPort]*turnRelaySock),
 	}
 	f.tab.Store(&turnTable{})
-	f.ln = &turnListener{UDPConn: uc, bc: bc, f: f, tx: newTxBatch(turnFastBatch)}
+	f.ln = &turnListener{UDPConn: uc, bc: bc, f: f, r: turnReader{tx: newTxBatch(turnFastBatch)}}
 	return f, true
 }
 
@@ -166,7 +166,7 @@ func (f *turnFast) wrapRelay(pc net.PacketConn) net.PacketConn {
 	if err != nil {
 		return pc
 	}
-	s := &turnRelaySock{UDPConn: uc, bc: bc, f: f, tx: newTxBatch(turnFastBatch)}
+	s := &turnRelaySock{UDPConn: uc, bc: bc, f: f, r: turnReader{toClient: true, tx: newTxBatch(turnFastBatch)}}
 	port := uc.LocalAddr().(*net.UDPAddr).Port
 	f.mu.Lock()
 	f.relays[uint16(port)] = s
@@ -323,13 +323,7 @@ type turnListener struct {
 	bc *batchConn
 	f  *turnFast
 
-	// Owned by the reader (pion's listener read loop).
-	rx    *rxBatch
-	q     []int
-	qi    int
-	tx    *txBatch
-	run   [][]byte
-	runTo *turnBinding
+	r turnReader // owned by pion's listener read loop
 }
 
 // WriteTo learns from pion's answers and sends them.
@@ -344,64 +338,40 @@ func (l *turnListener) WriteTo(p []byte, addr net.Addr) (int, error) {
 // ReadFrom returns the next datagram for pion, forwarding ChannelData of
 // bound channels on the way (see the file comment).
 func (l *turnListener) ReadFrom(p []byte) (int, net.Addr, error) {
-	if l.rx == nil {
-		l.rx = newRxBatch(turnFastBatch, turnSlotSize, 0)
-		l.q = make([]int, 0, turnFastBatch)
-		l.run = make([][]byte, 0, turnFastBatch)
+	i, err := l.r.next(l.bc, 0, l.forward)
+	if err != nil {
+		return 0, nil, err
 	}
-	for l.qi >= len(l.q) {
-		n, err := l.bc.read(l.rx)
-		if err != nil {
-			return 0, nil, err
-		}
-		l.q, l.qi = l.q[:0], 0
-		l.forward(n)
-	}
-	i := l.q[l.qi]
-	l.qi++
-	size := max(l.rx.sizes[i], 0)
-	b := l.rx.bufs[i][:size]
-	src := l.rx.srcs[i]
+	size := max(l.r.rx.sizes[i], 0)
+	b := l.r.rx.bufs[i][:size]
+	src := l.r.rx.srcs[i]
 	l.f.observeRequest(b, src)
 	return copy(p, b), net.UDPAddrFromAddrPort(src), nil
 }
 
 func (l *turnListener) forward(n int) {
+	r := &l.r
 	tab := l.f.tab.Load()
 	now := time.Now()
 	for i := 0; i < n; i++ {
-		size := l.rx.sizes[i]
-		b := l.rx.bufs[i]
+		size := r.rx.sizes[i]
+		b := r.rx.bufs[i]
 		if size < 0 {
 			continue // truncated: pion would drop it too
 		}
 		if size < 4 || b[0]&0xc0 != 0x40 {
-			l.q = append(l.q, i)
+			r.q = append(r.q, i)
 			continue
 		}
 		length := int(binary.BigEndian.Uint16(b[2:4]))
-		bd := tab.byClient[clientKey{l.rx.srcs[i], binary.BigEndian.Uint16(b[0:2])}]
+		bd := tab.byClient[clientKey{r.rx.srcs[i], binary.BigEndian.Uint16(b[0:2])}]
 		if bd == nil || length > size-4 || !now.Before(bd.until) {
-			l.q = append(l.q, i)
+			r.q = append(r.q, i)
 			continue
 		}
-		if l.runTo != bd {
-			l.flush()
-			l.runTo = bd
-		}
-		l.run = append(l.run, b[4:4+length])
+		r.push(l.f, bd, b[4:4+length])
 	}
-	l.flush()
-}
-
-func (l *turnListener) flush() {
-	if len(l.run) > 0 && l.runTo != nil {
-		if l.runTo.relay.bc.send(l.tx, l.run, l.runTo.peer) == nil {
-			l.f.toPeer.Add(uint64(len(l.run)))
-		}
-	}
-	clear(l.run)
-	l.run, l.runTo = l.run[:0], nil
+	r.flush(l.f)
 }
 
 // turnRelaySock is a relay socket as pion sees it.
@@ -412,13 +382,7 @@ type turnRelaySock struct {
 	once   sync.Once
 	closed sync.Once
 
-	// Owned by the reader (pion's allocation read loop).
-	rx    *rxBatch
-	q     []int
-	qi    int
-	tx    *txBatch
-	run   [][]byte
-	runTo *turnBinding
+	r turnReader // owned by pion's allocation read loop
 }
 
 // activate sizes the socket's buffers once it carries a binding.
@@ -435,58 +399,97 @@ func (s *turnRelaySock) Close() error {
 // ReadFrom returns the next datagram for pion, forwarding datagrams of
 // bound peers to their clients on the way.
 func (s *turnRelaySock) ReadFrom(p []byte) (int, net.Addr, error) {
-	if s.rx == nil {
-		s.rx = newRxBatch(turnFastBatch, turnSlotSize, 4)
-		s.q = make([]int, 0, turnFastBatch)
-		s.run = make([][]byte, 0, turnFastBatch)
+	i, err := s.r.next(s.bc, 4, s.forward)
+	if err != nil {
+		return 0, nil, err
 	}
-	for s.qi >= len(s.q) {
-		n, err := s.bc.read(s.rx)
-		if err != nil {
-			return 0, nil, err
-		}
-		s.q, s.qi = s.q[:0], 0
-		s.forward(n)
-	}
-	i := s.q[s.qi]
-	s.qi++
-	size := max(s.rx.sizes[i], 0)
-	return copy(p, s.rx.bufs[i][4:4+size]), net.UDPAddrFromAddrPort(s.rx.srcs[i]), nil
+	size := max(s.r.rx.sizes[i], 0)
+	return copy(p, s.r.rx.bufs[i][4:4+size]), net.UDPAddrFromAddrPort(s.r.rx.srcs[i]), nil
 }
 
 func (s *turnRelaySock) forward(n int) {
+	r := &s.r
 	tab := s.f.tab.Load()
 	now := time.Now()
 	for i := 0; i < n; i++ {
-		size := s.rx.sizes[i]
+		size := r.rx.sizes[i]
 		if size < 0 {
 			continue // truncated: pion would drop it too
 		}
-		bd := tab.byPeer[peerKey{s, s.rx.srcs[i]}]
+		bd := tab.byPeer[peerKey{s, r.rx.srcs[i]}]
 		if bd == nil || !now.Before(bd.until) {
-			s.q = append(s.q, i)
+			r.q = append(r.q, i)
 			continue
 		}
-		b := s.rx.bufs[i][:4+size]
+		b := r.rx.bufs[i][:4+size]
 		binary.BigEndian.PutUint16(b[0:2], bd.ch)
 		binary.BigEndian.PutUint16(b[2:4], uint16(size))
-		if s.runTo != bd {
-			s.flush()
-			s.runTo = bd
-		}
-		s.run = append(s.run, b)
+		r.push(s.f, bd, b)
 	}
-	s.flush()
+	r.flush(s.f)
 }
 
-func (s *turnRelaySock) flush() {
-	if len(s.run) > 0 && s.runTo != nil {
-		if s.f.ln.bc.send(s.tx, s.run, s.runTo.client) == nil {
-			s.f.toClient.Add(uint64(len(s.run)))
+// turnReader is one fast-path reader's batch state: the listener's or a
+// relay socket's. Owned by the goroutine that reads that socket (pion's
+// read loop for it).
+type turnReader struct {
+	toClient bool // immutable: a relay socket's reader, whose runs go from the listener to clients
+
+	rx    *rxBatch
+	q     []int // indexes in rx of the datagrams left for pion, in order
+	qi    int   // the next of q to hand to pion
+	tx    *txBatch
+	run   [][]byte // borrowed: slots of rx forwarded together to runTo
+	runTo *turnBinding
+}
+
+// next returns the index in r.rx of the next datagram for pion, reading
+// batches from bc (datagrams at headroom bytes into their slots) and
+// handing each to forward, which queues what it does not forward.
+func (r *turnReader) next(bc *batchConn, headroom int, forward func(n int)) (int, error) {
+	if r.rx == nil {
+		r.rx = newRxBatch(turnFastBatch, turnSlotSize, headroom)
+		r.q = make([]int, 0, turnFastBatch)
+		r.run = make([][]byte, 0, turnFastBatch)
+	}
+	for r.qi >= len(r.q) {
+		n, err := bc.read(r.rx)
+		if err != nil {
+			return 0, err
+		}
+		r.q, r.qi = r.q[:0], 0
+		forward(n)
+	}
+	i := r.q[r.qi]
+	r.qi++
+	return i, nil
+}
+
+// push adds datagram b to the run for bd, sending a run to another
+// binding first.
+func (r *turnReader) push(f *turnFast, bd *turnBinding, b []byte) {
+	if r.runTo != bd {
+		r.flush(f)
+		r.runTo = bd
+	}
+	r.run = append(r.run, b)
+}
+
+// flush sends the run with one sendmmsg: to the peer from the binding's
+// relay socket, or, for a relay socket's reader, to the client from the
+// listener.
+func (r *turnReader) flush(f *turnFast) {
+	if len(r.run) > 0 && r.runTo != nil {
+		bc, dst, sent := r.runTo.relay.bc, r.runTo.peer, &f.toPeer
+		if r.toClient {
+			bc, dst, sent = f.ln.bc, r.runTo.client, &f.toClient
+		}
+		if bc.send(r.tx, r.run, dst) == nil {
+			sent.Add(uint64(len(r.run)))
 		}
 	}
-	clear(s.run)
-	s.run, s.runTo = s.run[:0], nil
+	clear(r.run)
+	r.run, r.runTo = r.run[:0], nil
 }
 
 // stunType returns the type of a STUN message whose header and length
