@@ -21,20 +21,50 @@ import (
 // WriteTo), where the port is known too.
 
 // privatePrefixes are the ranges denied by default (RFC 1918, CGNAT
-// RFC 6598, IPv6 ULA): a coordinator's internal networks.
+// RFC 6598, IPv6 ULA, which holds the mesh's own overlay /48, deprecated
+// site-local, and the local-use NAT64 prefix of RFC 8215): a coordinator's
+// internal networks.
 var privatePrefixes = []netip.Prefix{
 	netip.MustParsePrefix("10.0.0.0/8"),
 	netip.MustParsePrefix("172.16.0.0/12"),
 	netip.MustParsePrefix("192.168.0.0/16"),
 	netip.MustParsePrefix("100.64.0.0/10"),
 	netip.MustParsePrefix("fc00::/7"),
+	netip.MustParsePrefix("fec0::/10"),
+	netip.MustParsePrefix("64:ff9b:1::/48"),
 }
 
-// unroutablePrefixes are never a peer: "this network", reserved, and the
-// limited broadcast address.
+// unroutablePrefixes are never a peer: "this network", reserved, the
+// limited broadcast address, IPv4-compatible IPv6 (deprecated) and the IPv6
+// discard prefix.
 var unroutablePrefixes = []netip.Prefix{
 	netip.MustParsePrefix("0.0.0.0/8"),
 	netip.MustParsePrefix("240.0.0.0/4"), // includes 255.255.255.255
+	netip.MustParsePrefix("::/96"),
+	netip.MustParsePrefix("100::/64"),
+}
+
+// Translated IPv6 addresses carry an IPv4 address that a gateway on the
+// path sends to: the NAT64 well-known prefix (RFC 6052, the IPv4 address in
+// the last 32 bits) and 6to4 (RFC 3056, bits 16-47). IPv4-mapped addresses
+// (::ffff:0:0/96) are unmapped before any check.
+var (
+	nat64Prefix = netip.MustParsePrefix("64:ff9b::/96")
+	sixToFour   = netip.MustParsePrefix("2002::/16")
+)
+
+// embeddedIPv4 returns the IPv4 address a translated IPv6 address reaches.
+func embeddedIPv4(ip netip.Addr) (netip.Addr, bool) {
+	b := ip.As16()
+	switch {
+	case !ip.Is6():
+		return netip.Addr{}, false
+	case nat64Prefix.Contains(ip):
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case sixToFour.Contains(ip):
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
 }
 
 // ownAddrRefresh is how long the host's own address list is trusted before
@@ -125,7 +155,9 @@ func inPrefixes(a netip.Addr, list []netip.Prefix) bool {
 // check classifies ip (ignoring ports): allowed_peer_ips first (it
 // overrides everything but the own-service rule, as coturn's
 // allowed-peer-ip overrides denied-peer-ip), then denied_peer_ips, the
-// special addresses, and private ranges.
+// special addresses, and private ranges. A NAT64 or 6to4 address is
+// classified as the IPv4 address it reaches, unless allowed_peer_ips lists
+// the IPv6 address itself.
 func (p *peerPolicy) check(ip netip.Addr) peerDenial {
 	ip = ip.Unmap()
 	switch {
@@ -143,6 +175,9 @@ func (p *peerPolicy) check(ip netip.Addr) peerDenial {
 		// on a private relay address; checkSend keeps it to relay ports.
 		return denyPrivate
 	}
+	if v4, ok := embeddedIPv4(ip); ok {
+		return p.check(v4)
+	}
 	return peerAllowed
 }
 
@@ -156,11 +191,20 @@ func (p *peerPolicy) checkSend(ap netip.AddrPort) peerDenial {
 	if d := p.check(ip); d != peerAllowed {
 		return d
 	}
-	if port := ap.Port(); !ip.IsLoopback() && (port < p.portMin || port > p.portMax) && p.isOwn(ip) &&
-		(p.meshPorts == nil || !slices.Contains(p.meshPorts(), port)) {
+	if v4, ok := embeddedIPv4(ip); ok && p.ownService(v4, ap.Port()) {
+		return denyOwnService // through a NAT64 or 6to4 gateway
+	}
+	if p.ownService(ip, ap.Port()) {
 		return denyOwnService
 	}
 	return peerAllowed
+}
+
+// ownService reports whether ip:port is one of the host's own (non-loopback)
+// addresses on a port that is neither a relay port nor a mesh port.
+func (p *peerPolicy) ownService(ip netip.Addr, port uint16) bool {
+	return !ip.IsLoopback() && (port < p.portMin || port > p.portMax) && p.isOwn(ip) &&
+		(p.meshPorts == nil || !slices.Contains(p.meshPorts(), port))
 }
 
 // isOwn reports whether ip is one of the host's interface addresses.

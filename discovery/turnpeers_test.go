@@ -131,6 +131,7 @@ func TestTURNPeerPolicy(t *testing.T) {
 			&net.IPNet{IP: net.ParseIP("127.0.0.1"), Mask: net.CIDRMask(8, 32)},
 			&net.IPNet{IP: net.ParseIP("203.0.113.10"), Mask: net.CIDRMask(24, 32)},
 			&net.IPNet{IP: net.ParseIP("192.168.1.10"), Mask: net.CIDRMask(24, 32)},
+			&net.IPNet{IP: net.ParseIP("2001:db8:10::10"), Mask: net.CIDRMask(64, 128)},
 		}, nil
 	}
 	pfx := func(s ...string) []netip.Prefix {
@@ -149,6 +150,8 @@ func TestTURNPeerPolicy(t *testing.T) {
 	allowLAN.DeniedPeers = pfx("198.51.100.0/24")
 	deny := public
 	deny.DeniedPeers = pfx("198.51.100.0/24")
+	allowNAT64 := public
+	allowNAT64.AllowedPeers = pfx("64:ff9b::/96")
 	for _, tc := range []struct {
 		name string
 		o    TURNOptions
@@ -184,6 +187,30 @@ func TestTURNPeerPolicy(t *testing.T) {
 		{"home lab: other private range", homeLab, "10.1.1.1:9", peerAllowed},
 		{"home lab: loopback", homeLab, "127.0.0.1:9", denySpecial},
 		{"home lab: own service", homeLab, "192.168.1.10:53", denyOwnService},
+
+		// IPv6: the same rules, and translated addresses judged by the IPv4
+		// address they reach.
+		{"v6 unspecified", public, "[::]:9", denySpecial},
+		{"v4-mapped loopback", public, "[::ffff:127.0.0.1]:9", denySpecial},
+		{"v4-mapped own service", public, "[::ffff:203.0.113.10]:22", denyOwnService},
+		{"mesh overlay /48 (ULA)", public, "[fd7a:115c:a1e0::1]:9", denyPrivate},
+		{"site-local", public, "[fec0::1]:9", denyPrivate},
+		{"v4-compatible", public, "[::a00:1]:9", denySpecial},
+		{"discard prefix", public, "[100::1]:9", denySpecial},
+		{"nat64 to public", public, "[64:ff9b::198.51.100.7]:3478", peerAllowed},
+		{"nat64 to private", public, "[64:ff9b::10.0.0.1]:9", denyPrivate},
+		{"nat64 to loopback", public, "[64:ff9b::127.0.0.1]:9", denySpecial},
+		{"nat64 to link-local", public, "[64:ff9b::169.254.169.254]:80", denySpecial},
+		{"nat64 to own service", public, "[64:ff9b::203.0.113.10]:22", denyOwnService},
+		{"nat64 to own relay port", public, "[64:ff9b::203.0.113.10]:50000", peerAllowed},
+		{"nat64 to denied list", deny, "[64:ff9b::198.51.100.7]:3478", denyConfigured},
+		{"nat64 listed in allowed", allowNAT64, "[64:ff9b::10.0.0.1]:9", peerAllowed},
+		{"local-use nat64", public, "[64:ff9b:1::a00:1]:9", denyPrivate},
+		{"6to4 to private", public, "[2002:a00:1::1]:9", denyPrivate},
+		{"6to4 to public", public, "[2002:c633:6407::1]:9", peerAllowed},
+		{"own v6 service port", public, "[2001:db8:10::10]:22", denyOwnService},
+		{"own v6 relay port", public, "[2001:db8:10::10]:50000", peerAllowed},
+		{"own v6 mesh node (ICE port)", public, "[2001:db8:10::10]:51830", peerAllowed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPeerPolicy(&tc.o, slog.New(slog.DiscardHandler))
