@@ -270,6 +270,10 @@ type ICE struct {
 	// Port is ice.port, the one UDP port all links share; default
 	// DefaultICEPort; 0 means a random port (no stable firewall hole).
 	Port int `toml:"port"`
+	// IPv6 is ice.ipv6, default true: the port is opened on IPv6 as well
+	// as IPv4 (one socket per family), so links may run over IPv6. A host
+	// without IPv6 falls back to IPv4 alone; false keeps links on IPv4.
+	IPv6 bool `toml:"ipv6"`
 	// STUNServers is ice.stun_servers, extra "stun:host[:port]" URLs on top
 	// of the STUN servers the coordinators announce; default none.
 	STUNServers []string `toml:"stun_servers"`
@@ -459,6 +463,7 @@ func Default() *Config {
 		},
 		ICE: ICE{
 			Port:                DefaultICEPort,
+			IPv6:                true,
 			DisconnectedTimeout: Duration(3 * time.Second),
 			FailedTimeout:       Duration(7 * time.Second),
 			KeepaliveInterval:   Duration(750 * time.Millisecond),

@@ -147,6 +147,7 @@ user_quota = 0
 
 [ice]
 port = 0
+ipv6 = false
 stun_servers = ["stun:stun.example.net", "stun:[2001:db8::2]:3479"]
 disconnected_timeout = "4s"
 failed_timeout = "20s"

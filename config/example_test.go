@@ -45,7 +45,7 @@ func TestExampleLoads(t *testing.T) {
 }
 
 var (
-	commentedKey    = regexp.MustCompile(`^# ([a-z_]+ = .*)$`)
+	commentedKey    = regexp.MustCompile(`^# ([a-z][a-z0-9_]* = .*)$`)
 	commentedHeader = regexp.MustCompile(`^# (\[\[?[a-z_.]+\]\]?)\s*$`)
 	activeHeader    = regexp.MustCompile(`^\[`)
 )

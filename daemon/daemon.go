@@ -217,6 +217,7 @@ func (d *Daemon) build(p *prepared) error {
 		Credentials:     p.creds,
 		Verifier:        p.verifier,
 		Signaler:        signaler{d},
+		ListenAddr:      iceListenAddr(cfg.ICE),
 		ListenPort:      cfg.ICE.Port,
 		Servers:         d.iceServers,
 		ForceRelay:      cfg.ICE.RelayOnly,
@@ -230,7 +231,9 @@ func (d *Daemon) build(p *prepared) error {
 		Now:               d.now,
 	}
 	if tu := d.opts.Tuning; tu != nil {
-		tOpts.ListenAddr = tu.ICEListenAddr
+		if tu.ICEListenAddr.IsValid() {
+			tOpts.ListenAddr = tu.ICEListenAddr
+		}
 		if tu.TunnelTimers != nil {
 			tOpts.Timers = *tu.TunnelTimers
 		}
@@ -259,6 +262,16 @@ func (d *Daemon) build(p *prepared) error {
 	}
 	d.names = d.newNames(cfg, p.creds.MeshDomain())
 	return nil
+}
+
+// iceListenAddr is the ICE port's bind address: both families (:: opens
+// an IPv6-only and an IPv4 socket; IPv4 alone on a host without IPv6)
+// unless ice.ipv6 is false.
+func iceListenAddr(c config.ICE) netip.Addr {
+	if c.IPv6 {
+		return netip.IPv6Unspecified()
+	}
+	return netip.IPv4Unspecified()
 }
 
 // closeBuilt closes what build made, for a failed New.

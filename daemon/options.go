@@ -35,8 +35,9 @@ type Options struct {
 // fields keep the production value.
 type Tuning struct {
 	// ICEListenAddr is the local address of the shared ICE socket; zero
-	// means all IPv4 addresses. Tests use 127.0.0.1 so that the host
-	// candidate is loopback (tunnel never offers loopback otherwise).
+	// means what ice.ipv6 says (:: for both families, or 0.0.0.0). Tests
+	// use 127.0.0.1 so that the host candidate is loopback (tunnel never
+	// offers loopback otherwise).
 	ICEListenAddr netip.Addr
 	// TunnelTimers, if not nil, replace the timers derived from [ice].
 	TunnelTimers *tunnel.Timers

@@ -156,6 +156,9 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if socks.noV6 != nil {
+		m.log.Info("this host has no IPv6; links use IPv4 only", "error", socks.noV6)
+	}
 	local := socks.local
 	localIP, _ := netip.AddrFromSlice(local.IP)
 	localIP = localIP.Unmap()
@@ -279,6 +282,22 @@ func (m *Manager) LocalAddr() net.Addr {
 		return nil
 	}
 	return m.socks.local
+}
+
+// Families reports which address families the shared port is open on
+// (false, false before Start), and, when a dual-stack bind found no IPv6 on
+// the host, why.
+func (m *Manager) Families() (v4, v6 bool, noV6 error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.socks == nil {
+		return false, false, nil
+	}
+	for _, t := range m.networkTypes {
+		v4 = v4 || t.IsIPv4()
+		v6 = v6 || t.IsIPv6()
+	}
+	return v4, v6, m.socks.noV6
 }
 
 // Link returns the link to peer p, creating (and, once the manager is

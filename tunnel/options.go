@@ -194,9 +194,11 @@ type Options struct {
 	Signaler Signaler
 
 	// ListenAddr is the local address of the one UDP socket every link
-	// shares; the zero value means all IPv4 addresses (0.0.0.0). Host
-	// candidates are this address, or every interface address when it is
-	// unspecified (minus loopback, link-local and ExcludePrefixes).
+	// shares; the zero value means all IPv4 addresses (0.0.0.0). :: means
+	// both families: an IPv6-only and an IPv4 socket on one port (IPv4
+	// alone on a host without IPv6). Host candidates are this address, or
+	// every interface address when it is unspecified (minus loopback,
+	// link-local, ExcludePrefixes and the addresses Interfaces skips).
 	ListenAddr netip.Addr
 	// ListenPort is the UDP port of that socket; 0 picks a free port.
 	ListenPort int
@@ -267,6 +269,10 @@ type Options struct {
 	// Now is the clock used to check certificate validity during
 	// handshakes; nil means time.Now.
 	Now func() time.Time
+
+	// listenUDP opens the host's UDP sockets; nil means net.ListenUDP.
+	// Tests stand in a host without IPv6.
+	listenUDP func(network string, laddr *net.UDPAddr) (*net.UDPConn, error)
 }
 
 func (o *Options) validate() error {

@@ -5,7 +5,10 @@ package tunnel
  * One UDP port serves every link, so a firewall needs one hole. The manager
  * opens one socket per address family on it (openSockets):
  *
- *   ListenAddr ::            an IPv4 socket and an IPv6-only socket, same port
+ *   ListenAddr ::            an IPv4 socket and an IPv6-only socket, same port;
+ *                            on a host without IPv6 (no AF_INET6 sockets:
+ *                            ipv6.disable=1) the IPv4 socket alone, and
+ *                            socketSet.noV6 says why (logged once at info)
  *   ListenAddr other / zero  one socket of that family (zero: 0.0.0.0)
  *   Options.PacketConn       that conn;  Options.Net (pion vnet): one from it
  *
@@ -66,6 +69,7 @@ type socketSet struct {
 	socks  []*sock
 	v4, v6 *sock
 	local  *net.UDPAddr // the address the mux and Manager.LocalAddr report
+	noV6   error        // why a dual-stack bind has no IPv6 socket, or nil
 }
 
 // openSockets opens (or adopts) the node's sockets as the file comment
@@ -101,7 +105,11 @@ func openSockets(opts *Options) (*socketSet, error) {
 		return adoptConn(pc, bufSize)
 	}
 	if addr.Is6() && addr.IsUnspecified() {
-		return openDualStack(opts.ListenPort, bufSize)
+		listen := opts.listenUDP
+		if listen == nil {
+			listen = net.ListenUDP
+		}
+		return openDualStack(listen, opts.ListenPort, bufSize)
 	}
 	network := "udp4"
 	if addr.Is6() && !addr.Is4In6() {
@@ -123,15 +131,19 @@ func listenPacket(n transport.Net, network string, laddr *net.UDPAddr) (net.Pack
 	return pc, nil
 }
 
-// openDualStack opens an IPv6-only and an IPv4 socket on one port.
-func openDualStack(port, bufSize int) (*socketSet, error) {
+// openDualStack opens an IPv6-only and an IPv4 socket on one port, or the
+// IPv4 socket alone when the host has no IPv6 (ipv6Unavailable).
+func openDualStack(listen func(string, *net.UDPAddr) (*net.UDPConn, error), port, bufSize int) (*socketSet, error) {
 	for tries := 0; ; tries++ {
-		c6, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6unspecified, Port: port})
+		c6, err := listen("udp6", &net.UDPAddr{IP: net.IPv6unspecified, Port: port})
+		if err != nil && ipv6Unavailable(err) {
+			return openV4Only(listen, port, bufSize, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("tunnel: listen on [::]:%d: %w", port, err)
 		}
 		p := c6.LocalAddr().(*net.UDPAddr).Port
-		c4, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero, Port: p})
+		c4, err := listen("udp4", &net.UDPAddr{IP: net.IPv4zero, Port: p})
 		if err != nil {
 			_ = c6.Close()
 			if port == 0 && errors.Is(err, syscall.EADDRINUSE) && tries < 16 {
@@ -153,6 +165,33 @@ func openDualStack(port, bufSize int) (*socketSet, error) {
 		_ = c6.Close()
 		return nil, err
 	}
+}
+
+// ipv6Unavailable reports whether err from opening an IPv6 socket means
+// the host has no IPv6 at all: the kernel booted with ipv6.disable=1 (no
+// AF_INET6 sockets), or a stack built without it. A host whose IPv6 is off
+// by sysctl (disable_ipv6=1) still opens the socket; it then has no IPv6
+// address to offer, which netcheck reports.
+func ipv6Unavailable(err error) bool {
+	return errors.Is(err, syscall.EAFNOSUPPORT) || errors.Is(err, syscall.EPROTONOSUPPORT) || errors.Is(err, syscall.EADDRNOTAVAIL)
+}
+
+// openV4Only is the dual-stack bind's fallback on a host without IPv6.
+func openV4Only(listen func(string, *net.UDPAddr) (*net.UDPConn, error), port, bufSize int, why error) (*socketSet, error) {
+	c4, err := listen("udp4", &net.UDPAddr{IP: net.IPv4zero, Port: port})
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: listen on 0.0.0.0:%d: %w", port, err)
+	}
+	s4, err := newSock(c4, bufSize, 0)
+	if err != nil {
+		_ = c4.Close()
+		return nil, err
+	}
+	return &socketSet{
+		socks: []*sock{s4}, v4: s4,
+		local: &net.UDPAddr{IP: net.IPv4zero, Port: c4.LocalAddr().(*net.UDPAddr).Port},
+		noV6:  why,
+	}, nil
 }
 
 // adoptConn wraps one conn, serving both families (v4-mapped on a

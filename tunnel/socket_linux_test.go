@@ -4,12 +4,18 @@ package tunnel
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/meshd/meshd/internal/testutil"
 )
 
 func listenFast(t *testing.T, network, addr string) *fastConn {
@@ -152,5 +158,43 @@ func TestOpenSocketsDualStack(t *testing.T) {
 			t.Errorf("peer on %s read %q from %v: %v", tc.to, buf[:n], from, err)
 		}
 		_ = peer.Close()
+	}
+}
+
+// TestDualStackWithoutIPv6: on a host whose kernel has no IPv6 sockets
+// (ipv6.disable=1), a dual-stack bind starts on IPv4 alone, says so once at
+// info level, and offers IPv4 candidates only.
+func TestDualStackWithoutIPv6(t *testing.T) {
+	noV6 := func(network string, laddr *net.UDPAddr) (*net.UDPConn, error) {
+		if network == "udp6" {
+			return nil, &net.OpError{Op: "listen", Net: network, Addr: laddr, Err: os.NewSyscallError("socket", syscall.EAFNOSUPPORT)}
+		}
+		return net.ListenUDP(network, laddr)
+	}
+	ss, err := openSockets(&Options{ListenAddr: netip.IPv6Unspecified(), listenUDP: noV6})
+	if err != nil {
+		t.Fatalf("dual-stack bind without IPv6: %v", err)
+	}
+	if len(ss.socks) != 1 || ss.v4 == nil || ss.v6 != nil || ss.noV6 == nil || !ss.local.IP.Equal(net.IPv4zero) {
+		t.Fatalf("want the IPv4 socket alone (and why): %d sockets, v6 %v, local %v, noV6 %v", len(ss.socks), ss.v6 != nil, ss.local, ss.noV6)
+	}
+	if _, err := ss.writeTo([]byte("x"), netip.MustParseAddrPort("[::1]:9")); !errors.Is(err, errWrongFamily) {
+		t.Errorf("sending to ::1 without an IPv6 socket: %v, want errWrongFamily", err)
+	}
+	ss.close()
+
+	testutil.LeakCheck(t)
+	ca := newTestCA(t, "mesh")
+	a := ca.node(t, "alpha", 1, 0, nil)
+	sink := &logSink{}
+	m := startManager(t, newMemSignals(), a, func(o *Options) {
+		o.ListenAddr, o.listenUDP, o.Logger = netip.IPv6Unspecified(), noV6, slog.New(sink)
+	})
+	v4, v6, why := m.Families()
+	if !v4 || v6 || why == nil {
+		t.Errorf("Families() = %v, %v, %v; want IPv4 only, with the reason", v4, v6, why)
+	}
+	if n := sink.count(slog.LevelInfo, "this host has no IPv6; links use IPv4 only", "", ""); n != 1 {
+		t.Errorf("logged the fallback %d times, want once", n)
 	}
 }
