@@ -15,6 +15,13 @@ package tunnel
  *     PathTimeout + KeepaliveInterval/3 + one round trip);
  *   - if the selected pair is relayed and a direct pair has been alive for
  *     UpgradeHold, move to it;
+ *   - if the selected pair is direct over IPv4 and a direct IPv6 pair has
+ *     been alive for UpgradeHold with an RTT no worse (rttNotWorse), move
+ *     to it, once per session: after that only a dead pair moves the link,
+ *     so it never flaps between families (a dead IPv6 pair falls back to
+ *     the best alive one, IPv4 included, and stays there);
+ *   - among pairs of one rank, IPv6 wins over IPv4 when its RTT is no
+ *     worse, else the lower RTT wins;
  *   - after a renomination, wait for it to take effect (or PathTimeout).
  *
  * DTLS is unaffected: ice.Conn stays the same object across pair changes.
@@ -43,6 +50,20 @@ type pairView struct {
 }
 
 func (p *pairView) relayed() bool { return p.local.Type == "relay" || p.remote.Type == "relay" }
+
+// v6 reports whether the pair's datagrams travel over IPv6 (the remote
+// address's family; a relayed pair's is the relay's side).
+func (p *pairView) v6() bool {
+	a := p.remote.Addr.Addr()
+	return a.Is6() && !a.Is4In6()
+}
+
+// rttNotWorse reports whether an IPv6 pair's RTT v6 is no worse than an
+// IPv4 pair's v4: within an eighth of it plus a millisecond (the noise of
+// single checks). An unmeasured RTT (0) is never "no worse".
+func rttNotWorse(v6, v4 time.Duration) bool {
+	return v6 > 0 && v4 > 0 && v6 <= v4+v4/8+time.Millisecond
+}
 
 func (p *pairView) path() Path {
 	if p == nil {
@@ -73,6 +94,14 @@ func (p *pairView) better(q *pairView) bool {
 	}
 	if p.rank() != q.rank() {
 		return p.rank() < q.rank()
+	}
+	if p.v6() != q.v6() {
+		v6, v4 := p, q
+		if q.v6() {
+			v6, v4 = q, p
+		}
+		v6Wins := rttNotWorse(v6.rtt, v4.rtt) || (v4.rtt == 0 && v6.rtt > 0)
+		return v6Wins == p.v6()
 	}
 	pr, qr := p.rtt, q.rtt
 	if pr == 0 {
@@ -159,6 +188,7 @@ type pathPolicy struct {
 	selAt      time.Time // when it became selected (as observed)
 	pending    string    // pair renominated to, until it is selected
 	pendingAt  time.Time
+	familyDone bool      // the one IPv4-to-IPv6 move of this session is spent
 }
 
 func (p *pathPolicy) reset() { *p = pathPolicy{} }
@@ -213,7 +243,11 @@ func (p *pathPolicy) decide(now time.Time, v pairsView, t Timers) (*pairView, st
 	var best *pairView
 	if alive(sel) || now.Sub(p.selAt) < t.PathTimeout {
 		if !sel.relayed() {
-			return nil, ""
+			if best = p.preferV6(now, v, sel, t); best == nil {
+				return nil, ""
+			}
+			p.pending, p.pendingAt = best.key, now
+			return best, PathReasonIPv6
 		}
 		for i := range v.pairs {
 			pv := &v.pairs[i]
@@ -241,6 +275,30 @@ func (p *pathPolicy) decide(now time.Time, v pairsView, t Timers) (*pairView, st
 	}
 	p.pending, p.pendingAt = best.key, now
 	return best, PathReasonFailed
+}
+
+// preferV6 returns the direct IPv6 pair to move a healthy direct IPv4
+// selected pair to (the lowest RTT of those alive for UpgradeHold whose
+// RTT is no worse), or nil; at most once per session.
+func (p *pathPolicy) preferV6(now time.Time, v pairsView, sel *pairView, t Timers) *pairView {
+	if p.familyDone || sel.v6() {
+		return nil
+	}
+	var best *pairView
+	for i := range v.pairs {
+		pv := &v.pairs[i]
+		since, ok := p.aliveSince[pv.key]
+		if pv.relayed() || !pv.v6() || !ok || now.Sub(since) < t.UpgradeHold || !rttNotWorse(pv.rtt, sel.rtt) {
+			continue
+		}
+		if best == nil || pv.rtt < best.rtt {
+			best = pv
+		}
+	}
+	if best != nil {
+		p.familyDone = true
+	}
+	return best
 }
 
 // renominate asks the (controlling) agent to nominate target. pion's

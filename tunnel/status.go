@@ -199,6 +199,9 @@ const (
 	// PathReasonDirect: the link was relayed and a direct pair has
 	// answered for UpgradeHold.
 	PathReasonDirect = "direct_found"
+	// PathReasonIPv6: the link ran directly over IPv4 and a direct IPv6
+	// pair has answered for UpgradeHold with an RTT no worse.
+	PathReasonIPv6 = "ipv6_preferred"
 	// PathReasonPeer: the peer (the controlling side) moved the link.
 	PathReasonPeer = "peer_moved"
 	// PathReasonICE: the ICE agent selected another pair on its own.
@@ -212,6 +215,8 @@ func PathReasonText(r string) string {
 		return "the selected path stopped answering"
 	case PathReasonDirect:
 		return "a direct path answers"
+	case PathReasonIPv6:
+		return "a direct IPv6 path answers as fast"
 	case PathReasonPeer:
 		return "the peer moved the link"
 	default:
