@@ -188,7 +188,7 @@ type pathPolicy struct {
 	selAt      time.Time // when it became selected (as observed)
 	pending    string    // pair renominated to, until it is selected
 	pendingAt  time.Time
-	familyDone bool      // the one IPv4-to-IPv6 move of this session is spent
+	familyDone bool // the one IPv4-to-IPv6 move of this session is spent
 }
 
 func (p *pathPolicy) reset() { *p = pathPolicy{} }
