@@ -46,6 +46,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshd/meshd/internal/stunwire"
 )
 
 const (
@@ -67,17 +69,6 @@ const (
 	// and each relay socket that carries a binding.
 	turnSocketBuffer = 4 << 20
 
-	stunHeaderLen          = 20
-	stunCookie             = 0x2112a442
-	typeAllocateOK         = 0x0103
-	typeChannelBindReq     = 0x0009
-	typeChannelBindOK      = 0x0109
-	typeCreatePermReq      = 0x0008
-	typeCreatePermOK       = 0x0108
-	attrChannelNumber      = 0x000c
-	attrXORPeerAddress     = 0x0012
-	attrXORRelayedAddress  = 0x0016
-	maxAttrsExamined       = 32
 	maxPeersPerPermission  = 8
 	minChannel, maxChannel = 0x4000, 0x4fff
 )
@@ -217,20 +208,20 @@ func (f *turnFast) updateLocked(keep func(*turnBinding) bool, add *turnBinding) 
 // observeRequest remembers a ChannelBind or CreatePermission request
 // from client (read from the listener, on its way to pion).
 func (f *turnFast) observeRequest(p []byte, client netip.AddrPort) {
-	typ, ok := stunType(p)
-	if !ok || (typ != typeChannelBindReq && typ != typeCreatePermReq) {
+	typ, ok := stunwire.Type(p)
+	if !ok || (typ != stunwire.TypeChannelBindRequest && typ != stunwire.TypeCreatePermissionRequest) {
 		return
 	}
 	req := pendingReq{client: client}
 	var haveCh bool
-	walkAttrs(p, func(t uint16, v []byte) {
+	stunwire.WalkAttrs(p, func(t uint16, v []byte) {
 		switch t {
-		case attrChannelNumber:
+		case stunwire.AttrChannelNumber:
 			if len(v) >= 2 {
 				req.ch, haveCh = binary.BigEndian.Uint16(v), true
 			}
-		case attrXORPeerAddress:
-			if ap, ok := xorAddr(p, v); ok && len(req.peers) < maxPeersPerPermission {
+		case stunwire.AttrXORPeerAddress:
+			if ap, ok := stunwire.XORAddr(p, v); ok && len(req.peers) < maxPeersPerPermission {
 				req.peers = append(req.peers, ap)
 			}
 		}
@@ -238,7 +229,7 @@ func (f *turnFast) observeRequest(p []byte, client netip.AddrPort) {
 	if len(req.peers) == 0 {
 		return
 	}
-	if typ == typeChannelBindReq && (!haveCh || req.ch < minChannel || req.ch > maxChannel || len(req.peers) != 1) {
+	if typ == stunwire.TypeChannelBindRequest && (!haveCh || req.ch < minChannel || req.ch > maxChannel || len(req.peers) != 1) {
 		return
 	}
 	var id [12]byte
@@ -253,16 +244,16 @@ func (f *turnFast) observeRequest(p []byte, client netip.AddrPort) {
 
 // observeAnswer learns from a response pion writes to client.
 func (f *turnFast) observeAnswer(p []byte, client netip.AddrPort) {
-	typ, ok := stunType(p)
+	typ, ok := stunwire.Type(p)
 	if !ok {
 		return
 	}
 	switch typ {
-	case typeAllocateOK:
+	case stunwire.TypeAllocateSuccess:
 		var relayed netip.AddrPort
-		walkAttrs(p, func(t uint16, v []byte) {
-			if t == attrXORRelayedAddress && !relayed.IsValid() {
-				relayed, _ = xorAddr(p, v)
+		stunwire.WalkAttrs(p, func(t uint16, v []byte) {
+			if t == stunwire.AttrXORRelayedAddress && !relayed.IsValid() {
+				relayed, _ = stunwire.XORAddr(p, v)
 			}
 		})
 		if !relayed.IsValid() {
@@ -273,7 +264,7 @@ func (f *turnFast) observeAnswer(p []byte, client netip.AddrPort) {
 			f.clients[client] = s
 		}
 		f.mu.Unlock()
-	case typeChannelBindOK, typeCreatePermOK:
+	case stunwire.TypeChannelBindSuccess, stunwire.TypeCreatePermissionSuccess:
 		var id [12]byte
 		copy(id[:], p[8:20])
 		f.mu.Lock()
@@ -288,7 +279,7 @@ func (f *turnFast) observeAnswer(p []byte, client netip.AddrPort) {
 			return
 		}
 		until := time.Now().Add(turnPermissionLifetime)
-		if typ == typeChannelBindOK {
+		if typ == stunwire.TypeChannelBindSuccess {
 			peer := req.peers[0]
 			if !f.policy.permitAddr(net.UDPAddrFromAddrPort(peer)) {
 				return
@@ -328,7 +319,7 @@ type turnListener struct {
 
 // WriteTo learns from pion's answers and sends them.
 func (l *turnListener) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if ua, ok := addr.(*net.UDPAddr); ok && len(p) >= stunHeaderLen && p[0] < 2 {
+	if ua, ok := addr.(*net.UDPAddr); ok && len(p) >= stunwire.HeaderLen && p[0] < 2 {
 		ap := ua.AddrPort()
 		l.f.observeAnswer(p, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 	}
@@ -490,58 +481,4 @@ func (r *turnReader) flush(f *turnFast) {
 	}
 	clear(r.run)
 	r.run, r.runTo = r.run[:0], nil
-}
-
-// stunType returns the type of a STUN message whose header and length
-// field are sound.
-func stunType(p []byte) (uint16, bool) {
-	if len(p) < stunHeaderLen || binary.BigEndian.Uint32(p[4:8]) != stunCookie {
-		return 0, false
-	}
-	l := int(binary.BigEndian.Uint16(p[2:4]))
-	if l%4 != 0 || stunHeaderLen+l > len(p) {
-		return 0, false
-	}
-	return binary.BigEndian.Uint16(p), true
-}
-
-// walkAttrs calls fn for each attribute of message p (checked by
-// stunType), at most maxAttrsExamined, stopping at one that overruns.
-func walkAttrs(p []byte, fn func(typ uint16, v []byte)) {
-	body := p[stunHeaderLen : stunHeaderLen+int(binary.BigEndian.Uint16(p[2:4]))]
-	for n := 0; len(body) >= 4 && n < maxAttrsExamined; n++ {
-		typ, l := binary.BigEndian.Uint16(body), int(binary.BigEndian.Uint16(body[2:4]))
-		if 4+l > len(body) {
-			return
-		}
-		fn(typ, body[4:4+l])
-		adv := 4 + (l+3)&^3
-		if adv > len(body) {
-			return
-		}
-		body = body[adv:]
-	}
-}
-
-// xorAddr decodes an XOR-*-ADDRESS value of message p.
-func xorAddr(p, v []byte) (netip.AddrPort, bool) {
-	if len(v) < 8 {
-		return netip.AddrPort{}, false
-	}
-	port := binary.BigEndian.Uint16(v[2:4]) ^ uint16(stunCookie>>16)
-	switch {
-	case v[1] == 1:
-		var a [4]byte
-		for i := range a {
-			a[i] = v[4+i] ^ p[4+i]
-		}
-		return netip.AddrPortFrom(netip.AddrFrom4(a), port), true
-	case v[1] == 2 && len(v) >= 20:
-		var a [16]byte
-		for i := range a {
-			a[i] = v[4+i] ^ p[4+i]
-		}
-		return netip.AddrPortFrom(netip.AddrFrom16(a).Unmap(), port), true
-	}
-	return netip.AddrPort{}, false
 }

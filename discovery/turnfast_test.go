@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshd/meshd/internal/stunwire"
 	"github.com/meshd/meshd/internal/testutil"
 )
 
@@ -278,7 +279,7 @@ func FuzzTURNFastObserve(f *testing.F) {
 		c := netip.MustParseAddrPort("198.51.100.9:5000")
 		tf.observeRequest(p, c)
 		tf.observeAnswer(p, c)
-		if len(p) >= stunHeaderLen {
+		if len(p) >= stunwire.HeaderLen {
 			q := bytes.Clone(p)
 			q[0], q[1] = 0x01, 0x09 // its success answer
 			tf.observeAnswer(q, c)

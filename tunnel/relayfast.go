@@ -61,6 +61,7 @@ import (
 
 	"github.com/pion/transport/v5"
 
+	"github.com/meshd/meshd/internal/stunwire"
 	"github.com/meshd/meshd/tunnel/record"
 )
 
@@ -74,17 +75,6 @@ const (
 	// minChannel and maxChannel bound TURN channel numbers (RFC 8656
 	// 12: 0x4000 through 0x4FFF).
 	minChannel, maxChannel = 0x4000, 0x4fff
-)
-
-// STUN framing, as much as the learning step reads (RFC 5389, RFC 8656).
-const (
-	stunChannelBindReq   = 0x0009
-	stunAllocateSuccess  = 0x0103
-	stunAttrChannelNum   = 0x000c
-	stunAttrXORRelayed   = 0x0016
-	stunFamilyIPv4       = 0x01
-	stunFamilyIPv6       = 0x02
-	maxStunAttrsExamined = 32
 )
 
 // relayChan is one channel of an allocation.
@@ -558,18 +548,18 @@ func (f *relayFast) opener(ks *keyState) *record.Opener {
 // parseChannelBind returns the channel number and peer of a ChannelBind
 // request; ok is false for anything else or a malformed message.
 func parseChannelBind(p []byte) (num uint16, peer netip.AddrPort, ok bool) {
-	if !isSTUNType(p, stunChannelBindReq) {
+	if typ, ok := stunwire.Type(p); !ok || typ != stunwire.TypeChannelBindRequest {
 		return 0, netip.AddrPort{}, false
 	}
 	var haveNum bool
-	walkSTUNAttrs(p, func(typ uint16, v []byte) {
+	stunwire.WalkAttrs(p, func(typ uint16, v []byte) {
 		switch typ {
-		case stunAttrChannelNum:
+		case stunwire.AttrChannelNumber:
 			if len(v) >= 2 {
 				num, haveNum = binary.BigEndian.Uint16(v), true
 			}
-		case stunAttrXORPeer:
-			peer, _ = parseXORAddr(p, v)
+		case stunwire.AttrXORPeerAddress:
+			peer, _ = stunwire.XORAddr(p, v)
 		}
 	})
 	if !haveNum || num < minChannel || num > maxChannel || !peer.IsValid() {
@@ -581,73 +571,14 @@ func parseChannelBind(p []byte) (num uint16, peer netip.AddrPort, ok bool) {
 // parseAllocateSuccess returns the XOR-RELAYED-ADDRESS of an Allocate
 // success response.
 func parseAllocateSuccess(p []byte) (netip.AddrPort, bool) {
-	if !isSTUNType(p, stunAllocateSuccess) {
+	if typ, ok := stunwire.Type(p); !ok || typ != stunwire.TypeAllocateSuccess {
 		return netip.AddrPort{}, false
 	}
 	var relayed netip.AddrPort
-	walkSTUNAttrs(p, func(typ uint16, v []byte) {
-		if typ == stunAttrXORRelayed && !relayed.IsValid() {
-			relayed, _ = parseXORAddr(p, v)
+	stunwire.WalkAttrs(p, func(typ uint16, v []byte) {
+		if typ == stunwire.AttrXORRelayedAddress && !relayed.IsValid() {
+			relayed, _ = stunwire.XORAddr(p, v)
 		}
 	})
 	return relayed, relayed.IsValid()
-}
-
-// isSTUNType reports whether p is a STUN message of type typ whose length
-// field fits p.
-func isSTUNType(p []byte, typ uint16) bool {
-	if len(p) < stunHeaderLen || binary.BigEndian.Uint16(p) != typ ||
-		binary.BigEndian.Uint32(p[4:8]) != stunMagicCookie {
-		return false
-	}
-	l := int(binary.BigEndian.Uint16(p[2:4]))
-	return l%4 == 0 && stunHeaderLen+l <= len(p)
-}
-
-// walkSTUNAttrs calls fn for each attribute of message p (its length field
-// checked by isSTUNType), at most maxStunAttrsExamined, stopping at the
-// first one that overruns the message.
-func walkSTUNAttrs(p []byte, fn func(typ uint16, v []byte)) {
-	body := p[stunHeaderLen : stunHeaderLen+int(binary.BigEndian.Uint16(p[2:4]))]
-	for n := 0; len(body) >= 4 && n < maxStunAttrsExamined; n++ {
-		typ, l := binary.BigEndian.Uint16(body), int(binary.BigEndian.Uint16(body[2:4]))
-		if 4+l > len(body) {
-			return
-		}
-		fn(typ, body[4:4+l])
-		adv := 4 + (l+3)&^3
-		if adv > len(body) {
-			return
-		}
-		body = body[adv:]
-	}
-}
-
-// parseXORAddr decodes an XOR-*-ADDRESS attribute value of message p.
-func parseXORAddr(p, v []byte) (netip.AddrPort, bool) {
-	if len(v) < 4 {
-		return netip.AddrPort{}, false
-	}
-	port := binary.BigEndian.Uint16(v[2:4]) ^ uint16(stunMagicCookie>>16)
-	switch v[1] {
-	case stunFamilyIPv4:
-		if len(v) < 8 {
-			return netip.AddrPort{}, false
-		}
-		var a [4]byte
-		for i := range a {
-			a[i] = v[4+i] ^ p[4+i]
-		}
-		return netip.AddrPortFrom(netip.AddrFrom4(a), port), true
-	case stunFamilyIPv6:
-		if len(v) < 20 {
-			return netip.AddrPort{}, false
-		}
-		var a [16]byte
-		for i := range a {
-			a[i] = v[4+i] ^ p[4+i] // cookie, then the transaction ID
-		}
-		return netip.AddrPortFrom(netip.AddrFrom16(a).Unmap(), port), true
-	}
-	return netip.AddrPort{}, false
 }
