@@ -383,7 +383,7 @@ func (c *Coordinator) start(ctx context.Context) (err error) {
 	c.ln = c.opts.Listener
 	if c.ln == nil {
 		lc := net.ListenConfig{}
-		if c.ln, err = lc.Listen(ctx, "tcp", c.opts.ListenAddr); err != nil {
+		if c.ln, err = lc.Listen(ctx, listenNetwork("tcp", c.opts.ListenAddr), c.opts.ListenAddr); err != nil {
 			return fmt.Errorf("discovery: session listener: %w", err)
 		}
 	}

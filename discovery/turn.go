@@ -43,9 +43,16 @@ type TURNOptions struct {
 	TLSCertificate *tls.Certificate
 
 	// RelayAddress is the address relayed candidates carry (the host's
-	// public address). Required when any listener is set.
+	// public address), of either family. RelayAddress or RelayAddress6 is
+	// required when any listener is set.
 	RelayAddress netip.Addr
-	// RelayBindAddress is where relay sockets are bound. "" = RelayAddress.
+	// RelayAddress6 is the IPv6 address relayed candidates of IPv6
+	// allocations carry when RelayAddress is IPv4 (a dual-stack relay).
+	// Zero = no IPv6 allocations unless RelayAddress is IPv6. Its relay
+	// sockets are bound on it.
+	RelayAddress6 netip.Addr
+	// RelayBindAddress is where relay sockets of RelayAddress's family are
+	// bound. "" = RelayAddress.
 	RelayBindAddress string
 	// RelayPortMin and RelayPortMax bound relay ports. Zero = 49152-65535.
 	RelayPortMin, RelayPortMax uint16
@@ -74,7 +81,9 @@ type TURNOptions struct {
 	// noFastPath leaves all forwarding to pion (benchmarks compare).
 	noFastPath bool
 
-	// PublicHost is the host written into handed-out URLs. "" = RelayAddress.
+	// PublicHost is the host written into handed-out URLs. "" = per family
+	// the listener serves, that family's relay address, or the listener's
+	// own address when it is specific (turnrelay.go).
 	PublicHost string
 	// ExternalURLs are extra stun:/turn:/turns: URLs (an external coturn
 	// sharing Secret) handed out after the embedded ones.
@@ -134,28 +143,56 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 		t.urls = append(t.urls, o.ExternalURLs...)
 		return t, nil
 	}
-	if !o.RelayAddress.IsValid() {
+	if !o.RelayAddress.IsValid() && !o.RelayAddress6.IsValid() {
 		return nil, errors.New("discovery: TURN listeners configured without a relay address")
+	}
+	if a := o.RelayAddress6; a.IsValid() && (!a.Is6() || a.Is4In6() || o.RelayAddress.Unmap().Is6()) {
+		return nil, fmt.Errorf("discovery: TURN IPv6 relay address %s: must be IPv6, with an IPv4 RelayAddress or none", a)
 	}
 	if o.RelayPortMin > o.RelayPortMax {
 		return nil, fmt.Errorf("discovery: TURN relay port range %d-%d is empty", o.RelayPortMin, o.RelayPortMax)
 	}
-	host := o.PublicHost
-	if host == "" {
-		host = o.RelayAddress.String()
-	}
-	bind := o.RelayBindAddress
-	if bind == "" {
-		bind = o.RelayAddress.String()
-	}
 	var fast *turnFast // the UDP listener's forwarding fast path (turnfast.go), or nil
 	relay := func() turn.RelayAddressGenerator {
-		return filteredRelay{p: t.peers, fast: fast, RelayAddressGenerator: &turn.RelayAddressGeneratorPortRange{
-			RelayAddress: net.IP(o.RelayAddress.AsSlice()),
-			Address:      bind,
-			MinPort:      o.RelayPortMin,
-			MaxPort:      o.RelayPortMax,
-		}}
+		var g familyRelay
+		for _, v6 := range []bool{false, true} {
+			a := o.relayAddr(v6)
+			if !a.IsValid() {
+				continue
+			}
+			bind := a.String()
+			if o.RelayBindAddress != "" && a == o.RelayAddress.Unmap() {
+				bind = o.RelayBindAddress
+			}
+			r := &turn.RelayAddressGeneratorPortRange{
+				RelayAddress: net.IP(a.AsSlice()),
+				Address:      bind,
+				MinPort:      o.RelayPortMin,
+				MaxPort:      o.RelayPortMax,
+			}
+			if v6 {
+				g.v6 = r
+			} else {
+				g.v4 = r
+			}
+		}
+		return filteredRelay{p: t.peers, fast: fast, RelayAddressGenerator: g}
+	}
+	// announce adds a URL per host the listener at ln is announced as.
+	announce := func(ln net.Addr, urls ...func(hostPort string) string) {
+		var ap netip.AddrPort
+		switch a := ln.(type) {
+		case *net.UDPAddr:
+			ap = a.AddrPort()
+		case *net.TCPAddr:
+			ap = a.AddrPort()
+		}
+		for _, h := range o.urlHosts(ap.Addr()) {
+			hp := net.JoinHostPort(h, strconv.Itoa(int(ap.Port())))
+			for _, u := range urls {
+				t.urls = append(t.urls, u(hp))
+			}
+		}
 	}
 	var (
 		cfg     turn.ServerConfig
@@ -169,7 +206,7 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 	}
 	lc := net.ListenConfig{}
 	if o.UDPAddr != "" {
-		pc, err := lc.ListenPacket(context.Background(), "udp", o.UDPAddr)
+		pc, err := lc.ListenPacket(context.Background(), listenNetwork("udp", o.UDPAddr), o.UDPAddr)
 		if err != nil {
 			return fail(fmt.Errorf("discovery: TURN UDP listener: %w", err))
 		}
@@ -184,39 +221,39 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 			pc = &authConn{PacketConn: pc, auth: &turnAuth{secret: o.Secret, realm: o.Realm, now: time.Now}}
 		}
 		cfg.PacketConnConfigs = append(cfg.PacketConnConfigs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
-		port := pc.LocalAddr().(*net.UDPAddr).Port
-		hp := net.JoinHostPort(host, strconv.Itoa(port))
-		t.urls = append(t.urls, "stun:"+hp, "turn:"+hp+"?transport=udp")
+		announce(pc.LocalAddr(), func(hp string) string { return "stun:" + hp }, func(hp string) string { return "turn:" + hp + "?transport=udp" })
 	}
 	if o.TCPAddr != "" {
-		ln, err := lc.Listen(context.Background(), "tcp", o.TCPAddr)
+		ln, err := lc.Listen(context.Background(), listenNetwork("tcp", o.TCPAddr), o.TCPAddr)
 		if err != nil {
 			return fail(fmt.Errorf("discovery: TURN TCP listener: %w", err))
 		}
 		closers = append(closers, ln.Close)
 		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: ln, RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
-		hp := net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-		t.urls = append(t.urls, "turn:"+hp+"?transport=tcp")
+		announce(ln.Addr(), func(hp string) string { return "turn:" + hp + "?transport=tcp" })
 	}
 	if o.TLSAddr != "" {
 		cert := nodeCert
 		if o.TLSCertificate != nil {
 			cert = *o.TLSCertificate
 		}
-		ln, err := lc.Listen(context.Background(), "tcp", o.TLSAddr)
+		ln, err := lc.Listen(context.Background(), listenNetwork("tcp", o.TLSAddr), o.TLSAddr)
 		if err != nil {
 			return fail(fmt.Errorf("discovery: TURN TLS listener: %w", err))
 		}
 		tln := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 		closers = append(closers, tln.Close)
 		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: tln, RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
-		hp := net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-		t.urls = append(t.urls, "turns:"+hp+"?transport=tcp")
+		announce(ln.Addr(), func(hp string) string { return "turns:" + hp + "?transport=tcp" })
 	}
 	t.urls = append(t.urls, o.ExternalURLs...)
 	lf := &pionLoggerFactory{l: log}
 	cfg.LoggerFactory = lf
 	cfg.Realm = o.Realm
+	// An allocation without REQUESTED-ADDRESS-FAMILY is IPv4 (RFC 6156)
+	// whatever family carries it: pion's client asks for IPv6 explicitly
+	// and for IPv4 by omitting the attribute.
+	cfg.StrictAddressFamily = true
 	if o.Secret != "" {
 		cfg.AuthHandler = turn.LongTermTURNRESTAuthHandler(o.Secret, lf.NewLogger("turn-auth"))
 	} else {

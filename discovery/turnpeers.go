@@ -123,14 +123,14 @@ type ownAddrs struct {
 }
 
 // newPeerPolicy builds the policy of o. Private ranges are denied unless
-// listed in o.AllowedPeers, or the relay address is itself private: such a
+// listed in o.AllowedPeers, or a relay address is itself private: such a
 // coordinator serves a private network (a home lab) and its peers live
 // there too.
 func newPeerPolicy(o *TURNOptions, log *slog.Logger) *peerPolicy {
 	p := &peerPolicy{
 		allowed:      slices.Clone(o.AllowedPeers),
 		denied:       slices.Clone(o.DeniedPeers),
-		allowPrivate: inPrefixes(o.RelayAddress.Unmap(), privatePrefixes),
+		allowPrivate: inPrefixes(o.RelayAddress.Unmap(), privatePrefixes) || inPrefixes(o.RelayAddress6, privatePrefixes),
 		portMin:      o.RelayPortMin,
 		portMax:      o.RelayPortMax,
 		meshPorts:    o.MeshPorts,

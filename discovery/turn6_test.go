@@ -1,0 +1,243 @@
+package discovery
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/pion/turn/v5"
+
+	"github.com/meshd/meshd/internal/testutil"
+)
+
+// startDualStackTURN runs the embedded server with its UDP listener on
+// ::1 and a relay address per family (127.0.0.1, ::1), loopback peers
+// allowed. relay6 false leaves the IPv6 relay address out.
+func startDualStackTURN(t *testing.T, relay6 bool) *turnService {
+	t.Helper()
+	o := TURNOptions{
+		Secret:       testTURNSecret,
+		UDPAddr:      "[::1]:0",
+		RelayAddress: mustAddr("127.0.0.1"),
+		RelayPortMin: 45000, RelayPortMax: 45999,
+		AllowedPeers: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+	}
+	if relay6 {
+		o.RelayAddress6 = mustAddr("::1")
+	}
+	ts, err := newTURNService(o, tls.Certificate{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ts.Close() })
+	return ts
+}
+
+// allocateFamily allocates on server over conn, asking for family.
+func allocateFamily(t *testing.T, conn net.PacketConn, server string, family turn.RequestedAddressFamily) (net.PacketConn, error) {
+	t.Helper()
+	user, pass := turnCredentials(testTURNSecret, "node-a", time.Now().Add(time.Hour))
+	c, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: server, TURNServerAddr: server, Conn: conn,
+		Username: user, Password: pass, Realm: "meshd",
+		RequestedAddressFamily: family,
+		LoggerFactory:          &pionLoggerFactory{l: slog.New(slog.DiscardHandler)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	relay, err := c.Allocate()
+	if err == nil {
+		t.Cleanup(func() { _ = relay.Close() })
+	}
+	return relay, err
+}
+
+func listenUDP(t *testing.T, network, addr string) *net.UDPConn {
+	t.Helper()
+	pc, err := net.ListenPacket(network, addr)
+	if err != nil {
+		t.Skipf("no %s on this host: %v", network, err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	return pc.(*net.UDPConn)
+}
+
+// TestTURNRelayFamilies: a node that reaches the embedded server over IPv6
+// gets a relayed address of the family it asks for (REQUESTED-ADDRESS-FAMILY,
+// RFC 6156), so an IPv6-only node can meet an IPv4-only one on the relay's
+// IPv4 address; datagrams cross both ways, and once the channel is bound
+// the batched fast path forwards them on sockets of either family.
+func TestTURNRelayFamilies(t *testing.T) {
+	testutil.LeakCheck(t)
+	for _, tc := range []struct {
+		name      string
+		family    turn.RequestedAddressFamily
+		peerNet   string
+		peerAddr  string
+		wantRelay netip.Addr
+	}{
+		{"IPv6 relay", turn.RequestedAddressFamilyIPv6, "udp6", "[::1]:0", mustAddr("::1")},
+		{"IPv4 relay over IPv6", turn.RequestedAddressFamilyIPv4, "udp4", "127.0.0.1:0", mustAddr("127.0.0.1")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client := listenUDP(t, "udp6", "[::1]:0")
+			peer := listenUDP(t, tc.peerNet, tc.peerAddr)
+			ts := startDualStackTURN(t, true)
+			server := ts.urls[0][len("stun:"):]
+			relay, err := allocateFamily(t, client, server, tc.family)
+			if err != nil {
+				t.Fatalf("allocate: %v", err)
+			}
+			if got := relay.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(); got != tc.wantRelay {
+				t.Fatalf("relayed address %v, want %v", relay.LocalAddr(), tc.wantRelay)
+			}
+			buf := make([]byte, 2048)
+			i := 0
+			// pion binds a channel on the first write and uses it once bound.
+			testutil.WaitFor(t, 10*time.Second, "a datagram through a bound channel", func() bool {
+				i++
+				if _, err := relay.WriteTo([]byte(fmt.Sprintf("warm-%d", i)), peer.LocalAddr()); err != nil {
+					t.Fatal(err)
+				}
+				_ = peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+				for {
+					if _, _, err := peer.ReadFrom(buf); err != nil {
+						break
+					}
+				}
+				return ts.fast == nil || len(ts.fast.tab.Load().byClient) > 0
+			})
+			_ = peer.SetReadDeadline(time.Time{})
+			for i := 0; i < 20; i++ {
+				want := bytes.Repeat([]byte{byte(i)}, 1000+i)
+				if _, err := relay.WriteTo(want, peer.LocalAddr()); err != nil {
+					t.Fatal(err)
+				}
+				_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+				n, from, err := peer.ReadFrom(buf)
+				if err != nil || !bytes.Equal(buf[:n], want) {
+					t.Fatalf("peer got %d bytes (%v), want %d", n, err, len(want))
+				}
+				if got := from.(*net.UDPAddr).Port; got != relay.LocalAddr().(*net.UDPAddr).Port {
+					t.Fatalf("peer heard from %v, want the relayed address %v", from, relay.LocalAddr())
+				}
+				if _, err := peer.WriteTo(want[:100], from); err != nil {
+					t.Fatal(err)
+				}
+				_ = relay.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if n, _, err := relay.ReadFrom(buf); err != nil || !bytes.Equal(buf[:n], want[:100]) {
+					t.Fatalf("client got %d bytes (%v), want 100", n, err)
+				}
+			}
+			if ts.fast != nil {
+				testutil.WaitFor(t, 5*time.Second, "datagrams each way through the fast path", func() bool {
+					return ts.fast.toPeer.Load() >= 20 && ts.fast.toClient.Load() >= 20
+				})
+			}
+		})
+	}
+}
+
+// TestTURNRelayFamilyWithoutAddress: without an IPv6 relay address an
+// IPv6 allocation is refused (nothing is bound on an IPv6 address the
+// configuration does not name), and the IPv4 one still works.
+func TestTURNRelayFamilyWithoutAddress(t *testing.T) {
+	testutil.LeakCheck(t)
+	ts := startDualStackTURN(t, false)
+	server := ts.urls[0][len("stun:"):]
+	if _, err := allocateFamily(t, listenUDP(t, "udp6", "[::1]:0"), server, turn.RequestedAddressFamilyIPv6); err == nil {
+		t.Fatal("IPv6 allocation granted without an IPv6 relay address")
+	}
+	relay, err := allocateFamily(t, listenUDP(t, "udp6", "[::1]:0"), server, turn.RequestedAddressFamilyIPv4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := relay.LocalAddr().(*net.UDPAddr).AddrPort().Addr(); !a.Unmap().Is4() {
+		t.Fatalf("relayed address %v, want IPv4", a)
+	}
+}
+
+// TestTURNAnnouncedURLs: the STUN/TURN URLs handed to nodes name the
+// server by the families its listeners serve, each with that family's
+// public address.
+func TestTURNAnnouncedURLs(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		listen           string
+		relay4, relay6   string
+		publicHost, want string // want: hosts, space-separated
+	}{
+		{"IPv4 listener", "203.0.113.7", "203.0.113.7", "", "", "203.0.113.7"},
+		{"IPv4 wildcard, dual-stack relay", "0.0.0.0", "203.0.113.7", "2001:db8::7", "", "203.0.113.7"},
+		{"IPv6 wildcard, dual-stack relay", "::", "203.0.113.7", "2001:db8::7", "", "203.0.113.7 2001:db8::7"},
+		{"IPv6 wildcard, IPv4 relay only", "::", "203.0.113.7", "", "", "203.0.113.7"},
+		{"IPv6 wildcard, IPv6 relay only", "::", "2001:db8::7", "", "", "2001:db8::7"},
+		{"IPv6 listener", "2001:db8::7", "203.0.113.7", "", "", "2001:db8::7"},
+		{"IPv6 listener, other IPv6 relay", "2001:db8::7", "203.0.113.7", "2001:db8::8", "", "2001:db8::8"},
+		{"IPv4 listener behind 1:1 NAT", "10.0.0.7", "203.0.113.7", "", "", "203.0.113.7"},
+		{"public host name", "::", "203.0.113.7", "2001:db8::7", "turn.example.net", "turn.example.net"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := TURNOptions{PublicHost: tc.publicHost}
+			if tc.relay4 != "" {
+				o.RelayAddress = mustAddr(tc.relay4)
+			}
+			if tc.relay6 != "" {
+				o.RelayAddress6 = mustAddr(tc.relay6)
+			}
+			got := o.urlHosts(mustAddr(tc.listen))
+			if want := splitFields(tc.want); !slices.Equal(got, want) {
+				t.Fatalf("hosts %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func splitFields(s string) []string {
+	var out []string
+	for _, f := range bytes.Fields([]byte(s)) {
+		out = append(out, string(f))
+	}
+	return out
+}
+
+// TestListenNetwork: an IPv4 address listens IPv4 only (Go opens
+// "0.0.0.0" dual-stack on "tcp"/"udp"), "::" both families, a specific
+// IPv6 address IPv6 only.
+func TestListenNetwork(t *testing.T) {
+	for addr, want := range map[string]string{
+		"0.0.0.0:7443":       "tcp4",
+		"203.0.113.7:7443":   "tcp4",
+		"[::]:7443":          "tcp",
+		"[2001:db8::1]:7443": "tcp6",
+		"[::1]:0":            "tcp6",
+		"coord.example:7443": "tcp",
+	} {
+		if got := listenNetwork("tcp", addr); got != want {
+			t.Errorf("listenNetwork(tcp, %s) = %s, want %s", addr, got, want)
+		}
+	}
+	// The behaviour the mapping prevents: an IPv4 wildcard on plain "tcp"
+	// also accepts IPv6.
+	ln, err := net.Listen(listenNetwork("tcp", "0.0.0.0:0"), "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	if c, err := net.DialTimeout("tcp6", fmt.Sprintf("[::1]:%d", port), time.Second); err == nil {
+		c.Close()
+		t.Fatal("a listener on 0.0.0.0 accepted an IPv6 connection")
+	}
+}
