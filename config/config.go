@@ -21,6 +21,8 @@ const (
 	DefaultSTUNPort = 3478
 	// DefaultMetricsPort is the Prometheus endpoint's port.
 	DefaultMetricsPort = 9477
+	// DefaultRelayPort is a member relay's UDP port (relay.listen).
+	DefaultRelayPort = 3479
 )
 
 // The record layer's numbers that bound tun.mtu and data.rekey_records. The
@@ -92,6 +94,7 @@ type Config struct {
 	Routes      Routes      `toml:"routes"`
 	Control     Control     `toml:"control"`
 	Metrics     Metrics     `toml:"metrics"`
+	Relay       Relay       `toml:"relay"`
 	DNS         DNS         `toml:"dns"`
 	Log         Log         `toml:"log"`
 
@@ -414,6 +417,22 @@ type Metrics struct {
 	Listen netip.AddrPort `toml:"listen"`
 }
 
+// Relay is the [relay] table: this node serves as a member relay (a TURN
+// server for the other members, announced in its registry record).
+type Relay struct {
+	// Enabled is relay.enabled, default false.
+	Enabled bool `toml:"enabled"`
+	// Listen is relay.listen (UDP), default 0.0.0.0:3479.
+	Listen netip.AddrPort `toml:"listen"`
+	// PublicAddress is relay.public_address, the address members reach the
+	// relay at and relayed candidates carry. Zero (default) means Listen,
+	// and is an error when Listen's IP is unspecified.
+	PublicAddress netip.AddrPort `toml:"public_address"`
+	// MaxAllocations is relay.max_allocations, the allocations held at
+	// once (the capacity the record announces), 1-65535; default 64.
+	MaxAllocations int `toml:"max_allocations"`
+}
+
 // DNS is the [dns] table: names for the mesh's nodes. The mesh domain
 // itself is not configured here: it is stored in the CA certificate (meshctl
 // ca init --domain), so that every node agrees.
@@ -485,6 +504,7 @@ func Default() *Config {
 		Control: Control{Socket: "/run/meshd/meshd.sock", Group: "meshd"},
 		Metrics: Metrics{Listen: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), DefaultMetricsPort)},
 		DNS:     DNS{Enabled: true, Resolved: true},
+		Relay:   Relay{Listen: netip.AddrPortFrom(netip.IPv4Unspecified(), DefaultRelayPort), MaxAllocations: 64},
 		Log:     Log{Level: LogInfo, Format: LogText},
 	}
 }

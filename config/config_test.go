@@ -205,6 +205,12 @@ group = ""
 enabled = true
 listen = "[::1]:9100"
 
+[relay]
+enabled = true
+listen = "198.51.100.7:3480"
+public_address = "203.0.113.7:3480"
+max_allocations = 8
+
 [dns]
 enabled = false
 resolved = false
@@ -279,6 +285,7 @@ format = "json"
 		Routes:  Routes{Advertise: []netip.Prefix{pf("10.1.0.0/16"), pf("fd00:1::/64")}, Forward: true, Accept: []netip.Prefix{pf("0.0.0.0/0"), pf("::/0")}},
 		Control: Control{Socket: "/etc/meshd/meshd.sock", Group: "", GroupSet: true},
 		Metrics: Metrics{Enabled: true, Listen: ap("[::1]:9100")},
+		Relay:   Relay{Enabled: true, Listen: ap("198.51.100.7:3480"), PublicAddress: ap("203.0.113.7:3480"), MaxAllocations: 8},
 		DNS:     DNS{Forward: []netip.AddrPort{ap("192.0.2.53:53"), ap("[2001:db8::53]:5353")}},
 		Log:     Log{Level: LogDebug, Format: LogJSON},
 	}

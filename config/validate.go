@@ -29,6 +29,7 @@ func (v *validator) run() {
 	v.routes()
 	v.control()
 	v.metrics()
+	v.relay()
 	v.dns()
 	v.listeners()
 }
@@ -397,6 +398,25 @@ func (v *validator) metrics() {
 	}
 }
 
+func (v *validator) relay() {
+	r := &v.cfg.Relay
+	if !r.Enabled {
+		return
+	}
+	if !r.Listen.IsValid() || r.Listen.Port() == 0 {
+		v.p.add("relay.listen", ErrRequired, `required when relay.enabled = true, e.g. "0.0.0.0:3479"`)
+	}
+	switch pa := r.PublicAddress; {
+	case pa.IsValid() && (pa.Port() == 0 || pa.Addr().IsUnspecified()):
+		v.p.addf("relay.public_address", ErrInvalid, "%v is not an address members can reach (write \"IP:port\")", pa)
+	case !pa.IsValid() && r.Listen.IsValid() && r.Listen.Addr().IsUnspecified():
+		v.p.add("relay.public_address", ErrRequired, "required when relay.listen's IP is unspecified: the address members reach the relay at")
+	}
+	if r.MaxAllocations < 1 || r.MaxAllocations > 65535 {
+		v.p.addf("relay.max_allocations", ErrInvalid, "%d: want 1-65535", r.MaxAllocations)
+	}
+}
+
 func (v *validator) dns() {
 	for _, f := range v.cfg.DNS.Forward {
 		if !f.IsValid() || f.Port() == 0 || f.Addr().IsUnspecified() {
@@ -444,6 +464,9 @@ func (v *validator) listeners() {
 	}
 	if v.cfg.Metrics.Enabled {
 		ls = append(ls, listener{"metrics.listen", "tcp", v.cfg.Metrics.Listen})
+	}
+	if v.cfg.Relay.Enabled {
+		ls = append(ls, listener{"relay.listen", "udp", v.cfg.Relay.Listen})
 	}
 	for i, a := range ls {
 		if !a.addr.IsValid() || a.addr.Port() == 0 {
