@@ -42,7 +42,7 @@ func TestDebContents(t *testing.T) {
 	}
 	list := run(t, root, "dpkg-deb", "-c", debs[0])
 	t.Logf("deb contents:\n%s", list)
-	for _, want := range []struct{ path, mode string }{
+	checkListing(t, ".deb", list, []pathMode{
 		{"./usr/bin/meshd", "-rwxr-xr-x"},
 		{"./usr/bin/meshctl", "-rwxr-xr-x"},
 		{"./lib/systemd/system/meshd.service", "-rw-r--r--"},
@@ -57,21 +57,7 @@ func TestDebContents(t *testing.T) {
 		{"./usr/share/man/man1/meshctl-cert-sign.1.gz", "-rw-r--r--"},
 		{"./var/lib/meshd/", "drwx------"},
 		{"./usr/share/doc/meshd/copyright", "-rw-r--r--"},
-	} {
-		found := false
-		for _, line := range strings.Split(list, "\n") {
-			f := strings.Fields(line)
-			if len(f) >= 6 && f[len(f)-1] == want.path {
-				found = true
-				if f[0] != want.mode {
-					t.Errorf("%s has mode %s, want %s", want.path, f[0], want.mode)
-				}
-			}
-		}
-		if !found {
-			t.Errorf("%s missing from the .deb", want.path)
-		}
-	}
+	})
 	info := run(t, root, "dpkg-deb", "-I", debs[0])
 	for _, want := range []string{"postinst", "prerm", "Package: meshd"} {
 		if !strings.Contains(info, want) {
@@ -98,7 +84,7 @@ func checkRPM(t *testing.T, root, rpm string) {
 		t.Fatalf("rpm not installed: run scripts/lab-deps.sh: %v", err)
 	}
 	list := run(t, root, "rpm", "-qlpv", rpm)
-	for _, want := range []struct{ path, mode string }{
+	checkListing(t, "rpm", list, []pathMode{
 		{"/usr/bin/meshd", "-rwxr-xr-x"},
 		{"/usr/bin/meshctl", "-rwxr-xr-x"},
 		{"/lib/systemd/system/meshd.service", "-rw-r--r--"},
@@ -111,21 +97,7 @@ func checkRPM(t *testing.T, root, rpm string) {
 		{"/usr/share/man/man1/meshctl-cert-renew.1.gz", "-rw-r--r--"},
 		{"/usr/share/licenses/meshd/LICENSE", "-rw-r--r--"},
 		{"/var/lib/meshd", "drwx------"},
-	} {
-		found := false
-		for _, line := range strings.Split(list, "\n") {
-			f := strings.Fields(line)
-			if len(f) >= 6 && f[len(f)-1] == want.path {
-				found = true
-				if f[0] != want.mode {
-					t.Errorf("rpm: %s has mode %s, want %s", want.path, f[0], want.mode)
-				}
-			}
-		}
-		if !found {
-			t.Errorf("rpm: %s missing:\n%s", want.path, list)
-		}
-	}
+	})
 	if !strings.Contains(list, "/usr/share/zsh/") {
 		t.Errorf("rpm: no zsh completion")
 	}
@@ -145,6 +117,31 @@ func checkRPM(t *testing.T, root, rpm string) {
 	}
 	if info := run(t, root, "rpm", "-qp", "--qf", "%{LICENSE}", rpm); info != "MIT" {
 		t.Errorf("rpm License %q, want MIT", info)
+	}
+}
+
+// pathMode is a path a package must install and the mode it must have.
+type pathMode struct{ path, mode string }
+
+// checkListing checks that list, a package's file listing (dpkg-deb -c or
+// rpm -qlpv: a line a file, its mode first and its path last), holds every
+// path of want with its mode; pkg names the package in the errors.
+func checkListing(t *testing.T, pkg, list string, want []pathMode) {
+	t.Helper()
+	for _, w := range want {
+		found := false
+		for _, line := range strings.Split(list, "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 6 && f[len(f)-1] == w.path {
+				found = true
+				if f[0] != w.mode {
+					t.Errorf("%s: %s has mode %s, want %s", pkg, w.path, f[0], w.mode)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: %s missing:\n%s", pkg, w.path, list)
+		}
 	}
 }
 
