@@ -451,6 +451,17 @@ func (c *Coordinator) startGossip() error {
 			return fmt.Errorf("discovery: gossip address: %w", err)
 		}
 		conf.BindAddr, conf.BindPort, conf.AdvertisePort = host, port, port
+		if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() && ip.IsUnspecified() && c.opts.GossipAdvertise == "" {
+			addrs, err := net.InterfaceAddrs()
+			if err != nil {
+				return fmt.Errorf("discovery: gossip advertise address: %w", err)
+			}
+			adv, err := wildcardAdvertise(addrs)
+			if err != nil {
+				return err
+			}
+			conf.AdvertiseAddr = adv.String()
+		}
 	}
 	if c.opts.GossipAdvertise != "" {
 		host, port, err := splitHostPort(c.opts.GossipAdvertise)
