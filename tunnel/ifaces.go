@@ -32,6 +32,24 @@ import (
  *   6. skipped: container and VM plumbing without the default route (veth,
  *      bridges, and the usual docker/CNI/podman/libvirt names);
  *   7. used: everything else (physical NICs, VLANs, bonds, macvlan).
+ *
+ * On a used interface, not every address is a candidate (ChooseAddrs; the
+ * rest are listed in LinkInfo.Skipped with the reason, for netcheck):
+ *
+ *   - link-local addresses (fe80::/10, 169.254/16): they need a zone and
+ *     reach only the link;
+ *   - IPv6 addresses still in duplicate address detection, or that failed
+ *     it (tentative, dadfailed): not usable yet, or never;
+ *   - deprecated IPv6 addresses (preferred lifetime over): still valid for
+ *     existing flows but on their way out, and the kernel no longer picks
+ *     them as a source;
+ *   - temporary (privacy, RFC 8981) IPv6 addresses when the interface has
+ *     a stable global or ULA address: a temporary address rotates (the
+ *     link would move when it expires) and its peers would see a
+ *     different source from the one signaled. The IPv6 socket asks the
+ *     kernel to prefer the stable (public) source too
+ *     (IPV6_PREFER_SRC_PUBLIC), so checks leave from the address offered.
+ *     An interface with only temporary addresses offers them.
  */
 
 // LinkInfo is what the classification knows about one network interface.
@@ -50,7 +68,55 @@ type LinkInfo struct {
 	// DefaultRoute is true when a default route of the main table leaves
 	// through the interface.
 	DefaultRoute bool
-	Addrs        []netip.Addr
+	// Addrs are the addresses that may be host candidates (ChooseAddrs).
+	Addrs []netip.Addr
+	// Skipped are the interface's other addresses, with why.
+	Skipped []SkippedAddr
+}
+
+// SkippedAddr is an interface address that is never a host candidate.
+type SkippedAddr struct {
+	Addr   netip.Addr
+	Reason string
+}
+
+// HostAddr is an interface address with the kernel's flags for it.
+type HostAddr struct {
+	Addr netip.Addr
+	// IPv6 states (IFA_F_* on Linux); always false for IPv4.
+	Tentative, DADFailed, Deprecated, Temporary bool
+}
+
+// ChooseAddrs splits an interface's addresses into candidate addresses
+// and skipped ones (see the comment at the top of this file).
+func ChooseAddrs(as []HostAddr) (use []netip.Addr, skipped []SkippedAddr) {
+	stable := false
+	for _, a := range as {
+		if a.Addr.Is6() && !a.Addr.IsLinkLocalUnicast() && !a.Temporary && !a.Deprecated && !a.Tentative && !a.DADFailed {
+			stable = true
+		}
+	}
+	for _, a := range as {
+		why := ""
+		switch {
+		case a.Addr.IsLinkLocalUnicast():
+			why = "link-local (needs a zone, reaches only the link)"
+		case a.DADFailed:
+			why = "failed duplicate address detection"
+		case a.Tentative:
+			why = "tentative (duplicate address detection not done)"
+		case a.Deprecated:
+			why = "deprecated (preferred lifetime over)"
+		case a.Temporary && stable:
+			why = "temporary (privacy) address; the stable one is offered"
+		}
+		if why == "" {
+			use = append(use, a.Addr)
+		} else {
+			skipped = append(skipped, SkippedAddr{Addr: a.Addr, Reason: why})
+		}
+	}
+	return use, skipped
 }
 
 // InterfaceVerdict says whether an interface offers host candidates, and
@@ -60,6 +126,9 @@ type InterfaceVerdict struct {
 	Use    bool
 	Reason string
 	Addrs  []netip.Addr
+	// Skipped are the interface's addresses that are never candidates,
+	// with why (link-local, deprecated, temporary, ...).
+	Skipped []SkippedAddr
 }
 
 // InterfacePolicy decides which interfaces offer host candidates (see the
@@ -93,7 +162,7 @@ func (p InterfacePolicy) Classify(links []LinkInfo) []InterfaceVerdict {
 	out := make([]InterfaceVerdict, 0, len(links))
 	for _, l := range links {
 		use, why := p.judge(l)
-		out = append(out, InterfaceVerdict{Name: l.Name, Use: use, Reason: why, Addrs: slices.Clone(l.Addrs)})
+		out = append(out, InterfaceVerdict{Name: l.Name, Use: use, Reason: why, Addrs: slices.Clone(l.Addrs), Skipped: slices.Clone(l.Skipped)})
 	}
 	return out
 }
@@ -111,7 +180,11 @@ func (p InterfacePolicy) judge(l LinkInfo) (bool, string) {
 	if p.OwnTUN != "" && l.Name == p.OwnTUN {
 		return false, "meshd's own TUN"
 	}
-	for _, a := range l.Addrs {
+	all := slices.Clone(l.Addrs)
+	for _, sk := range l.Skipped {
+		all = append(all, sk.Addr)
+	}
+	for _, a := range all {
 		for _, pf := range p.Overlay {
 			if pf.Contains(a.Unmap()) {
 				return false, "has an address in the mesh prefix " + pf.String() + " (a loop)"

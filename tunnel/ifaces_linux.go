@@ -51,11 +51,22 @@ func SystemLinks() ([]LinkInfo, error) {
 		if err != nil {
 			return nil, fmt.Errorf("tunnel: addresses of %s: %w", a.Name, err)
 		}
+		has := make([]HostAddr, 0, len(addrs))
 		for _, ad := range addrs {
-			if ip, ok := netip.AddrFromSlice(ad.IP); ok {
-				li.Addrs = append(li.Addrs, ip.Unmap())
+			ip, ok := netip.AddrFromSlice(ad.IP)
+			if !ok {
+				continue
 			}
+			h := HostAddr{Addr: ip.Unmap()}
+			if h.Addr.Is6() { // IFA_F_TEMPORARY is IFA_F_SECONDARY on IPv4
+				h.Tentative = ad.Flags&unix.IFA_F_TENTATIVE != 0 && ad.Flags&unix.IFA_F_OPTIMISTIC == 0
+				h.DADFailed = ad.Flags&unix.IFA_F_DADFAILED != 0
+				h.Deprecated = ad.Flags&unix.IFA_F_DEPRECATED != 0
+				h.Temporary = ad.Flags&unix.IFA_F_TEMPORARY != 0
+			}
+			has = append(has, h)
 		}
+		li.Addrs, li.Skipped = ChooseAddrs(has)
 		out = append(out, li)
 	}
 	return out, nil

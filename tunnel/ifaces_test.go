@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -118,5 +119,68 @@ func TestIfaceJudge(t *testing.T) {
 		slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if j2.localAddrs() != nil {
 		t.Error("an unlistable host filtered local addresses")
+	}
+}
+
+// TestChooseAddrs: which of a used interface's addresses are host
+// candidates. IPv6 addresses of a typical home router's LAN: a stable
+// SLAAC global, a temporary (privacy) one, a deprecated one from the old
+// prefix, a ULA, the link-local one.
+func TestChooseAddrs(t *testing.T) {
+	a := netip.MustParseAddr
+	tests := []struct {
+		name    string
+		in      []HostAddr
+		use     []netip.Addr
+		skipped map[netip.Addr]string // a part of the reason
+	}{
+		{"home LAN", []HostAddr{
+			{Addr: a("192.168.1.20")},
+			{Addr: a("2001:db8:1::20")},
+			{Addr: a("2001:db8:1::9f3a:1"), Temporary: true},
+			{Addr: a("2001:db8:2::20"), Deprecated: true},
+			{Addr: a("fd12:3456::20")},
+			{Addr: a("fe80::20")},
+		}, []netip.Addr{a("192.168.1.20"), a("2001:db8:1::20"), a("fd12:3456::20")}, map[netip.Addr]string{
+			a("2001:db8:1::9f3a:1"): "temporary",
+			a("2001:db8:2::20"):     "deprecated",
+			a("fe80::20"):           "link-local",
+		}},
+		{"only a temporary address", []HostAddr{
+			{Addr: a("2001:db8:1::9f3a:1"), Temporary: true},
+			{Addr: a("fe80::20")},
+		}, []netip.Addr{a("2001:db8:1::9f3a:1")}, map[netip.Addr]string{a("fe80::20"): "link-local"}},
+		{"duplicate address detection", []HostAddr{
+			{Addr: a("2001:db8:1::20"), Tentative: true},
+			{Addr: a("2001:db8:1::21"), DADFailed: true, Tentative: true},
+			{Addr: a("169.254.3.4")},
+		}, nil, map[netip.Addr]string{
+			a("2001:db8:1::20"): "tentative",
+			a("2001:db8:1::21"): "failed duplicate",
+			a("169.254.3.4"):    "link-local",
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			use, skipped := ChooseAddrs(tc.in)
+			if !slices.Equal(use, tc.use) {
+				t.Errorf("used %v, want %v", use, tc.use)
+			}
+			if len(skipped) != len(tc.skipped) {
+				t.Errorf("skipped %v, want %d", skipped, len(tc.skipped))
+			}
+			for _, s := range skipped {
+				if want, ok := tc.skipped[s.Addr]; !ok || !strings.Contains(s.Reason, want) {
+					t.Errorf("skipped %v (%s), want reason with %q", s.Addr, s.Reason, want)
+				}
+			}
+		})
+	}
+	// A skipped address inside the overlay still marks the interface a loop.
+	p := InterfacePolicy{Overlay: []netip.Prefix{netip.MustParsePrefix("fd7a:115c::/48")}}
+	v := p.Classify([]LinkInfo{{Name: "eth0", Kind: "device", Encap: "ether", Up: true, DefaultRoute: true,
+		Skipped: []SkippedAddr{{Addr: a("fd7a:115c::5"), Reason: "tentative"}}}})
+	if v[0].Use {
+		t.Errorf("interface with a (tentative) overlay address used: %+v", v[0])
 	}
 }

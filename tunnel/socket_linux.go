@@ -46,6 +46,9 @@ const (
 	groMsgs = 8
 	// groBufSize holds the largest coalesced message (64 KiB of payload).
 	groBufSize = 1 << 16
+	// ipv6PreferSrcPublic is IPV6_PREFER_SRC_PUBLIC (linux/in6.h): source
+	// address selection prefers public (stable) addresses to temporary ones.
+	ipv6PreferSrcPublic = 0x0002
 	// oobSize holds the control messages of one received datagram: UDP_GRO
 	// (int) and SO_RXQ_OVFL (uint32), with room to spare.
 	oobSize = 64
@@ -78,6 +81,11 @@ func newFastConn(c *net.UDPConn, bufSize int, gro bool) (*fastConn, error) {
 	}
 	err = f.rc.Control(func(fd uintptr) {
 		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1)
+		if f.v6 {
+			// Checks and records leave from the stable address offered as
+			// the host candidate, not a rotating temporary one (ifaces.go).
+			_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_ADDR_PREFERENCES, ipv6PreferSrcPublic)
+		}
 		if gro {
 			f.gro = setGRO(int(fd))
 		}

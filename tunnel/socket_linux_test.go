@@ -198,3 +198,16 @@ func TestDualStackWithoutIPv6(t *testing.T) {
 		t.Errorf("logged the fallback %d times, want once", n)
 	}
 }
+
+// TestIPv6SocketPrefersStableSource: the IPv6 socket asks the kernel for
+// stable (public) source addresses, so checks leave from the address
+// offered as the host candidate rather than a temporary one.
+func TestIPv6SocketPrefersStableSource(t *testing.T) {
+	f := listenFast(t, "udp6", "[::]:0")
+	var v int
+	var err error
+	_ = f.rc.Control(func(fd uintptr) { v, err = unix.GetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_ADDR_PREFERENCES) })
+	if err != nil || v&ipv6PreferSrcPublic == 0 {
+		t.Fatalf("IPV6_ADDR_PREFERENCES = %#x (%v), want IPV6_PREFER_SRC_PUBLIC", v, err)
+	}
+}
