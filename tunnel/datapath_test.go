@@ -267,6 +267,93 @@ func orderedNodes(t *testing.T, ca *testCA, alphaClient bool) (*testNode, *testN
 	}
 }
 
+// linkedPair is two started managers, alpha's and bravo's, with a
+// connected link each way and a collector on each link.
+type linkedPair struct {
+	ma, mb   *Manager
+	ab, ba   *Link      // alpha's link to bravo, bravo's to alpha
+	atA, atB *collector // what alpha's (bravo's) link received
+}
+
+// startLinkedPair starts managers for a and b, their options adjusted by
+// tweakA and tweakB (either may be nil), links them both ways and waits
+// until both links are connected and each has carried a packet.
+func startLinkedPair(t *testing.T, a, b *testNode, tweakA, tweakB func(*Options)) *linkedPair {
+	t.Helper()
+	sig := newMemSignals()
+	p := &linkedPair{ma: startManager(t, sig, a, tweakA), mb: startManager(t, sig, b, tweakB), atA: &collector{}, atB: &collector{}}
+	p.ab, p.ba = mustLink(t, p.ma, b.peer), mustLink(t, p.mb, a.peer)
+	p.ab.SetReceiver(p.atA.receive)
+	p.ba.SetReceiver(p.atB.receive)
+	testutil.WaitFor(t, 20*time.Second, "connected", func() bool {
+		return p.ab.State() == StateConnected && p.ba.State() == StateConnected
+	})
+	exchange(t, p.ab, p.atB, "warm-ab", 5*time.Second)
+	exchange(t, p.ba, p.atA, "warm-ba", 5*time.Second)
+	return p
+}
+
+// trafficBothWays sends numbered packets both ways, tag-ab-i over ab and
+// tag-ba-i over ba, one step every 5 ms, and tells which have not arrived.
+type trafficBothWays struct {
+	t        testing.TB
+	tag      string
+	ab, ba   *Link
+	atA, atB func(payload string) bool // whether alpha's (bravo's) end received payload
+	pace     *time.Ticker
+	sent     int // packets sent each way
+}
+
+func newTrafficBothWays(t testing.TB, tag string, ab, ba *Link, atA, atB func(string) bool) *trafficBothWays {
+	tr := &trafficBothWays{t: t, tag: tag, ab: ab, ba: ba, atA: atA, atB: atB, pace: time.NewTicker(5 * time.Millisecond)}
+	t.Cleanup(tr.pace.Stop)
+	return tr
+}
+
+// received adapts c to trafficBothWays.
+func received(c *collector) func(string) bool {
+	return func(p string) bool { return c.has([]byte(p)) }
+}
+
+// step sends n packets each way, a batch on each link, then waits for the
+// next tick; during names what goes on meanwhile, for a failure.
+func (tr *trafficBothWays) step(n int, during string) {
+	tr.t.Helper()
+	var x, y [][]byte
+	for j := 0; j < n; j++ {
+		x = append(x, packet(fmt.Sprintf("%s-ab-%d", tr.tag, tr.sent+j)))
+		y = append(y, packet(fmt.Sprintf("%s-ba-%d", tr.tag, tr.sent+j)))
+	}
+	if got, err := tr.ab.WriteBatch(x, HeaderRoom); got != n || err != nil {
+		tr.t.Fatalf("alpha WriteBatch during %s: %d, %v", during, got, err)
+	}
+	if got, err := tr.ba.WriteBatch(y, HeaderRoom); got != n || err != nil {
+		tr.t.Fatalf("bravo WriteBatch during %s: %d, %v", during, got, err)
+	}
+	tr.sent += n
+	<-tr.pace.C
+}
+
+// missing lists the packets sent that have not arrived.
+func (tr *trafficBothWays) missing() (out []string) {
+	for i := 0; i < tr.sent; i++ {
+		if p := fmt.Sprintf("%s-ab-%d", tr.tag, i); !tr.atB(p) {
+			out = append(out, p)
+		}
+		if p := fmt.Sprintf("%s-ba-%d", tr.tag, i); !tr.atA(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// undelivered waits up to 5 s for every packet sent to arrive and returns
+// the ones that have not.
+func (tr *trafficBothWays) undelivered() []string {
+	testutil.Eventually(5*time.Second, func() bool { return len(tr.missing()) == 0 })
+	return tr.missing()
+}
+
 // TestRekeyKeepsTrafficFlowing: with keys that expire every few hundred
 // milliseconds, packets flow both ways through several rekeys without a
 // loss; no (epoch, sequence) pair — and so no nonce — repeats in either
@@ -284,24 +371,13 @@ func TestRekeyKeepsTrafficFlowing(t *testing.T) {
 func testRekey(t *testing.T, alphaClient bool) {
 	testutil.LeakCheck(t)
 	hardTimeout(t, 60*time.Second)
-	ca := newTestCA(t, "mesh")
-	a, b := orderedNodes(t, ca, alphaClient)
-	sig := newMemSignals()
+	a, b := orderedNodes(t, newTestCA(t, "mesh"), alphaClient)
 	timers := testTimers()
 	timers.RekeyInterval = 250 * time.Millisecond
 	timers.RekeyOverlap = time.Second
 	tap := newTapConn(t)
-	ma := startManager(t, sig, a, func(o *Options) { o.Timers = timers })
-	mb := startManager(t, sig, b, func(o *Options) { o.Timers = timers; o.PacketConn = tap })
-	ab, ba := mustLink(t, ma, b.peer), mustLink(t, mb, a.peer)
-	var atA, atB collector
-	ab.SetReceiver(atA.receive)
-	ba.SetReceiver(atB.receive)
-	testutil.WaitFor(t, 20*time.Second, "connected", func() bool {
-		return ab.State() == StateConnected && ba.State() == StateConnected
-	})
-	exchange(t, ab, &atB, "warm-ab", 5*time.Second)
-	exchange(t, ba, &atA, "warm-ba", 5*time.Second)
+	p := startLinkedPair(t, a, b, func(o *Options) { o.Timers = timers }, func(o *Options) { o.Timers = timers; o.PacketConn = tap })
+	ma, mb, ab, ba, atA, atB := p.ma, p.mb, p.ab, p.ba, p.atA, p.atB
 	if ab.Status().Controlling != alphaClient {
 		t.Fatalf("alpha controlling = %v, want %v", ab.Status().Controlling, alphaClient)
 	}
@@ -313,41 +389,16 @@ func testRekey(t *testing.T, alphaClient bool) {
 
 	// Steady traffic both ways, 4 packets each way every 5 ms, for at least
 	// a second and until both sides have rekeyed three times.
-	sent := 0
+	tr := newTrafficBothWays(t, "rk", ab, ba, received(atA), received(atB))
 	start := time.Now()
-	pace := time.NewTicker(5 * time.Millisecond)
-	defer pace.Stop()
 	for time.Since(start) < time.Second || ab.Status().Rekeys < 3 || ba.Status().Rekeys < 3 {
 		if time.Since(start) > 20*time.Second {
 			t.Fatalf("after 20 s: %d and %d rekeys, want 3", ab.Status().Rekeys, ba.Status().Rekeys)
 		}
-		var x, y [][]byte
-		for j := 0; j < 4; j++ {
-			x = append(x, packet(fmt.Sprintf("rk-ab-%d", sent+j)))
-			y = append(y, packet(fmt.Sprintf("rk-ba-%d", sent+j)))
-		}
-		if n, err := ab.WriteBatch(x, HeaderRoom); n != 4 || err != nil {
-			t.Fatalf("alpha WriteBatch during rekeys: %d, %v", n, err)
-		}
-		if n, err := ba.WriteBatch(y, HeaderRoom); n != 4 || err != nil {
-			t.Fatalf("bravo WriteBatch during rekeys: %d, %v", n, err)
-		}
-		sent += 4
-		<-pace.C
+		tr.step(4, "rekeys")
 	}
-	missing := func() (out []string) {
-		for i := 0; i < sent; i++ {
-			if p := fmt.Sprintf("rk-ab-%d", i); !atB.has([]byte(p)) {
-				out = append(out, p)
-			}
-			if p := fmt.Sprintf("rk-ba-%d", i); !atA.has([]byte(p)) {
-				out = append(out, p)
-			}
-		}
-		return out
-	}
-	if !testutil.Eventually(5*time.Second, func() bool { return len(missing()) == 0 }) {
-		t.Fatalf("lost during rekeys: %v\nalpha %+v\nbravo %+v", missing(), ma.Stats(), mb.Stats())
+	if lost := tr.undelivered(); len(lost) > 0 {
+		t.Fatalf("lost during rekeys: %v\nalpha %+v\nbravo %+v", lost, ma.Stats(), mb.Stats())
 	}
 	in, out := tap.stopRecording(), tap.stopRecordingOut()
 	for _, d := range []struct {
@@ -395,8 +446,8 @@ func testRekey(t *testing.T, alphaClient bool) {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 5*time.Second, "old-epoch record counted", func() bool { return ma.Stats().DroppedOldEpoch == before+1 })
-	exchange(t, ab, &atB, "after-ab", 5*time.Second)
-	exchange(t, ba, &atA, "after-ba", 5*time.Second)
+	exchange(t, ab, atB, "after-ab", 5*time.Second)
+	exchange(t, ba, atA, "after-ba", 5*time.Second)
 }
 
 // TestRekeyAfterRecords: the record count triggers rekeys on either side.
@@ -405,35 +456,25 @@ func testRekey(t *testing.T, alphaClient bool) {
 func TestRekeyAfterRecords(t *testing.T) {
 	testutil.LeakCheck(t)
 	hardTimeout(t, 60*time.Second)
-	ca := newTestCA(t, "mesh")
-	a, b := orderedNodes(t, ca, true)
-	sig := newMemSignals()
+	a, b := orderedNodes(t, newTestCA(t, "mesh"), true)
 	few := func(o *Options) { o.RekeyAfterRecords = 200 }
-	ma := startManager(t, sig, a, few)
-	mb := startManager(t, sig, b, few)
-	client, server := mustLink(t, ma, b.peer), mustLink(t, mb, a.peer)
-	var atClient, atServer collector
-	client.SetReceiver(atClient.receive)
-	server.SetReceiver(atServer.receive)
-	testutil.WaitFor(t, 20*time.Second, "connected", func() bool {
-		return client.State() == StateConnected && server.State() == StateConnected
-	})
-	exchange(t, client, &atServer, "warm", 5*time.Second)
+	p := startLinkedPair(t, a, b, few, few)
+	client, server, atClient, atServer := p.ab, p.ba, p.atA, p.atB
 
 	// Only the server sends.
-	sendNumbered(t, server, &atClient, "from-server", 300)
+	sendNumbered(t, server, atClient, "from-server", 300)
 	testutil.WaitFor(t, 10*time.Second, "the server's request rekeys both", func() bool {
 		return client.Status().Rekeys >= 1 && server.Status().Rekeys >= 1
 	})
-	sendNumbered(t, server, &atClient, "from-server-after", 20)
+	sendNumbered(t, server, atClient, "from-server-after", 20)
 	r0 := client.Status().Rekeys
 
 	// Only the client sends.
-	sendNumbered(t, client, &atServer, "from-client", 300)
+	sendNumbered(t, client, atServer, "from-client", 300)
 	testutil.WaitFor(t, 10*time.Second, "the client rekeys", func() bool {
 		return client.Status().Rekeys > r0 && server.Status().Rekeys > r0
 	})
-	sendNumbered(t, client, &atServer, "from-client-after", 20)
+	sendNumbered(t, client, atServer, "from-client-after", 20)
 	for _, l := range []*Link{client, server} {
 		if st := l.Status(); st.Failures != 0 || st.Epoch < record.FirstEpoch+2 {
 			t.Errorf("%s: %d failures (last %v), epoch %#04x", st.Peer, st.Failures, st.LastError, st.Epoch)
@@ -604,19 +645,8 @@ func TestCipherChoice(t *testing.T) {
 	hardTimeout(t, 60*time.Second)
 	ca := newTestCA(t, "mesh")
 	a, b := ca.node(t, "alpha", 1, 0, nil), ca.node(t, "bravo", 2, 0, nil)
-	sig := newMemSignals()
-	ma := startManager(t, sig, a, func(o *Options) { o.Cipher = record.CipherChaCha20Poly1305 })
-	mb := startManager(t, sig, b, nil)
-	ab, ba := mustLink(t, ma, b.peer), mustLink(t, mb, a.peer)
-	var atA, atB collector
-	ab.SetReceiver(atA.receive)
-	ba.SetReceiver(atB.receive)
-	testutil.WaitFor(t, 20*time.Second, "connected", func() bool {
-		return ab.State() == StateConnected && ba.State() == StateConnected
-	})
-	exchange(t, ab, &atB, "chacha-ab", 5*time.Second)
-	exchange(t, ba, &atA, "chacha-ba", 5*time.Second)
-	for _, l := range []*Link{ab, ba} {
+	p := startLinkedPair(t, a, b, func(o *Options) { o.Cipher = record.CipherChaCha20Poly1305 }, nil)
+	for _, l := range []*Link{p.ab, p.ba} {
 		if st := l.Status(); st.DataCipher != "chacha20-poly1305" || st.CipherSuite != "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256" {
 			t.Errorf("%s: data cipher %q, suite %q", st.Peer, st.DataCipher, st.CipherSuite)
 		}

@@ -218,40 +218,17 @@ func TestRelayFastPathRekeys(t *testing.T) {
 	timers.RekeyOverlap = time.Second
 	ab, ba, atA, atB := relayedPair(t, func(o *Options) { o.Timers = timers })
 	r0a, r0b := ab.Status().Rekeys, ba.Status().Rekeys
-	sent := 0
+	tr := newTrafficBothWays(t, "rk", ab, ba, atA.has, atB.has)
 	start := time.Now()
-	pace := time.NewTicker(5 * time.Millisecond)
-	defer pace.Stop()
 	for time.Since(start) < time.Second || ab.Status().Rekeys < r0a+3 || ba.Status().Rekeys < r0b+3 {
 		if time.Since(start) > 20*time.Second {
 			t.Fatalf("after 20 s: %d and %d rekeys, want 3 more", ab.Status().Rekeys-r0a, ba.Status().Rekeys-r0b)
 		}
-		var x, y [][]byte
-		for j := 0; j < 4; j++ {
-			x = append(x, packet(fmt.Sprintf("rk-ab-%d", sent+j)))
-			y = append(y, packet(fmt.Sprintf("rk-ba-%d", sent+j)))
-		}
-		if n, err := ab.WriteBatch(x, HeaderRoom); n != 4 || err != nil {
-			t.Fatalf("alpha WriteBatch during rekeys: %d, %v", n, err)
-		}
-		if n, err := ba.WriteBatch(y, HeaderRoom); n != 4 || err != nil {
-			t.Fatalf("bravo WriteBatch during rekeys: %d, %v", n, err)
-		}
-		sent += 4
-		<-pace.C
+		tr.step(4, "rekeys")
 	}
-	missing := func() (out []string) {
-		for i := 0; i < sent; i++ {
-			if p := fmt.Sprintf("rk-ab-%d", i); !atB.has(p) {
-				out = append(out, p)
-			}
-			if p := fmt.Sprintf("rk-ba-%d", i); !atA.has(p) {
-				out = append(out, p)
-			}
-		}
-		return out
+	if lost := tr.undelivered(); len(lost) > 0 {
+		t.Fatalf("lost during rekeys: %v", lost)
 	}
-	testutil.WaitFor(t, 5*time.Second, "every packet sent during the rekeys delivered", func() bool { return len(missing()) == 0 })
 	if !fastRelayReady(ab) || !fastRelayReady(ba) {
 		t.Error("a link left the fast relay path")
 	}

@@ -29,42 +29,18 @@ func testRenewal(t *testing.T, alphaClient bool) {
 	hardTimeout(t, 60*time.Second)
 	ca := newTestCA(t, "mesh")
 	a, b := orderedNodes(t, ca, alphaClient)
-	sig := newMemSignals()
 	vb := pki.NewVerifier(b.creds.CA, b.creds.Cert)
-	ma := startManager(t, sig, a, nil)
-	mb := startManager(t, sig, b, func(o *Options) { o.Verifier = vb })
-	ab, ba := mustLink(t, ma, b.peer), mustLink(t, mb, a.peer)
-	var atA, atB collector
-	ab.SetReceiver(atA.receive)
-	ba.SetReceiver(atB.receive)
-	testutil.WaitFor(t, 20*time.Second, "connected", func() bool {
-		return ab.State() == StateConnected && ba.State() == StateConnected
-	})
-	exchange(t, ab, &atB, "warm-ab", 5*time.Second)
-	exchange(t, ba, &atA, "warm-ba", 5*time.Second)
+	p := startLinkedPair(t, a, b, nil, func(o *Options) { o.Verifier = vb })
+	ma, mb, ab, ba, atA, atB := p.ma, p.mb, p.ab, p.ba, p.atA, p.atB
 	gen := ab.Status().Generation
 
 	renewed := ca.node(t, "alpha", 1, 0, nil)
 	if renewed.peer.Fingerprint == a.peer.Fingerprint {
 		t.Fatal("the renewed certificate has the old fingerprint")
 	}
-	sent := 0
-	send := func() {
-		x := [][]byte{packet(fmt.Sprintf("rn-ab-%d", sent)), packet(fmt.Sprintf("rn-ab-%d", sent+1))}
-		y := [][]byte{packet(fmt.Sprintf("rn-ba-%d", sent)), packet(fmt.Sprintf("rn-ba-%d", sent+1))}
-		if n, err := ab.WriteBatch(x, HeaderRoom); n != 2 || err != nil {
-			t.Fatalf("alpha WriteBatch during the renewal: %d, %v", n, err)
-		}
-		if n, err := ba.WriteBatch(y, HeaderRoom); n != 2 || err != nil {
-			t.Fatalf("bravo WriteBatch during the renewal: %d, %v", n, err)
-		}
-		sent += 2
-	}
-	pace := time.NewTicker(5 * time.Millisecond)
-	defer pace.Stop()
+	tr := newTrafficBothWays(t, "rn", ab, ba, received(atA), received(atB))
 	for range 20 {
-		send()
-		<-pace.C
+		tr.step(2, "the renewal")
 	}
 	if err := ma.SetCredentials(renewed.creds); err != nil {
 		t.Fatal(err)
@@ -79,22 +55,10 @@ func testRenewal(t *testing.T, alphaClient bool) {
 		if time.Since(start) > 20*time.Second {
 			t.Fatalf("bravo still sees alpha's old certificate after 20 s: %+v", ba.Status())
 		}
-		send()
-		<-pace.C
+		tr.step(2, "the renewal")
 	}
-	missing := func() (out []string) {
-		for i := 0; i < sent; i++ {
-			if p := fmt.Sprintf("rn-ab-%d", i); !atB.has([]byte(p)) {
-				out = append(out, p)
-			}
-			if p := fmt.Sprintf("rn-ba-%d", i); !atA.has([]byte(p)) {
-				out = append(out, p)
-			}
-		}
-		return out
-	}
-	if !testutil.Eventually(5*time.Second, func() bool { return len(missing()) == 0 }) {
-		t.Fatalf("lost during the renewal: %v", missing())
+	if lost := tr.undelivered(); len(lost) > 0 {
+		t.Fatalf("lost during the renewal: %v", lost)
 	}
 	for _, l := range []*Link{ab, ba} {
 		st := l.Status()
@@ -114,8 +78,8 @@ func testRenewal(t *testing.T, alphaClient bool) {
 		t.Fatal(err)
 	}
 	mb.Recheck()
-	exchange(t, ab, &atB, "after-ab", 5*time.Second)
-	exchange(t, ba, &atA, "after-ba", 5*time.Second)
+	exchange(t, ab, atB, "after-ab", 5*time.Second)
+	exchange(t, ba, atA, "after-ba", 5*time.Second)
 	if st := ba.Status(); st.State != StateConnected || st.Failures != 0 {
 		t.Fatalf("revoking the replaced certificate ended the link: %+v", st)
 	}
