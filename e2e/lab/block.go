@@ -5,15 +5,17 @@ package lab
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 )
 
-// Block is a firewall rule that drops every IPv4 packet between two
-// addresses, both ways, in a lab bridge (a cable cut for one path only).
+// Block is a firewall rule that drops every packet between two hosts'
+// addresses (IPv4, and IPv6 where both have it), both ways, in a lab bridge
+// (a cable cut for one path only).
 type Block struct {
 	ns    *Namespace
 	table string
-	a, b  netip.Addr
+	pairs [][2]netip.Addr
 
 	mu      sync.Mutex
 	removed bool
@@ -23,44 +25,71 @@ type Block struct {
 // other path alone (their coordinators, TURN servers, other peers): for two
 // hosts of one site it drops their traffic in the site's LAN bridge (by LAN
 // address), otherwise in the backbone bridge between their public
-// addresses, that is between their sites' WAN addresses. A readdress after
-// the block is not followed.
+// addresses, that is between their sites' WAN addresses. Where both hosts
+// have IPv6, their IPv6 path (global addresses, not translated) is blocked
+// too; between an IPv4-only and an IPv6-only host there is no direct path
+// to block. A readdress after the block is not followed.
 func (l *Lab) BlockPath(a, b *Host) (*Block, error) {
+	var pairs [][2]netip.Addr
+	ns := l.backbone
 	if a.site != nil && a.site == b.site {
-		return l.block(a.site.router.Namespace, a.IP(), b.IP())
+		ns = a.site.router.Namespace
+		if a.HasIPv4() && b.HasIPv4() {
+			pairs = append(pairs, [2]netip.Addr{a.IP(), b.IP()})
+		}
+	} else if a.HasIPv4() && b.HasIPv4() {
+		pairs = append(pairs, [2]netip.Addr{a.PublicIP(), b.PublicIP()})
 	}
-	return l.block(l.backbone, a.PublicIP(), b.PublicIP())
+	if a6, b6 := a.IP6(), b.IP6(); a6.IsValid() && b6.IsValid() {
+		pairs = append(pairs, [2]netip.Addr{a6, b6})
+	}
+	if len(pairs) == 0 {
+		return nil, fmt.Errorf("%w: block %s <-> %s: no address family in common", ErrBadOption, a.Name(), b.Name())
+	}
+	return l.block(ns, pairs)
 }
 
-// BlockAddrs drops every IPv4 packet between backbone addresses a and b in
-// the backbone bridge.
+// BlockAddrs drops every packet between backbone addresses a and b (both
+// IPv4 or both IPv6) in the backbone bridge.
 func (l *Lab) BlockAddrs(a, b netip.Addr) (*Block, error) {
-	return l.block(l.backbone, a, b)
+	return l.block(l.backbone, [][2]netip.Addr{{a, b}})
 }
 
-func (l *Lab) block(ns *Namespace, a, b netip.Addr) (*Block, error) {
-	if !a.Is4() || !b.Is4() {
-		return nil, fmt.Errorf("%w: block %v <-> %v: IPv4 addresses only", ErrBadOption, a, b)
+func (l *Lab) block(ns *Namespace, pairs [][2]netip.Addr) (*Block, error) {
+	var rules strings.Builder
+	for _, p := range pairs {
+		a, b := p[0], p[1]
+		family := "ip"
+		switch {
+		case a.Is4() && b.Is4():
+		case a.Is6() && !a.Is4In6() && b.Is6() && !b.Is4In6():
+			family = "ip6"
+		default:
+			return nil, fmt.Errorf("%w: block %v <-> %v: two addresses of one family", ErrBadOption, a, b)
+		}
+		fmt.Fprintf(&rules, "\t\t%[1]s saddr %[2]s %[1]s daddr %[3]s counter drop\n", family, a, b)
+		fmt.Fprintf(&rules, "\t\t%[1]s saddr %[3]s %[1]s daddr %[2]s counter drop\n", family, a, b)
 	}
 	l.mu.Lock()
 	l.blockSeq++
 	table := fmt.Sprintf("labblock%d", l.blockSeq)
 	l.mu.Unlock()
-	// A bridge-family table sees the frames the bridge forwards without
-	// br_netfilter. ("fwd" is an nft keyword; the chain is called forward_f.)
-	script := fmt.Sprintf(`table bridge %[1]s {
-	chain forward_f {
-		type filter hook forward priority 0; policy accept;
-		ip saddr %[2]s ip daddr %[3]s counter drop
-		ip saddr %[3]s ip daddr %[2]s counter drop
-	}
+	// A bridge-family table sees the frames entering the bridge without
+	// br_netfilter. The prerouting hook sees also the frames addressed to
+	// the bridge's own namespace: IPv6 from a public host to a site's LAN
+	// goes through the backbone's router (BackboneGateway6), which a forward
+	// hook would miss.
+	script := fmt.Sprintf(`table bridge %s {
+	chain prerouting_f {
+		type filter hook prerouting priority 0; policy accept;
+%s	}
 }
-`, table, a, b)
+`, table, rules.String())
 	if _, err := ns.runStdin(script, "nft", "-f", "-"); err != nil {
 		return nil, err
 	}
-	l.log.Info("path blocked", "netns", ns.name, "a", a, "b", b, "table", table)
-	return &Block{ns: ns, table: table, a: a, b: b}, nil
+	l.log.Info("path blocked", "netns", ns.name, "pairs", pairs, "table", table)
+	return &Block{ns: ns, table: table, pairs: pairs}, nil
 }
 
 // Remove lifts the block; it is idempotent.
@@ -74,6 +103,6 @@ func (b *Block) Remove() error {
 		return err
 	}
 	b.removed = true
-	b.ns.lab.log.Info("path unblocked", "netns", b.ns.name, "a", b.a, "b", b.b)
+	b.ns.lab.log.Info("path unblocked", "netns", b.ns.name, "pairs", b.pairs)
 	return nil
 }

@@ -40,6 +40,18 @@ func rootLinks(t *testing.T) []string {
 	return names
 }
 
+// rootRuleset is the root namespace's whole firewall: the nft ruleset,
+// which on this machine kind holds the iptables and ip6tables rules too
+// (iptables-nft), without counters (-s).
+func rootRuleset(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("nft", "-s", "list", "ruleset").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list ruleset: %v: %s", err, out)
+	}
+	return string(out)
+}
+
 func netnsList(t *testing.T) []string {
 	t.Helper()
 	out, err := exec.Command("ip", "netns", "list").Output()
@@ -108,12 +120,18 @@ func TestTeardownLeavesNothing(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.LeakCheck(t)
 	linksBefore := rootLinks(t)
+	rulesBefore := rootRuleset(t)
 
 	l := lab.New(t, lab.Options{})
 	stun := l.AddNATProbe(t, "stun")
 	for _, k := range []lab.NATKind{lab.NATFirewall, lab.NATFullCone, lab.NATAddressRestricted, lab.NATPortRestricted, lab.NATPortRestrictedMasq, lab.NATSymmetric, lab.NATUDPBlocked} {
 		l.AddNode(t, strings.ReplaceAll(k.String(), "-", ""), k, lab.HostOptions{})
 	}
+	// IPv6: a dual-stack firewalled host, an IPv6-only one, an IPv6 site
+	// (its firewall is an ip6 table, its prefix a route in the backbone).
+	l.AddHost(t, "dual", lab.HostOptions{IPv6: true, Firewall: true})
+	l.AddHost(t, "vps", lab.HostOptions{NoIPv4: true})
+	l.AddNode(t, "home6", lab.NATPortRestrictedMasq, lab.HostOptions{IPv6: true})
 	site := l.AddSite(t, "dbl", lab.SiteOptions{NAT: lab.NATFullCone, Carrier: lab.NATSymmetric})
 	a := site.AddHost(t, "a", lab.HostOptions{})
 	site.AddHost(t, "b", lab.HostOptions{})
@@ -168,6 +186,9 @@ func TestTeardownLeavesNothing(t *testing.T) {
 	}
 	if after := rootLinks(t); strings.Join(after, " ") != strings.Join(linksBefore, " ") {
 		t.Errorf("root namespace links changed:\nbefore %v\nafter  %v", linksBefore, after)
+	}
+	if after := rootRuleset(t); after != rulesBefore {
+		t.Errorf("root namespace firewall rules (nft, iptables and ip6tables) changed:\nbefore:\n%s\nafter:\n%s", rulesBefore, after)
 	}
 	testutil.WaitFor(t, 5*time.Second, "lab processes to be gone", func() bool {
 		return len(processesIn(inodes)) == 0
@@ -342,7 +363,10 @@ func TestTimeoutTeardown(t *testing.T) {
 // TestIsolation checks that the lab is sealed off from the machine: every
 // veth's peer sits in a namespace of the same lab (none in the root
 // namespace), the backbone, where all default routes end, forwards nothing,
-// and no lab link carries IPv6.
+// and no lab link carries IPv6 unless the lab was asked for it: the
+// backbone's own IPv6 (gateway and link-local) aside, a lab without IPv6
+// hosts has none, and the backbone has no IPv6 default route either, so an
+// IPv6 packet for an address outside the lab dies there too.
 func TestIsolation(t *testing.T) {
 	testutil.RequireRoot(t)
 	l := lab.New(t, lab.Options{})
@@ -381,10 +405,17 @@ func TestIsolation(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			if line != "" && !strings.Contains(line, " lo ") {
-				t.Errorf("%s: IPv6 address on a lab link (the underlay is IPv4 only): %s", ns, line)
+			if line == "" || strings.Contains(line, " lo ") {
+				continue
 			}
+			if ns == l.Backbone().Netns() && (strings.Contains(line, " "+lab.BackboneGateway6.String()+"/64 ") || strings.Contains(line, " fe80::1/64 ")) {
+				continue
+			}
+			t.Errorf("%s: IPv6 address on a lab link of an IPv4-only lab: %s", ns, line)
 		}
+	}
+	if out, err := l.Backbone().Run(ctx, "ip", "-6", "route", "show", "default"); err != nil || out != "" {
+		t.Errorf("backbone IPv6 default route: %q (%v), want none", out, err)
 	}
 	fwd, err := l.Backbone().Run(ctx, "sysctl", "-n", "net.ipv4.ip_forward")
 	if err != nil || fwd != "0" {

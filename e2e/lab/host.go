@@ -40,8 +40,17 @@ type HostOptions struct {
 	ExtraAddrs int
 	// Firewall puts a stateful firewall on a public host: replies and
 	// related traffic in, everything else arriving on eth0 dropped
-	// (NATFirewall). Public hosts only.
+	// (NATFirewall), for both families. Public hosts only.
 	Firewall bool
+	// IPv6 gives a public host a global IPv6 address on the backbone too
+	// (2001:db8::/64, from ::10 up): a dual-stack host. A LAN host gets one
+	// exactly when its site has IPv6 (SiteOptions.IPv6); setting IPv6 for
+	// the host of a site without it is an error.
+	IPv6 bool
+	// NoIPv4 makes a public host IPv6-only: its global IPv6 address and an
+	// IPv6 default route, and no IPv4 address or route at all (loopback
+	// aside), like a cheap VPS. It implies IPv6. Public hosts only.
+	NoIPv4 bool
 }
 
 // Host is a machine of the lab: its own namespace with one interface, eth0,
@@ -60,30 +69,64 @@ type Host struct {
 	farNS    *Namespace // the bridge end of eth0's veth: CutLink sets it down
 	farDev   string
 
+	gw6   netip.Addr // IPv6 default route; zero without IPv6
+	bits6 int
+
 	// guarded by lab.mu
-	ip    netip.Addr
+	ip    netip.Addr // zero on an IPv6-only host
+	ip6   netip.Addr // global IPv6 address; zero without IPv6
 	extra []netip.Addr
 }
 
 // Name returns the host's name in the lab.
 func (h *Host) Name() string { return h.short }
 
-// IP returns the host's own address on eth0 (a LAN address behind a NAT).
+// IP returns the host's own address on eth0 (a LAN address behind a NAT):
+// its IPv4 address, or its IPv6 one on an IPv6-only host.
 func (h *Host) IP() netip.Addr {
 	h.lab.mu.Lock()
 	defer h.lab.mu.Unlock()
+	if !h.ip.IsValid() {
+		return h.ip6
+	}
 	return h.ip
 }
 
-// IPs returns every address of the host, its own first.
+// IP6 returns the host's global IPv6 address, or the zero Addr if the host
+// has no IPv6. No NAT translates it: the internet sees the host as this.
+func (h *Host) IP6() netip.Addr {
+	h.lab.mu.Lock()
+	defer h.lab.mu.Unlock()
+	return h.ip6
+}
+
+// HasIPv4 reports whether the host has an IPv4 address (false only for an
+// IPv6-only host).
+func (h *Host) HasIPv4() bool {
+	h.lab.mu.Lock()
+	defer h.lab.mu.Unlock()
+	return h.ip.IsValid()
+}
+
+// IPs returns every address of the host: its own IPv4 address first, then
+// the extra IPv4 ones, then its IPv6 address.
 func (h *Host) IPs() []netip.Addr {
 	h.lab.mu.Lock()
 	defer h.lab.mu.Unlock()
-	return append([]netip.Addr{h.ip}, h.extra...)
+	var out []netip.Addr
+	if h.ip.IsValid() {
+		out = append(out, h.ip)
+	}
+	out = append(out, h.extra...)
+	if h.ip6.IsValid() {
+		out = append(out, h.ip6)
+	}
+	return out
 }
 
 // PublicIP returns the address the internet sees the host as: its own for a
-// public host, its site's outermost WAN address behind NAT.
+// public host (IPv6 on an IPv6-only one), its site's outermost WAN address
+// behind NAT.
 func (h *Host) PublicIP() netip.Addr {
 	if h.site == nil {
 		return h.IP()
@@ -127,7 +170,9 @@ func (l *Lab) AddHost(t testing.TB, name string, opts HostOptions) *Host {
 
 // AddNode adds a host that sees the internet through kind: a public host for
 // NATNone and NATFirewall, otherwise a new site of that kind named name with
-// one LAN host, also named name. It is the one-liner for matrix scenarios.
+// one LAN host, also named name (with opts.IPv6, an IPv6 site: global IPv6
+// behind a stateful firewall next to the IPv4 NAT). It is the one-liner for
+// matrix scenarios.
 func (l *Lab) AddNode(t testing.TB, name string, kind NATKind, opts HostOptions) *Host {
 	t.Helper()
 	switch kind {
@@ -137,7 +182,7 @@ func (l *Lab) AddNode(t testing.TB, name string, kind NATKind, opts HostOptions)
 		opts.Firewall = true
 		return l.AddHost(t, name, opts)
 	}
-	return l.AddSite(t, name, SiteOptions{NAT: kind}).AddHost(t, name, opts)
+	return l.AddSite(t, name, SiteOptions{NAT: kind, IPv6: opts.IPv6}).AddHost(t, name, opts)
 }
 
 func normalizePorts(opts *HostOptions, auto int) error {
@@ -160,17 +205,27 @@ func (l *Lab) addPublicHost(name string, opts HostOptions) (*Host, error) {
 	if opts.ExtraAddrs < 0 || opts.ExtraAddrs > 16 {
 		return nil, fmt.Errorf("%w: ExtraAddrs %d", ErrBadOption, opts.ExtraAddrs)
 	}
+	if opts.NoIPv4 && (opts.ExtraAddrs != 0 || opts.Addr.IsValid()) {
+		return nil, fmt.Errorf("%w: Addr and ExtraAddrs are IPv4 addresses, and the host has none (NoIPv4)", ErrBadOption)
+	}
 	l.mu.Lock()
 	if err := l.checkNameLocked(name, false); err != nil {
 		l.mu.Unlock()
 		return nil, err
 	}
-	ip, err := l.publicIPs.take(opts.Addr)
+	var ip, ip6 netip.Addr
+	var err error
+	if !opts.NoIPv4 {
+		ip, err = l.publicIPs.take(opts.Addr)
+	}
 	var extra []netip.Addr
 	for i := 0; err == nil && i < opts.ExtraAddrs; i++ {
 		var a netip.Addr
 		a, err = l.publicIPs.take(netip.Addr{})
 		extra = append(extra, a)
+	}
+	if err == nil && (opts.IPv6 || opts.NoIPv4) {
+		ip6, err = l.publicIPs6.take(netip.Addr{})
 	}
 	if err != nil {
 		l.mu.Unlock()
@@ -180,6 +235,7 @@ func (l *Lab) addPublicHost(name string, opts HostOptions) (*Host, error) {
 		Namespace: &Namespace{lab: l, name: l.prefix + name, short: name},
 		port:      opts.Port, ports: opts.Ports, firewall: opts.Firewall,
 		gw: BackboneGateway, bits: BackbonePrefix.Bits(), ip: ip, extra: extra,
+		gw6: BackboneGateway6, bits6: BackbonePrefix6.Bits(), ip6: ip6,
 	}
 	l.hosts[name] = h // reserves the name; the host is usable once this returns
 	l.mu.Unlock()
@@ -195,7 +251,7 @@ func (l *Lab) addPublicHost(name string, opts HostOptions) (*Host, error) {
 			return nil, err
 		}
 	}
-	l.log.Info("host added", "host", name, "netns", h.name, "ip", ip, "extra", extra, "firewall", opts.Firewall)
+	l.log.Info("host added", "host", name, "netns", h.name, "ip", ip, "ip6", ip6, "extra", extra, "firewall", opts.Firewall)
 	return h, nil
 }
 
@@ -207,16 +263,34 @@ func (h *Host) plug(far *Namespace, br string) error {
 		return err
 	}
 	h.farNS, h.farDev = far, dev
+	h.lab.mu.Lock()
+	ip, ip6, extra := h.ip, h.ip6, h.extra
+	h.lab.mu.Unlock()
 	lines := []string{
 		"link set eth0 addrgenmode none",
 		"link set eth0 up",
-		"addr add " + netip.PrefixFrom(h.ip, h.bits).String() + " dev eth0",
 	}
-	for _, a := range h.extra {
+	if ip.IsValid() {
+		lines = append(lines, "addr add "+netip.PrefixFrom(ip, h.bits).String()+" dev eth0")
+	}
+	for _, a := range extra {
 		lines = append(lines, "addr add "+netip.PrefixFrom(a, h.bits).String()+" dev eth0")
 	}
-	lines = append(lines, "route add default via "+h.gw.String())
-	return h.ipBatch(lines...)
+	if ip.IsValid() {
+		lines = append(lines, "route add default via "+h.gw.String())
+	}
+	if ip6.IsValid() {
+		lines = append(lines,
+			"addr add "+netip.PrefixFrom(ip6, h.bits6).String()+" dev eth0 nodad",
+			"route add default via "+h.gw6.String())
+	}
+	if err := h.ipBatch(lines...); err != nil {
+		return err
+	}
+	if ip6.IsValid() {
+		return h.waitIPv6Ready()
+	}
+	return nil
 }
 
 // Pause stops every process on the host with SIGSTOP, by PID: the host
@@ -285,13 +359,18 @@ func (h *Host) RestoreLink() error {
 	return h.farNS.ipBatch("link set " + h.farDev + " up")
 }
 
-// Readdress moves the host to a new address on its network (backbone or
-// LAN): to addr, or to the next free one if addr is the zero Addr. The old
-// address is removed and never handed out again; the default route and, on
-// a site, the NAT's static map follow. It returns the new address.
+// Readdress moves the host to a new IPv4 address on its network (backbone
+// or LAN): to addr, or to the next free one if addr is the zero Addr. The
+// old address is removed and never handed out again; the default route and,
+// on a site, the NAT's static map follow. It returns the new address. The
+// IPv6 address, if any, stays; an IPv6-only host cannot be readdressed.
 func (h *Host) Readdress(addr netip.Addr) (netip.Addr, error) {
 	l := h.lab
 	l.mu.Lock()
+	if !h.ip.IsValid() {
+		l.mu.Unlock()
+		return netip.Addr{}, fmt.Errorf("%w: readdress %s: IPv6-only host", ErrBadOption, h.short)
+	}
 	pool := l.publicIPs
 	if h.site != nil {
 		pool = h.site.lanIPs
@@ -324,7 +403,7 @@ func (h *Host) Readdress(addr netip.Addr) (netip.Addr, error) {
 	return newIP, nil
 }
 
-// String returns the host's name and address for logs.
+// String returns the host's name and address for logs (IP).
 func (h *Host) String() string {
 	return h.short + "(" + h.IP().String() + ":" + strconv.Itoa(h.port) + ")"
 }

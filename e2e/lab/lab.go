@@ -31,7 +31,39 @@ var (
 	BackboneGateway = netip.MustParseAddr("198.51.100.1")
 	// firstPublic is where public and WAN addresses start.
 	firstPublic = netip.MustParseAddr("198.51.100.10")
+
+	// BackbonePrefix6 is the backbone's IPv6 network (documentation prefix,
+	// DESIGN.md "Addresses in tests"): public IPv6 hosts and the WAN sides
+	// of IPv6 sites.
+	BackbonePrefix6 = netip.MustParsePrefix("2001:db8::/64")
+	// BackboneGateway6 is the backbone's IPv6 address and every IPv6 host's
+	// default route. Unlike IPv4 (where the NATs make one flat network), the
+	// backbone routes IPv6: each IPv6 site's LAN /64 via the site router's
+	// WAN address, as an ISP routes a delegated prefix. It has no default
+	// route, so an IPv6 packet for any address outside the lab dies there.
+	BackboneGateway6 = netip.MustParseAddr("2001:db8::1")
+	// firstPublic6 is where public and WAN IPv6 addresses start.
+	firstPublic6 = netip.MustParseAddr("2001:db8::10")
 )
+
+// linkLocal is the static link-local address that goes with global address
+// a on a forwarding interface: fe80:: and a's interface identifier (its low
+// 64 bits), unique on the link because a is. Only the backbone and routers
+// get one: a forwarded packet's source is not on the outgoing interface, and
+// the kernel then solicits its next hop from a link-local source or not at
+// all. Hosts need none (their own addresses are on their interface) and the
+// lab generates none (addrgenmode none).
+func linkLocal(a netip.Addr) netip.Prefix {
+	b := a.As16()
+	copy(b[:8], []byte{0xfe, 0x80, 0, 0, 0, 0, 0, 0})
+	return netip.PrefixFrom(netip.AddrFrom16(b), 64)
+}
+
+// lanPrefix6 is the global IPv6 LAN of site number i: 2001:db8:i::/64,
+// router at ::1.
+func lanPrefix6(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, byte(i)}), 64)
+}
 
 // lanPrefix is the LAN of site number i: 10.0.i.0/24, router at .1.
 func lanPrefix(i int) netip.Prefix {
@@ -80,6 +112,7 @@ type Lab struct {
 	procs      map[*Proc]struct{}
 	bridgePort map[string]int // netns name -> last bridge port number used
 	publicIPs  *allocator
+	publicIPs6 *allocator
 	blockSeq   int
 
 	closeOnce sync.Once
@@ -109,8 +142,12 @@ func New(t testing.TB, opts Options) *Lab {
 		procs:      map[*Proc]struct{}{},
 		bridgePort: map[string]int{},
 		publicIPs:  newAllocator(BackbonePrefix, firstPublic),
+		publicIPs6: newAllocator(BackbonePrefix6, firstPublic6),
 	}
 	if _, err := l.publicIPs.take(BackboneGateway); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.publicIPs6.take(BackboneGateway6); err != nil {
 		t.Fatal(err)
 	}
 	if l.dir == "" {
@@ -143,12 +180,22 @@ func New(t testing.TB, opts Options) *Lab {
 		t.Fatalf("lab: backbone: %v", err)
 	}
 	l.backbone = bb
+	// Multicast snooping off: the bridge is a plain switch and floods
+	// neighbour solicitations (there is no MLD querier in the lab).
 	err = bb.ipBatch(
-		"link add br0 type bridge",
+		"link add br0 type bridge mcast_snooping 0",
 		"link set br0 addrgenmode none",
 		"addr add "+netip.PrefixFrom(BackboneGateway, BackbonePrefix.Bits()).String()+" dev br0",
+		"addr add "+netip.PrefixFrom(BackboneGateway6, BackbonePrefix6.Bits()).String()+" dev br0 nodad",
+		"addr add "+linkLocal(BackboneGateway6).String()+" dev br0 nodad",
 		"link set br0 up",
 	)
+	if err == nil {
+		err = bb.sysctl("net.ipv6.conf.all.forwarding=1")
+	}
+	if err == nil {
+		err = bb.waitIPv6Ready()
+	}
 	if err != nil {
 		t.Fatalf("lab: backbone bridge: %v", err)
 	}
@@ -172,9 +219,12 @@ func (l *Lab) Logger() *slog.Logger { return l.log }
 // newNamespace creates a namespace, records it for teardown at once, and
 // applies the sysctls every lab namespace gets: no reverse-path filter,
 // secondary addresses promoted (Readdress relies on it), bridged frames kept
-// out of iptables, and forwarding for routers. IPv6 stays enabled (a
-// daemon's TUN may carry an IPv6 overlay address), but the lab's links get
-// no IPv6 address at all (addrgenmode none): the underlay is IPv4 only.
+// out of iptables, and forwarding (both families) for routers. IPv6 stays
+// enabled (a daemon's TUN may carry an IPv6 overlay address), but nothing
+// configures itself: no router advertisements, no SLAAC, no duplicate
+// address detection, and no link-local addresses (addrgenmode none). A lab
+// link carries IPv6 only where the lab puts a static 2001:db8::/32 address
+// (HostOptions.IPv6, SiteOptions.IPv6).
 func (l *Lab) newNamespace(short, name string, router bool) (*Namespace, error) {
 	n := &Namespace{lab: l, name: name, short: short}
 	return n, l.makeNamespace(n, router)
@@ -199,9 +249,17 @@ func (l *Lab) makeNamespace(n *Namespace, router bool) error {
 		"net.ipv4.conf.default.rp_filter=0",
 		"net.ipv4.conf.all.promote_secondaries=1",
 		"net.ipv4.conf.default.promote_secondaries=1",
+		"net.ipv6.conf.all.accept_ra=0",
+		"net.ipv6.conf.default.accept_ra=0",
+		"net.ipv6.conf.all.autoconf=0",
+		"net.ipv6.conf.default.autoconf=0",
+		"net.ipv6.conf.all.accept_dad=0",
+		"net.ipv6.conf.default.accept_dad=0",
+		"net.ipv6.conf.all.accept_redirects=0",
+		"net.ipv6.conf.default.accept_redirects=0",
 	}
 	if router {
-		kv = append(kv, "net.ipv4.ip_forward=1")
+		kv = append(kv, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
 	}
 	// br_netfilter, where loaded, would pass bridged frames through the IP
 	// hooks of the bridge's namespace; the lab's bridges are plain switches.
@@ -281,7 +339,7 @@ func (l *Lab) Describe() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var b strings.Builder
-	fmt.Fprintf(&b, "lab %s (backbone %s, bridge br0 %v, gateway %v)\n", l.prefix, l.prefix+"backbone", BackbonePrefix, BackboneGateway)
+	fmt.Fprintf(&b, "lab %s (backbone %s, bridge br0 %v and %v, gateway %v and %v)\n", l.prefix, l.prefix+"backbone", BackbonePrefix, BackbonePrefix6, BackboneGateway, BackboneGateway6)
 	names := make([]string, 0, len(l.hosts))
 	for n, h := range l.hosts {
 		if h.site == nil {
@@ -291,7 +349,14 @@ func (l *Lab) Describe() string {
 	sort.Strings(names)
 	for _, n := range names {
 		h := l.hosts[n]
-		fmt.Fprintf(&b, "  public host %-12s netns %-24s eth0 %v%s", n, h.name, h.ip, extraString(h.extra))
+		addrs := h.ip.String()
+		switch {
+		case !h.ip.IsValid():
+			addrs = h.ip6.String() + " (IPv6 only)"
+		case h.ip6.IsValid():
+			addrs += " " + h.ip6.String()
+		}
+		fmt.Fprintf(&b, "  public host %-12s netns %-24s eth0 %s%s", n, h.name, addrs, extraString(h.extra))
 		if h.firewall {
 			b.WriteString(" [stateful firewall]")
 		}
@@ -310,8 +375,15 @@ func (l *Lab) Describe() string {
 			fmt.Fprintf(&b, "  site %s:\n", n)
 		}
 		fmt.Fprintf(&b, "    router %s netns %s wan0 %v lan0 %v/%d\n", s.router.kind, s.router.name, s.router.wanIP, s.router.lanIP, s.lan.Bits())
+		if s.lan6.IsValid() {
+			fmt.Fprintf(&b, "    IPv6: wan0 %v lan0 %v/%d, routed through a stateful firewall\n", s.router.wanIP6, s.router.lanIP6, s.lan6.Bits())
+		}
 		for _, h := range s.hosts {
-			fmt.Fprintf(&b, "    host %-12s netns %-24s eth0 %v udp %d-%d\n", h.Name(), h.name, h.ip, h.port, h.port+h.ports-1)
+			six := ""
+			if h.ip6.IsValid() {
+				six = " " + h.ip6.String()
+			}
+			fmt.Fprintf(&b, "    host %-12s netns %-24s eth0 %v%s udp %d-%d\n", h.Name(), h.name, h.ip, six, h.port, h.port+h.ports-1)
 		}
 	}
 	return b.String()

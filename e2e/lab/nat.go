@@ -246,14 +246,36 @@ func masqArgs(k NATKind) []string {
 	return nil
 }
 
-// hostFirewallRules is the stateful firewall of NATFirewall public hosts.
+// hostFirewallRules is the stateful firewall of NATFirewall public hosts,
+// for both families (table inet). Neighbour discovery passes: without it an
+// IPv6 host could not even be found on its link (ARP is not IP and passes
+// anyway).
 const hostFirewallRules = `table inet labfw
 delete table inet labfw
 table inet labfw {
 	chain input {
 		type filter hook input priority filter; policy accept;
 		ct state established,related accept
+		icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
 		iifname "eth0" drop
 	}
 }
 `
+
+// router6Rules is the IPv6 firewall of an IPv6 site's router (the typical
+// home router): the LAN's global addresses are routed, not translated, and
+// a stateful forward filter lets in only what answers or relates to traffic
+// from the LAN (replies, ICMPv6 errors). Nothing unsolicited passes, so two
+// such hosts reach each other only by sending at once, each opening its own
+// firewall for the other (simultaneous open). The router's own input is
+// not filtered (neighbour discovery on both sides).
+var router6Rules = fmt.Sprintf(`table ip6 labfw6
+delete table ip6 labfw6
+table ip6 labfw6 {
+	chain filt {
+		type filter hook forward priority filter; policy drop;
+		iifname %q accept
+		ct state established,related accept
+	}
+}
+`, lanDev)

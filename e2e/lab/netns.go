@@ -183,3 +183,26 @@ func (l *Lab) rootRun(argv ...string) (string, error) {
 	defer cancel()
 	return l.exec(ctx, "", "", argv)
 }
+
+// waitIPv6Ready waits until no IPv6 address in the namespace is tentative
+// and fails if one failed duplicate address detection. The lab turns DAD
+// off, so this holds at once; the check is what makes that a promise
+// rather than an assumption (a tentative address cannot be bound).
+func (n *Namespace) waitIPv6Ready() error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, err := n.lab.rootRun("ip", "-n", n.name, "-6", "addr", "show")
+		if err != nil {
+			return err
+		}
+		switch {
+		case strings.Contains(out, "dadfailed"):
+			return fmt.Errorf("lab: %s: an IPv6 address failed duplicate address detection:\n%s", n.name, out)
+		case !strings.Contains(out, "tentative"):
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("lab: %s: IPv6 addresses still tentative after 5s:\n%s", n.name, out)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the kernel's address state
+	}
+}

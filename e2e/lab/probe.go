@@ -71,9 +71,38 @@ func (n *Namespace) probe(ctx context.Context, out any, args ...string) error {
 // a target does not answer before ctx ends. The targets need a probe server
 // (StartProbeServer or AddNATProbe).
 func (n *Namespace) ProbeUDP(ctx context.Context, localPort int, targets ...netip.AddrPort) ([]netip.AddrPort, error) {
+	if len(targets) == 0 {
+		return nil, fmt.Errorf("%w: ProbeUDP without targets", ErrBadOption)
+	}
+	for _, t := range targets[1:] {
+		if t.Addr().Is4() != targets[0].Addr().Is4() {
+			return nil, fmt.Errorf("%w: ProbeUDP targets of both families (one socket has one)", ErrBadOption)
+		}
+	}
 	var res probe.EchoResult
-	err := n.probe(ctx, &res, "echo", "-bind", fmt.Sprintf("0.0.0.0:%d", localPort), "-to", joinAddrs(targets))
+	err := n.probe(ctx, &res, "echo", "-bind", anyAddr(targets[0], localPort).String(), "-to", joinAddrs(targets))
 	return res.Observed, err
+}
+
+// anyAddr is the wildcard address of target's family with port: a probe
+// socket has one family, the target's.
+func anyAddr(target netip.AddrPort, port int) netip.AddrPort {
+	if target.Addr().Is4() {
+		return netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(port))
+	}
+	return netip.AddrPortFrom(netip.IPv6Unspecified(), uint16(port))
+}
+
+// ProbePunch runs the simultaneous open from local port localPort to
+// target, where another ProbePunch runs at the same time (from target's
+// port to this host's address): both send until one hears the other, which
+// is how two hosts behind stateful firewalls connect. It returns the source
+// of the first datagram heard from target, or ErrNoReply if none arrived
+// before ctx ended.
+func (n *Namespace) ProbePunch(ctx context.Context, localPort int, target netip.AddrPort) (netip.AddrPort, error) {
+	var res probe.PunchResult
+	err := n.probe(ctx, &res, "punch", "-bind", anyAddr(target, localPort).String(), "-to", target.String(), "-window", FilterWindow.String())
+	return res.Heard, err
 }
 
 // ProbeFilter runs the filtering test from local port localPort: it
@@ -81,7 +110,7 @@ func (n *Namespace) ProbeUDP(ctx context.Context, localPort int, targets ...neti
 // and reports which answers came through within FilterWindow.
 func (n *Namespace) ProbeFilter(ctx context.Context, localPort int, target netip.AddrPort) (FilterResult, error) {
 	var res FilterResult
-	err := n.probe(ctx, &res, "filter", "-bind", fmt.Sprintf("0.0.0.0:%d", localPort), "-to", target.String(), "-window", FilterWindow.String())
+	err := n.probe(ctx, &res, "filter", "-bind", anyAddr(target, localPort).String(), "-to", target.String(), "-window", FilterWindow.String())
 	return res, err
 }
 

@@ -22,6 +22,13 @@ type SiteOptions struct {
 	// the carrier's inside network and only the carrier touches the
 	// backbone.
 	Carrier NATKind
+	// IPv6 gives the site global IPv6 next to its IPv4 NAT, as most home
+	// connections have: the router gets a backbone IPv6 address on wan0
+	// and routes the site's 2001:db8:i::/64 (router ::1, hosts from ::2),
+	// untranslated, through a stateful firewall (replies and related
+	// traffic in, nothing unsolicited). Every host of the site gets an
+	// address of that prefix. Not with Carrier.
+	IPv6 bool
 }
 
 // Site is a home network: a NAT router namespace whose LAN bridge (lan0,
@@ -34,12 +41,14 @@ type Site struct {
 	name    string
 	index   int
 	lan     netip.Prefix
+	lan6    netip.Prefix // invalid without IPv6
 	router  *Router
 	carrier *Router // nil unless double NAT
 
 	// guarded by lab.mu
-	lanIPs *allocator
-	hosts  []*Host
+	lanIPs  *allocator
+	lanIPs6 *allocator // nil without IPv6
+	hosts   []*Host
 }
 
 // Router is a NAT router namespace: wan0 towards the backbone (or towards a
@@ -61,6 +70,10 @@ type Router struct {
 	farDev  string
 	// inner is, for a carrier NAT, the site router behind it.
 	inner *Router
+	// lanIP6 and wanIP6 are the IPv6 addresses of an IPv6 site's router
+	// (zero otherwise); the WAN one is what the backbone routes the site's
+	// /64 via.
+	lanIP6, wanIP6 netip.Addr
 
 	rulesMu sync.Mutex // serializes rendering and applying the rule set
 
@@ -86,6 +99,9 @@ func (l *Lab) addSite(name string, opts SiteOptions) (*Site, error) {
 	}
 	if opts.Carrier != NATNone && !opts.Carrier.IsNAT() {
 		return nil, fmt.Errorf("%w: carrier NAT %v", ErrBadOption, opts.Carrier)
+	}
+	if opts.IPv6 && opts.Carrier != NATNone {
+		return nil, fmt.Errorf("%w: an IPv6 site behind a carrier NAT", ErrBadOption)
 	}
 	l.mu.Lock()
 	if err := l.checkNameLocked(name, true); err != nil {
@@ -123,6 +139,13 @@ func (l *Lab) addSite(name string, opts SiteOptions) (*Site, error) {
 	if err == nil {
 		s.router.wanIP, err = s.router.wanPool.take(netip.Addr{})
 	}
+	if err == nil && opts.IPv6 {
+		s.lan6 = lanPrefix6(index)
+		s.router.lanIP6 = s.lan6.Addr().Next()
+		s.lanIPs6 = newAllocator(s.lan6, s.router.lanIP6.Next())
+		_, _ = s.lanIPs6.take(s.router.lanIP6) // the router's; cannot fail on a new pool
+		s.router.wanIP6, err = l.publicIPs6.take(netip.Addr{})
+	}
 	if err != nil {
 		l.mu.Unlock()
 		return nil, err
@@ -140,7 +163,12 @@ func (l *Lab) addSite(name string, opts SiteOptions) (*Site, error) {
 	} else if err := s.router.build(l.backbone, "br0"); err != nil {
 		return nil, err
 	}
-	l.log.Info("site added", "site", name, "nat", opts.NAT, "carrier", opts.Carrier, "wan", s.router.WANIP(), "lan", lan)
+	if opts.IPv6 {
+		if err := s.router.build6(); err != nil {
+			return nil, err
+		}
+	}
+	l.log.Info("site added", "site", name, "nat", opts.NAT, "carrier", opts.Carrier, "wan", s.router.WANIP(), "lan", lan, "wan6", s.router.wanIP6, "lan6", s.lan6)
 	return s, nil
 }
 
@@ -175,6 +203,31 @@ func (r *Router) build(far *Namespace, br string) error {
 		}
 	}
 	return r.applyRules()
+}
+
+// build6 gives an IPv6 site's router its addresses, the IPv6 firewall, and
+// the backbone's route to the site's /64.
+func (r *Router) build6() error {
+	l := r.lab
+	lan6 := r.site.lan6
+	err := r.ipBatch(
+		"link set "+lanDev+" type bridge mcast_snooping 0",
+		"addr add "+netip.PrefixFrom(r.wanIP6, BackbonePrefix6.Bits()).String()+" dev "+wanDev+" nodad",
+		"route add default via "+BackboneGateway6.String(),
+		"addr add "+netip.PrefixFrom(r.lanIP6, lan6.Bits()).String()+" dev "+lanDev+" nodad",
+		"addr add "+linkLocal(r.wanIP6).String()+" dev "+wanDev+" nodad",
+		"addr add "+linkLocal(r.lanIP6).String()+" dev "+lanDev+" nodad",
+	)
+	if err != nil {
+		return err
+	}
+	if _, err := r.runStdin(router6Rules, "nft", "-f", "-"); err != nil {
+		return err
+	}
+	if err := l.backbone.ipBatch("route add " + lan6.String() + " via " + r.wanIP6.String()); err != nil {
+		return err
+	}
+	return r.waitIPv6Ready()
 }
 
 // staticEntries lists what the static map forwards: each LAN host's range to
@@ -231,8 +284,11 @@ func (s *Site) AddHost(t testing.TB, name string, opts HostOptions) *Host {
 
 func (s *Site) addHost(name string, opts HostOptions) (*Host, error) {
 	l := s.lab
-	if opts.Firewall || opts.ExtraAddrs != 0 {
-		return nil, fmt.Errorf("%w: Firewall and ExtraAddrs are for public hosts", ErrBadOption)
+	if opts.Firewall || opts.ExtraAddrs != 0 || opts.NoIPv4 {
+		return nil, fmt.Errorf("%w: Firewall, ExtraAddrs and NoIPv4 are for public hosts", ErrBadOption)
+	}
+	if opts.IPv6 && s.lanIPs6 == nil {
+		return nil, fmt.Errorf("%w: IPv6 host on site %s, which has no IPv6 (SiteOptions.IPv6)", ErrBadOption, s.name)
 	}
 	l.mu.Lock()
 	if err := l.checkNameLocked(name, false); err != nil {
@@ -251,6 +307,10 @@ func (s *Site) addHost(name string, opts HostOptions) (*Host, error) {
 		}
 	}
 	ip, err := s.lanIPs.take(opts.Addr)
+	var ip6 netip.Addr
+	if err == nil && s.lanIPs6 != nil {
+		ip6, err = s.lanIPs6.take(netip.Addr{})
+	}
 	if err != nil {
 		l.mu.Unlock()
 		return nil, err
@@ -259,6 +319,7 @@ func (s *Site) addHost(name string, opts HostOptions) (*Host, error) {
 		Namespace: &Namespace{lab: l, name: l.prefix + name, short: name},
 		site:      s, port: opts.Port, ports: opts.Ports,
 		gw: s.router.lanIP, bits: s.lan.Bits(), ip: ip,
+		gw6: s.router.lanIP6, bits6: s.lan6.Bits(), ip6: ip6,
 	}
 	// Registered at once, so that the next host's auto port and overlap
 	// check see this one's range.
@@ -275,7 +336,7 @@ func (s *Site) addHost(name string, opts HostOptions) (*Host, error) {
 	if err := s.applyRules(); err != nil {
 		return nil, err
 	}
-	l.log.Info("host added", "host", name, "site", s.name, "netns", h.name, "ip", ip, "ports", fmt.Sprintf("%d-%d", opts.Port, opts.Port+opts.Ports-1))
+	l.log.Info("host added", "host", name, "site", s.name, "netns", h.name, "ip", ip, "ip6", ip6, "ports", fmt.Sprintf("%d-%d", opts.Port, opts.Port+opts.Ports-1))
 	return h, nil
 }
 
@@ -287,6 +348,10 @@ func (s *Site) Kind() NATKind { return s.router.kind }
 
 // LAN returns the site's LAN prefix, 10.0.i.0/24.
 func (s *Site) LAN() netip.Prefix { return s.lan }
+
+// LAN6 returns the site's global IPv6 prefix, 2001:db8:i::/64, or the zero
+// Prefix if the site has no IPv6.
+func (s *Site) LAN6() netip.Prefix { return s.lan6 }
 
 // Router returns the site's own NAT router.
 func (s *Site) Router() *Router { return s.router }
@@ -345,6 +410,10 @@ func (r *Router) WANIP() netip.Addr {
 
 // LANIP returns the router's address on lan0 (its hosts' gateway).
 func (r *Router) LANIP() netip.Addr { return r.lanIP }
+
+// WANIP6 returns the router's IPv6 address on wan0, or the zero Addr if its
+// site has no IPv6.
+func (r *Router) WANIP6() netip.Addr { return r.wanIP6 }
 
 // FlushNAT deletes every conntrack entry in the router's namespace, so
 // every NAT mapping and filter state is forgotten (conntrack -F).

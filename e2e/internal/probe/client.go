@@ -101,10 +101,87 @@ func Filter(ctx context.Context, bind, target netip.AddrPort, window time.Durati
 	}
 }
 
+// Punch is the simultaneous open of two hosts behind stateful firewalls
+// that drop whatever they did not see go out: target runs Punch too, at the
+// same time, and both send echo requests to each other every Retransmit
+// from a socket bound to bind, answering the other's requests. Each side's
+// first datagram opens its own firewall for the other's; the first one that
+// arrives proves the path. Punch returns the source of the first valid
+// datagram from target (request or reply) once window has passed after it,
+// during which it keeps sending and answering so that target hears it too.
+// It fails with ErrNoReply if nothing from target arrived before ctx ended.
+func Punch(ctx context.Context, bind, target netip.AddrPort, window time.Duration) (netip.AddrPort, error) {
+	c, err := listen(bind)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	defer c.Close()
+	req := Request{V: Version, Op: OpEcho, ID: newID()}
+	msg, err := json.Marshal(req)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	buf := make([]byte, maxMessage+1)
+	var heard netip.AddrPort
+	var until, next time.Time // until: zero until heard
+	for {
+		now := time.Now()
+		if ctx.Err() != nil {
+			if heard.IsValid() {
+				return heard, nil
+			}
+			return heard, fmt.Errorf("probe: punch %v from %v: %w: %v", target, bind, ErrNoReply, ctx.Err())
+		}
+		if heard.IsValid() && !now.Before(until) {
+			return heard, nil
+		}
+		if !now.Before(next) {
+			// A failed send (no route yet, EAGAIN) is retried next time.
+			_ = c.SetWriteDeadline(now.Add(Retransmit))
+			_, _ = c.WriteToUDPAddrPort(msg, target)
+			next = now.Add(Retransmit)
+		}
+		deadline := next
+		if heard.IsValid() && until.Before(deadline) {
+			deadline = until
+		}
+		if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+			deadline = dl
+		}
+		if err := c.SetReadDeadline(deadline); err != nil {
+			return heard, err
+		}
+		n, src, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				// ECONNREFUSED: target's socket is not there yet.
+				_ = waitCtx(ctx, time.Until(deadline))
+			}
+			continue
+		}
+		src = unmap(src)
+		if src.Addr() != target.Addr() {
+			continue // not from target: foreign traffic
+		}
+		if r, err := decodeRequest(buf[:n]); err == nil {
+			if b, err := json.Marshal(Reply{V: Version, ID: r.ID, From: local, Observed: src}); err == nil {
+				_, _ = c.WriteToUDPAddrPort(b, src)
+			}
+		} else if r, err := decodeReply(buf[:n]); err != nil || r.ID != req.ID {
+			continue
+		}
+		if !heard.IsValid() {
+			heard, until = src, time.Now().Add(window)
+		}
+	}
+}
+
 // TCPEcho connects to target and returns the source address it observed.
 func TCPEcho(ctx context.Context, target netip.AddrPort) (netip.AddrPort, error) {
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp4", target.String())
+	c, err := d.DialContext(ctx, network("tcp", target), target.String())
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("probe: tcp %v: %w", target, err)
 	}
@@ -123,8 +200,18 @@ func TCPEcho(ctx context.Context, target netip.AddrPort) (netip.AddrPort, error)
 	return r.Observed, nil
 }
 
+// network is proto ("udp", "tcp") for the family of ap: an IPv6 address
+// gets an IPv6-only socket, anything else an IPv4 one, so a probe never
+// crosses families behind the caller's back.
+func network(proto string, ap netip.AddrPort) string {
+	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
+		return proto + "6"
+	}
+	return proto + "4"
+}
+
 func listen(bind netip.AddrPort) (*net.UDPConn, error) {
-	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(bind))
+	c, err := net.ListenUDP(network("udp", bind), net.UDPAddrFromAddrPort(bind))
 	if err != nil {
 		return nil, fmt.Errorf("probe: bind %v: %w", bind, err)
 	}

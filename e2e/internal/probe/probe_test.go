@@ -144,3 +144,99 @@ func TestDecodeRejects(t *testing.T) {
 		})
 	}
 }
+
+// freeUDP6 is freeUDP on ::1; it skips the test where the host has no IPv6
+// loopback.
+func freeUDP6(t *testing.T) netip.AddrPort {
+	t.Helper()
+	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// An IPv6 server and client speak IPv6 end to end: the server observes the
+// client's IPv6 address, over UDP and TCP.
+func TestLoopbackIPv6(t *testing.T) {
+	testutil.LeakCheck(t)
+	a := freeUDP6(t)
+	s := startServer(t, ServerOptions{UDP: []netip.AddrPort{a}, TCP: []netip.AddrPort{netip.MustParseAddrPort("[::1]:0")}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	bind := freeUDP6(t)
+	got, err := Echo(ctx, bind, []netip.AddrPort{a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0] != bind {
+		t.Errorf("observed %v, want %v", got[0], bind)
+	}
+	obs, err := TCPEcho(ctx, s.tcp[0].Addr().(*net.TCPAddr).AddrPort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if obs.Addr() != netip.IPv6Loopback() {
+		t.Errorf("tcp observed %v, want ::1", obs)
+	}
+}
+
+// Two punches aimed at each other both hear the other, in either family; a
+// punch with nobody at the other end fails with ErrNoReply.
+func TestPunch(t *testing.T) {
+	testutil.LeakCheck(t)
+	for _, fam := range []string{"ipv4", "ipv6"} {
+		t.Run(fam, func(t *testing.T) {
+			free := func() netip.AddrPort { return freeUDP(t, "127.0.0.1") }
+			if fam == "ipv6" {
+				free = func() netip.AddrPort { return freeUDP6(t) }
+			}
+			a, b := free(), free()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			type result struct {
+				heard netip.AddrPort
+				err   error
+			}
+			ch := make(chan result, 1)
+			go func() {
+				h, err := Punch(ctx, b, a, 200*time.Millisecond)
+				ch <- result{h, err}
+			}()
+			heardA, err := Punch(ctx, a, b, 200*time.Millisecond)
+			if err != nil {
+				t.Fatalf("punch from %v: %v", a, err)
+			}
+			r := <-ch
+			if r.err != nil {
+				t.Fatalf("punch from %v: %v", b, r.err)
+			}
+			if heardA != b || r.heard != a {
+				t.Errorf("heard %v and %v, want %v and %v", heardA, r.heard, b, a)
+			}
+
+			lone, cancel2 := context.WithTimeout(context.Background(), 600*time.Millisecond)
+			defer cancel2()
+			if h, err := Punch(lone, free(), free(), 100*time.Millisecond); !errors.Is(err, ErrNoReply) {
+				t.Errorf("punch at nobody: heard %v, err %v; want ErrNoReply", h, err)
+			}
+		})
+	}
+}
+
+// FuzzDecode: the decoders of the probe wire format never panic, and what
+// they accept is a message of this version within the size bound.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`{"v":1,"op":"echo","id":7}`))
+	f.Add([]byte(`{"v":1,"id":7,"from":"[2001:db8::10]:3478","observed":"198.51.100.12:5000"}`))
+	f.Add([]byte(`{"v":2}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if r, err := decodeRequest(b); err == nil && (r.V != Version || len(b) > maxMessage || (r.Op != OpEcho && r.Op != OpFilter)) {
+			t.Fatalf("decodeRequest accepted %q as %+v", b, r)
+		}
+		if r, err := decodeReply(b); err == nil && (r.V != Version || len(b) > maxMessage || !r.From.IsValid() || !r.Observed.IsValid()) {
+			t.Fatalf("decodeReply accepted %q as %+v", b, r)
+		}
+	})
+}

@@ -47,7 +47,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	}
 	s := &Server{log: opts.Logger, done: make(chan struct{})}
 	for _, ap := range opts.UDP {
-		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap))
+		c, err := net.ListenUDP(network("udp", ap), net.UDPAddrFromAddrPort(ap))
 		if err != nil {
 			s.closeSockets()
 			return nil, fmt.Errorf("probe: listen udp %v: %w", ap, err)
@@ -56,7 +56,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		s.addrs = append(s.addrs, c.LocalAddr().(*net.UDPAddr).AddrPort())
 	}
 	for _, ap := range opts.TCP {
-		l, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(ap))
+		l, err := net.ListenTCP(network("tcp", ap), net.TCPAddrFromAddrPort(ap))
 		if err != nil {
 			s.closeSockets()
 			return nil, fmt.Errorf("probe: listen tcp %v: %w", ap, err)

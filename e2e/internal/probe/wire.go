@@ -68,6 +68,12 @@ func (r FilterResult) Passed(ap netip.AddrPort) bool {
 	return false
 }
 
+// PunchResult is the JSON the labprobe punch command prints.
+type PunchResult struct {
+	// Heard is the source of the first datagram from the target.
+	Heard netip.AddrPort `json:"heard"`
+}
+
 // TCPResult is the JSON the labprobe tcp command prints.
 type TCPResult struct {
 	Observed netip.AddrPort `json:"observed"`

@@ -40,7 +40,7 @@ func main() {
 
 func run(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: labprobe serve|echo|filter|tcp [flags]")
+		return errors.New("usage: labprobe serve|echo|filter|punch|tcp [flags]")
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	udp := fs.String("udp", "", "serve: comma-separated UDP listen addresses")
@@ -48,7 +48,7 @@ func run(args []string) error {
 	bind := fs.String("bind", "0.0.0.0:0", "client: local UDP address")
 	to := fs.String("to", "", "client: comma-separated targets")
 	timeout := fs.Duration("timeout", 3*time.Second, "client: give up after this long")
-	window := fs.Duration("window", 300*time.Millisecond, "filter: how long to wait for the other replies")
+	window := fs.Duration("window", 300*time.Millisecond, "filter: how long to wait for the other replies; punch: how long to go on once the target was heard")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -80,6 +80,19 @@ func run(args []string) error {
 			return err
 		}
 		return printJSON(res)
+	case "punch":
+		b, targets, err := clientAddrs(*bind, *to)
+		if err != nil {
+			return err
+		}
+		if len(targets) != 1 {
+			return fmt.Errorf("punch takes exactly one target, got %d", len(targets))
+		}
+		heard, err := probe.Punch(ctx, b, targets[0], *window)
+		if err != nil {
+			return err
+		}
+		return printJSON(probe.PunchResult{Heard: heard})
 	case "tcp":
 		targets, err := parseList(*to)
 		if err != nil || len(targets) != 1 {
