@@ -55,44 +55,9 @@ func benchLink(b *testing.B, window int) {
 	// first few may have been dropped before bravo had keys).
 	testutil.Eventually(200*time.Millisecond, func() bool { return got.Load() >= uint64(warm) })
 
-	const size, batch, tailRoom = 1400, 32, 64
-	bufs := make([][]byte, batch)
-	for i := range bufs {
-		bufs[i] = make([]byte, HeaderRoom+size, HeaderRoom+size+tailRoom)
-	}
-	base := got.Load()
 	ovflBefore := mb.Stats().SocketOverflows
 	snmpBefore, snmpOK := udpRcvbufErrors()
-	b.ReportAllocs()
-	b.SetBytes(size)
-	b.ResetTimer()
-	start := time.Now()
-	sent := 0
-	for sent < b.N {
-		for window > 0 && sent-int(got.Load()-base) > window {
-			runtime.Gosched()
-		}
-		n := min(batch, b.N-sent)
-		if _, err := ab.WriteBatch(bufs[:n], HeaderRoom); err != nil {
-			b.Fatal(err)
-		}
-		sent += n
-	}
-	// Let the receive side drain: wait until nothing more arrives.
-	last, lastChange := got.Load(), time.Now()
-	for got.Load()-base < uint64(sent) && time.Since(lastChange) < 200*time.Millisecond {
-		time.Sleep(5 * time.Millisecond)
-		if g := got.Load(); g != last {
-			last, lastChange = g, time.Now()
-		}
-	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	recv := got.Load() - base
-	secs := elapsed.Seconds()
-	b.ReportMetric(float64(recv)*size*8/secs/1e6, "Mbit/s")
-	b.ReportMetric(float64(recv)/secs, "packets/s")
-	b.ReportMetric(100*(1-float64(recv)/float64(sent)), "loss%")
+	measureLink(b, ab, &got, window)
 	b.ReportMetric(float64(mb.Stats().SocketOverflows-ovflBefore), "sock_ovfl")
 	if snmpAfter, ok := udpRcvbufErrors(); ok && snmpOK {
 		b.ReportMetric(float64(snmpAfter-snmpBefore), "host_RcvbufErrors")
@@ -126,4 +91,48 @@ func udpRcvbufErrors() (uint64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// measureLink sends b.N 1400-byte packets through ab in batches of 32,
+// each buffer with header and tail room, at most window (0: any number)
+// in flight by got, the count of packets delivered at the other end; it
+// waits until nothing more arrives and reports Mbit/s, packets/s and
+// loss%.
+func measureLink(b *testing.B, ab *Link, got *atomic.Uint64, window int) {
+	const size, batch, tailRoom = 1400, 32, 64
+	bufs := make([][]byte, batch)
+	for i := range bufs {
+		bufs[i] = make([]byte, HeaderRoom+size, HeaderRoom+size+tailRoom)
+	}
+	base := got.Load()
+	b.ReportAllocs()
+	b.SetBytes(size)
+	b.ResetTimer()
+	start := time.Now()
+	sent := 0
+	for sent < b.N {
+		for window > 0 && sent-int(got.Load()-base) > window {
+			runtime.Gosched()
+		}
+		n := min(batch, b.N-sent)
+		if _, err := ab.WriteBatch(bufs[:n], HeaderRoom); err != nil {
+			b.Fatal(err)
+		}
+		sent += n
+	}
+	// Let the receive side drain: wait until nothing more arrives.
+	last, lastChange := got.Load(), time.Now()
+	for got.Load()-base < uint64(sent) && time.Since(lastChange) < 200*time.Millisecond {
+		time.Sleep(5 * time.Millisecond)
+		if g := got.Load(); g != last {
+			last, lastChange = g, time.Now()
+		}
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	recv := got.Load() - base
+	secs := elapsed.Seconds()
+	b.ReportMetric(float64(recv)*size*8/secs/1e6, "Mbit/s")
+	b.ReportMetric(float64(recv)/secs, "packets/s")
+	b.ReportMetric(100*(1-float64(recv)/float64(sent)), "loss%")
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -397,37 +396,5 @@ func BenchmarkRelayLink(b *testing.B) {
 	ab, ba, _, _ := relayedPair(b)
 	var got atomic.Uint64
 	ba.SetReceiver(func(bufs [][]byte, _ int) { got.Add(uint64(len(bufs))) })
-	const size, batch, tailRoom, window = 1400, 32, 64, 4096
-	bufs := make([][]byte, batch)
-	for i := range bufs {
-		bufs[i] = make([]byte, HeaderRoom+size, HeaderRoom+size+tailRoom)
-	}
-	b.ReportAllocs()
-	b.SetBytes(size)
-	b.ResetTimer()
-	start := time.Now()
-	sent := 0
-	for sent < b.N {
-		for sent-int(got.Load()) > window {
-			runtime.Gosched()
-		}
-		n := min(batch, b.N-sent)
-		if _, err := ab.WriteBatch(bufs[:n], HeaderRoom); err != nil {
-			b.Fatal(err)
-		}
-		sent += n
-	}
-	last, lastChange := got.Load(), time.Now()
-	for got.Load() < uint64(sent) && time.Since(lastChange) < 200*time.Millisecond {
-		time.Sleep(5 * time.Millisecond)
-		if g := got.Load(); g != last {
-			last, lastChange = g, time.Now()
-		}
-	}
-	secs := time.Since(start).Seconds()
-	b.StopTimer()
-	recv := got.Load()
-	b.ReportMetric(float64(recv)*size*8/secs/1e6, "Mbit/s")
-	b.ReportMetric(float64(recv)/secs, "packets/s")
-	b.ReportMetric(100*(1-float64(recv)/float64(sent)), "loss%")
+	measureLink(b, ab, &got, 4096)
 }
