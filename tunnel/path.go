@@ -188,7 +188,8 @@ type pathPolicy struct {
 	selAt      time.Time // when it became selected (as observed)
 	pending    string    // pair renominated to, until it is selected
 	pendingAt  time.Time
-	familyDone bool // the one IPv4-to-IPv6 move of this session is spent
+	familyDone bool        // the one IPv4-to-IPv6 move of this session is spent
+	relay      relayChoice // a faster relayed pair (relaychoice.go)
 }
 
 func (p *pathPolicy) reset() { *p = pathPolicy{} }
@@ -258,7 +259,11 @@ func (p *pathPolicy) decide(now time.Time, v pairsView, t Timers) (*pairView, st
 			best = pv
 		}
 		if best == nil {
-			return nil, ""
+			if best = p.betterRelay(now, v, sel, t); best == nil { // relaychoice.go
+				return nil, ""
+			}
+			p.pending, p.pendingAt = best.key, now
+			return best, PathReasonRelay
 		}
 		p.pending, p.pendingAt = best.key, now
 		return best, PathReasonDirect

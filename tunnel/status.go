@@ -217,6 +217,8 @@ func PathReasonText(r string) string {
 		return "a direct path answers"
 	case PathReasonIPv6:
 		return "a direct IPv6 path answers as fast"
+	case PathReasonRelay:
+		return "another relay answers clearly faster"
 	case PathReasonPeer:
 		return "the peer moved the link"
 	default:
