@@ -233,9 +233,15 @@ type TURN struct {
 	// set ("" otherwise).
 	TLSKey string `toml:"tls_key"`
 	// RelayAddress is coordinator.turn.relay_address, the IP put in relayed
-	// candidates. Zero (default) means Listen's IP, and is an error when that
-	// IP is unspecified (0.0.0.0 or ::) because peers could not reach it.
+	// candidates (either family). Zero (default) means Listen's IP, and is
+	// an error when that IP is unspecified (0.0.0.0 or ::) and
+	// RelayAddress6 is not set, because peers could not reach it.
 	RelayAddress netip.Addr `toml:"relay_address"`
+	// RelayAddress6 is coordinator.turn.relay_address6, the IPv6 address
+	// put in relayed candidates of IPv6 allocations when RelayAddress is
+	// IPv4 (a dual-stack relay). Zero (default): IPv6 allocations only when
+	// RelayAddress (or Listen's IP) is IPv6.
+	RelayAddress6 netip.Addr `toml:"relay_address6"`
 	// RelayPortMin and RelayPortMax are coordinator.turn.relay_port_min/max,
 	// the UDP ports of relay allocations; default 49152-65535.
 	RelayPortMin int `toml:"relay_port_min"`

@@ -175,6 +175,12 @@ func (v *validator) coordinator() {
 		v.p.addf("coordinator.turn.user_quota", ErrInvalid, "%d is negative (0 means unlimited)", t.UserQuota)
 	}
 	v.specific("coordinator.turn.relay_address", t.RelayAddress, t.RelayAddress.IsValid())
+	v.specific("coordinator.turn.relay_address6", t.RelayAddress6, t.RelayAddress6.IsValid())
+	if a := t.RelayAddress6; a.IsValid() && (a.Is4() || a.Is4In6()) {
+		v.p.addf("coordinator.turn.relay_address6", ErrInvalid, "%s is not an IPv6 address (an IPv4 relay address goes in coordinator.turn.relay_address)", a)
+	} else if a.IsValid() && t.RelayAddress.IsValid() && !t.RelayAddress.Unmap().Is4() {
+		v.p.addf("coordinator.turn.relay_address6", ErrInvalid, "coordinator.turn.relay_address (%s) is IPv6 already: relay_address6 is the IPv6 relay address beside an IPv4 relay_address", t.RelayAddress)
+	}
 	v.prefixes("coordinator.turn.allowed_peer_ips", t.AllowedPeerIPs)
 	v.prefixes("coordinator.turn.denied_peer_ips", t.DeniedPeerIPs)
 	v.resolve(&t.TLSCert)
@@ -220,7 +226,7 @@ func (v *validator) coordinator() {
 		if t.Realm == "" {
 			v.p.add("coordinator.turn.realm", ErrInvalid, "must not be empty")
 		}
-		if !t.RelayAddress.IsValid() && t.Listen.IsValid() && t.Listen.Addr().IsUnspecified() {
+		if !t.RelayAddress.IsValid() && !t.RelayAddress6.IsValid() && t.Listen.IsValid() && t.Listen.Addr().IsUnspecified() {
 			v.p.addf("coordinator.turn.relay_address", ErrRequired,
 				"required when coordinator.turn.listen (%s) is a wildcard address: the public IP peers reach relays on", t.Listen)
 		}

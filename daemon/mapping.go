@@ -159,15 +159,15 @@ func (d *Daemon) coordinatorOptions(p *prepared) discovery.CoordinatorOptions {
 	relayAddr := t.RelayAddress
 	switch {
 	case t.Enabled:
-		if !relayAddr.IsValid() {
-			relayAddr = t.Listen.Addr()
-		}
+		var relay6 netip.Addr
+		relayAddr, relay6 = turnRelayAddrs(*t)
 		o.TURN = discovery.TURNOptions{
 			Secret:         p.turnSecret,
 			Realm:          t.Realm,
 			UDPAddr:        t.Listen.String(),
 			TLSCertificate: p.turnTLS,
 			RelayAddress:   relayAddr,
+			RelayAddress6:  relay6,
 			RelayPortMin:   uint16(t.RelayPortMin),
 			RelayPortMax:   uint16(t.RelayPortMax),
 			CredentialTTL:  t.CredentialTTL.Std(),
@@ -202,6 +202,21 @@ func (d *Daemon) coordinatorOptions(p *prepared) discovery.CoordinatorOptions {
 		o.SignalTimeout = tu.CoordinatorSignalAfter
 	}
 	return o
+}
+
+// turnRelayAddrs maps coordinator.turn.relay_address and relay_address6
+// (validated by config) onto the relay's addresses: relay_address defaults
+// to listen's IP unless that is a wildcard, or IPv6 where relay_address6
+// names the public IPv6 address.
+func turnRelayAddrs(t config.TURN) (relay, relay6 netip.Addr) {
+	relay, relay6 = t.RelayAddress, t.RelayAddress6
+	if !relay.IsValid() {
+		relay = t.Listen.Addr()
+		if relay.IsUnspecified() || (relay6.IsValid() && relay.Unmap().Is6()) {
+			relay = netip.Addr{}
+		}
+	}
+	return relay, relay6
 }
 
 // turnREST derives coturn static-auth-secret (TURN REST API) credentials:

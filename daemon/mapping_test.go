@@ -249,3 +249,34 @@ func TestTURNSecretFile(t *testing.T) {
 		t.Fatalf("missing secret file: %v, want an error naming the key", err)
 	}
 }
+
+// TestTURNRelayAddrs: the embedded relay's public addresses per family
+// from coordinator.turn.listen, relay_address and relay_address6.
+func TestTURNRelayAddrs(t *testing.T) {
+	a := func(s string) netip.Addr {
+		if s == "" {
+			return netip.Addr{}
+		}
+		return netip.MustParseAddr(s)
+	}
+	for _, tc := range []struct {
+		name                  string
+		listen, relay, relay6 string
+		wantRelay, wantRelay6 string
+	}{
+		{"IPv4 listener", "203.0.113.7:3478", "", "", "203.0.113.7", ""},
+		{"IPv6 listener", "[2001:db8::7]:3478", "", "", "2001:db8::7", ""},
+		{"wildcard, both families", "[::]:3478", "203.0.113.7", "2001:db8::7", "203.0.113.7", "2001:db8::7"},
+		{"wildcard, IPv6 only", "[::]:3478", "", "2001:db8::7", "", "2001:db8::7"},
+		{"IPv4 wildcard, IPv6 relay", "0.0.0.0:3478", "", "2001:db8::7", "", "2001:db8::7"},
+		{"IPv6 listener, public IPv6 elsewhere", "[2001:db8::7]:3478", "", "2001:db8::8", "", "2001:db8::8"},
+		{"IPv4 listener, IPv6 relay", "203.0.113.7:3478", "", "2001:db8::7", "203.0.113.7", "2001:db8::7"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, r6 := turnRelayAddrs(config.TURN{Listen: netip.MustParseAddrPort(tc.listen), RelayAddress: a(tc.relay), RelayAddress6: a(tc.relay6)})
+			if r != a(tc.wantRelay) || r6 != a(tc.wantRelay6) {
+				t.Fatalf("got %v, %v; want %s, %s", r, r6, tc.wantRelay, tc.wantRelay6)
+			}
+		})
+	}
+}

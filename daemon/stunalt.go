@@ -44,7 +44,14 @@ type stunResponder struct {
 
 // newSTUNResponder listens on addr (UDP) and starts answering.
 func newSTUNResponder(addr netip.AddrPort, log *slog.Logger) (*stunResponder, error) {
-	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+	network := "udp4" // 0.0.0.0 too, which Go would open dual-stack
+	if a := addr.Addr(); a.Is6() && !a.Is4In6() {
+		network = "udp6"
+		if a.IsUnspecified() {
+			network = "udp" // "::": both families
+		}
+	}
+	conn, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(addr))
 	if err != nil {
 		return nil, fmt.Errorf("STUN on the session port %v/udp: %w", addr, err)
 	}
