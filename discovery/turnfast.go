@@ -329,13 +329,10 @@ func (l *turnListener) WriteTo(p []byte, addr net.Addr) (int, error) {
 // ReadFrom returns the next datagram for pion, forwarding ChannelData of
 // bound channels on the way (see the file comment).
 func (l *turnListener) ReadFrom(p []byte) (int, net.Addr, error) {
-	i, err := l.r.next(l.bc, 0, l.forward)
+	b, src, err := l.r.next(l.bc, 0, l.forward)
 	if err != nil {
 		return 0, nil, err
 	}
-	size := max(l.r.rx.sizes[i], 0)
-	b := l.r.rx.bufs[i][:size]
-	src := l.r.rx.srcs[i]
 	l.f.observeRequest(b, src)
 	return copy(p, b), net.UDPAddrFromAddrPort(src), nil
 }
@@ -390,12 +387,11 @@ func (s *turnRelaySock) Close() error {
 // ReadFrom returns the next datagram for pion, forwarding datagrams of
 // bound peers to their clients on the way.
 func (s *turnRelaySock) ReadFrom(p []byte) (int, net.Addr, error) {
-	i, err := s.r.next(s.bc, 4, s.forward)
+	b, src, err := s.r.next(s.bc, 4, s.forward)
 	if err != nil {
 		return 0, nil, err
 	}
-	size := max(s.r.rx.sizes[i], 0)
-	return copy(p, s.r.rx.bufs[i][4:4+size]), net.UDPAddrFromAddrPort(s.r.rx.srcs[i]), nil
+	return copy(p, b), net.UDPAddrFromAddrPort(src), nil
 }
 
 func (s *turnRelaySock) forward(n int) {
@@ -434,10 +430,11 @@ type turnReader struct {
 	runTo *turnBinding
 }
 
-// next returns the index in r.rx of the next datagram for pion, reading
-// batches from bc (datagrams at headroom bytes into their slots) and
-// handing each to forward, which queues what it does not forward.
-func (r *turnReader) next(bc *batchConn, headroom int, forward func(n int)) (int, error) {
+// next returns the next datagram for pion and its source, reading batches
+// from bc (datagrams at headroom bytes into their slots) and handing each
+// to forward, which queues what it does not forward. borrowed: b is a
+// slot of r.rx, valid until the next call.
+func (r *turnReader) next(bc *batchConn, headroom int, forward func(n int)) (b []byte, src netip.AddrPort, err error) {
 	if r.rx == nil {
 		r.rx = newRxBatch(turnFastBatch, turnSlotSize, headroom)
 		r.q = make([]int, 0, turnFastBatch)
@@ -446,14 +443,15 @@ func (r *turnReader) next(bc *batchConn, headroom int, forward func(n int)) (int
 	for r.qi >= len(r.q) {
 		n, err := bc.read(r.rx)
 		if err != nil {
-			return 0, err
+			return nil, netip.AddrPort{}, err
 		}
 		r.q, r.qi = r.q[:0], 0
 		forward(n)
 	}
 	i := r.q[r.qi]
 	r.qi++
-	return i, nil
+	size := max(r.rx.sizes[i], 0)
+	return r.rx.bufs[i][headroom : headroom+size], r.rx.srcs[i], nil
 }
 
 // push adds datagram b to the run for bd, sending a run to another
