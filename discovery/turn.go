@@ -247,6 +247,11 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 		announce(ln.Addr(), func(hp string) string { return "turns:" + hp + "?transport=tcp" })
 	}
 	t.urls = append(t.urls, o.ExternalURLs...)
+	if len(t.urls) > maxTURNURLs {
+		// A dual-stack server announces up to 8 itself; the session frame
+		// carries at most maxTURNURLs.
+		return fail(fmt.Errorf("discovery: TURN: %d URLs to announce; a session carries at most %d", len(t.urls), maxTURNURLs))
+	}
 	lf := &pionLoggerFactory{l: log}
 	cfg.LoggerFactory = lf
 	cfg.Realm = o.Realm

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 
 	"github.com/meshd/meshd/internal/testutil"
@@ -239,5 +240,65 @@ func TestListenNetwork(t *testing.T) {
 	if c, err := net.DialTimeout("tcp6", fmt.Sprintf("[::1]:%d", port), time.Second); err == nil {
 		c.Close()
 		t.Fatal("a listener on 0.0.0.0 accepted an IPv6 connection")
+	}
+}
+
+// TestTURNCredentialsOverIPv6: a coordinator whose STUN/TURN listeners are
+// on an IPv6 address announces IPv6 URLs on the session, pion parses them,
+// and the handed-out credentials allocate through them.
+func TestTURNCredentialsOverIPv6(t *testing.T) {
+	testutil.LeakCheck(t)
+	listenUDP(t, "udp6", "[::1]:0") // skips without IPv6
+	m := newTestMesh(t)
+	c := m.startCoord(t, "coord-1", 200, nil, func(o *CoordinatorOptions) {
+		turnTweak(o)
+		o.TURN.UDPAddr, o.TURN.TCPAddr, o.TURN.TLSAddr = "[::1]:0", "[::1]:0", "127.0.0.1:0"
+		o.TURN.RelayAddress6 = mustAddr("::1")
+		o.TURN.ExternalURLs = nil
+	})
+	a := m.startClient(t, m.creds(t, "node-a", 1), []string{c.addr()})
+	var creds TURNCredentials
+	testutil.WaitFor(t, 5*time.Second, "TURN credentials on the session", func() bool {
+		var ok bool
+		creds, ok = a.TURNCredentials()
+		return ok
+	})
+	var schemes []string
+	for _, u := range creds.URLs {
+		uri, err := stun.ParseURI(u)
+		if err != nil {
+			t.Fatalf("URL %q: %v", u, err)
+		}
+		host := mustAddr(uri.Host)
+		if want := mustAddr("::1"); uri.Scheme != stun.SchemeTypeTURNS && host != want {
+			t.Errorf("URL %q: host %v, want %v (the listener serves IPv6 only)", u, host, want)
+		}
+		schemes = append(schemes, uri.Scheme.String()+"/"+uri.Proto.String()+"@"+map[bool]string{true: "6", false: "4"}[host.Is6()])
+	}
+	if want := []string{"stun/udp@6", "turn/udp@6", "turn/tcp@6", "turns/tcp@4"}; !slices.Equal(schemes, want) {
+		t.Fatalf("URLs %v: %v, want %v", creds.URLs, schemes, want)
+	}
+	uri, _ := stun.ParseURI(creds.URLs[1])
+	server := net.JoinHostPort(uri.Host, fmt.Sprint(uri.Port))
+	user, pass := creds.Username, creds.Password
+	cl, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: server, TURNServerAddr: server, Conn: listenUDP(t, "udp6", "[::1]:0"),
+		Username: user, Password: pass, Realm: "meshd",
+		LoggerFactory: &pionLoggerFactory{l: slog.New(slog.DiscardHandler)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	relay, err := cl.Allocate()
+	if err != nil {
+		t.Fatalf("allocation through %s: %v", server, err)
+	}
+	defer relay.Close()
+	if a := relay.LocalAddr().(*net.UDPAddr).AddrPort().Addr(); a != mustAddr("::1") {
+		t.Fatalf("relayed address %v, want ::1", a)
 	}
 }
