@@ -196,6 +196,10 @@ type Peer struct {
 	// Endpoint is the peer's address on the selected pair (for a relayed
 	// pair, the peer's address as the relay sees it).
 	Endpoint netip.AddrPort `json:"endpoint,omitzero"`
+	// Family is the underlay address family of the selected pair,
+	// "ipv4" or "ipv6": the family of Endpoint (for a relayed pair, the
+	// family the relay reaches the peer on). Empty when offline.
+	Family string `json:"family,omitempty"`
 	// Relay is the TURN server (host:port) carrying a relayed path.
 	Relay string `json:"relay,omitempty"`
 	// PathChanges counts the link's selected-pair changes while connected
@@ -321,6 +325,33 @@ type Netcheck struct {
 	// and meshd's own TUN are skipped by default). Empty when the daemon
 	// cannot list them.
 	Interfaces []InterfaceUse `json:"interfaces"`
+	// IPv6 is the IPv6 underlay: whether the ICE port is open on IPv6,
+	// which IPv6 addresses are offered or skipped, and whether a STUN
+	// server answered over IPv6.
+	IPv6 IPv6Check `json:"ipv6"`
+}
+
+// IPv6Check is the IPv6 part of a netcheck.
+type IPv6Check struct {
+	// Enabled is true when the ICE port is open on IPv6.
+	Enabled bool `json:"enabled"`
+	// Reason says why it is not ("ice.ipv6 = false", the host has no
+	// IPv6); empty when Enabled.
+	Reason string `json:"reason,omitempty"`
+	// Addresses are the host's IPv6 interface addresses, offered as host
+	// candidates or not, with why.
+	Addresses []AddressUse `json:"addresses"`
+	// STUN is true when a STUN server answered over IPv6.
+	STUN bool `json:"stun"`
+}
+
+// AddressUse is one interface address as the candidate policy sees it.
+type AddressUse struct {
+	Address   netip.Addr `json:"address"`
+	Interface string     `json:"interface"`
+	Used      bool       `json:"used"`
+	// Reason says why the address is skipped (or "offered").
+	Reason string `json:"reason"`
 }
 
 // InterfaceUse is one network interface as the candidate policy sees it.

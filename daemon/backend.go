@@ -208,12 +208,24 @@ func peerDoc(p *peerPlan, lc *linkConn) control.Peer {
 			out.LocalCandidate = control.CandidateType(s.Local.Type)
 			out.RemoteCandidate = control.CandidateType(s.Remote.Type)
 			out.Endpoint = s.Remote.Addr
+			out.Family = addrFamily(s.Remote.Addr.Addr())
 			if s.Path == tunnel.PathRelay {
 				out.Relay = s.RelayServer
 			}
 		}
 	}
 	return out
+}
+
+// addrFamily names an underlay address's family for control.Peer.Family.
+func addrFamily(a netip.Addr) string {
+	switch {
+	case !a.IsValid():
+		return ""
+	case a.Unmap().Is4():
+		return "ipv4"
+	}
+	return "ipv6"
 }
 
 // PeerWhy implements control.Backend.

@@ -15,6 +15,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/meshd/meshd/control"
+	"github.com/meshd/meshd/tunnel"
 )
 
 // Netcheck limits.
@@ -88,7 +89,9 @@ func (d *Daemon) netcheck(ctx context.Context, latencies bool) (*control.Netchec
 	ctx, cancel := context.WithTimeoutCause(ctx, netcheckTimeout, errNetcheckDeadline)
 	defer cancel()
 	targets := d.stunTargets()
-	res := &control.Netcheck{STUN: []control.STUNProbe{}, Latencies: []control.ServerLatency{}, Interfaces: d.interfaceUses()}
+	verdicts := d.interfaceVerdicts()
+	res := &control.Netcheck{STUN: []control.STUNProbe{}, Latencies: []control.ServerLatency{}, Interfaces: interfaceUses(verdicts)}
+	res.IPv6 = d.ipv6Check(verdicts)
 
 	var wg sync.WaitGroup
 	var coordLat []control.ServerLatency
@@ -108,7 +111,7 @@ func (d *Daemon) netcheck(ctx context.Context, latencies bool) (*control.Netchec
 	d.iceMappings(ctx, answers)
 	useICE := slices.ContainsFunc(answers, func(a stunAnswer) bool { return a.ice.IsValid() })
 	local := localAddrs()
-	var mapped []netip.AddrPort
+	var mapped, mapped6 []netip.AddrPort
 	for i, t := range targets {
 		a := &answers[i]
 		if useICE {
@@ -135,24 +138,80 @@ func (d *Daemon) netcheck(ctx context.Context, latencies bool) (*control.Netchec
 		}
 		if a.err == nil {
 			res.UDP = true
-			mapped = append(mapped, a.reflexive)
+			if a.addr.Addr().Is6() {
+				res.IPv6.STUN = true
+				mapped6 = append(mapped6, a.reflexive)
+			} else {
+				mapped = append(mapped, a.reflexive)
+			}
 		}
 	}
 	res.Latencies = append(res.Latencies, coordLat...)
+	// The NAT is an IPv4 matter: IPv6 answers (normally the host's own
+	// address) would read as a per-destination mapping next to IPv4 ones.
+	// An IPv6-only host is judged by its IPv6 answers.
+	if len(mapped) == 0 {
+		mapped = mapped6
+	}
 	res.NAT, res.MappingVariesByDest = classifyNAT(len(targets), mapped, local)
 	res.Verdict = verdict(res.NAT, len(targets))
 	d.publishNetcheck(&netSnapshot{nc: res, seq: seq, servers: serversKey(targets)})
 	return res, nil
 }
 
-// interfaceUses reports the candidate interface policy applied to the
-// host's interfaces now.
-func (d *Daemon) interfaceUses() []control.InterfaceUse {
+// interfaceVerdicts is the candidate interface policy applied to the
+// host's interfaces now; nil when they cannot be listed.
+func (d *Daemon) interfaceVerdicts() []tunnel.InterfaceVerdict {
 	vs, err := d.tm.Interfaces()
 	if err != nil {
 		d.log.Debug("netcheck: cannot list interfaces", "error", err)
-		return []control.InterfaceUse{}
+		return nil
 	}
+	return vs
+}
+
+// ipv6Check reports the IPv6 underlay but for the STUN answers: whether
+// the ICE port is open on IPv6 (or why not), and each IPv6 interface
+// address, offered or skipped with why.
+func (d *Daemon) ipv6Check(vs []tunnel.InterfaceVerdict) control.IPv6Check {
+	c := control.IPv6Check{Addresses: []control.AddressUse{}}
+	_, v6, noV6 := d.tm.Families()
+	switch {
+	case v6:
+		c.Enabled = true
+	case noV6 != nil:
+		c.Reason = "this host has no IPv6 (" + noV6.Error() + ")"
+	case !d.run.Load().cfg.ICE.IPv6:
+		c.Reason = "ice.ipv6 = false"
+	default:
+		c.Reason = "the ICE port is bound to an IPv4 address"
+	}
+	for _, v := range vs {
+		for _, a := range v.Addrs {
+			if !a.Is6() {
+				continue
+			}
+			u := control.AddressUse{Address: a, Interface: v.Name, Used: v.Use && c.Enabled, Reason: "offered"}
+			switch {
+			case !v.Use:
+				u.Reason = "interface skipped: " + v.Reason
+			case !c.Enabled:
+				u.Reason = "the ICE port is not open on IPv6"
+			}
+			c.Addresses = append(c.Addresses, u)
+		}
+		for _, sk := range v.Skipped {
+			if sk.Addr.Is6() {
+				c.Addresses = append(c.Addresses, control.AddressUse{Address: sk.Addr, Interface: v.Name, Reason: sk.Reason})
+			}
+		}
+	}
+	return c
+}
+
+// interfaceUses reports the candidate interface policy applied to the
+// host's interfaces.
+func interfaceUses(vs []tunnel.InterfaceVerdict) []control.InterfaceUse {
 	out := make([]control.InterfaceUse, 0, len(vs))
 	for _, v := range vs {
 		addrs := v.Addrs
@@ -342,6 +401,14 @@ func (d *Daemon) iceMappings(ctx context.Context, answers []stunAnswer) {
 	wg.Wait()
 }
 
+// pending is one Binding request of probeSTUN awaiting its answer.
+type pending struct {
+	i    int
+	to   *net.UDPAddr
+	req  *stun.Message
+	sent time.Time
+}
+
 // probeSTUN sends Binding requests to every target from one socket and
 // collects the answers (same order as targets).
 func probeSTUN(ctx context.Context, targets []stunTarget) []stunAnswer {
@@ -349,28 +416,40 @@ func probeSTUN(ctx context.Context, targets []stunTarget) []stunAnswer {
 	if len(targets) == 0 {
 		return answers
 	}
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{})
-	if err != nil {
-		for i := range answers {
-			answers[i].err = err
+	// One socket per family; a family the host lacks fails its targets.
+	pc4, err4 := net.ListenUDP("udp4", &net.UDPAddr{})
+	pc6, err6 := net.ListenUDP("udp6", &net.UDPAddr{})
+	socks := []*net.UDPConn{}
+	for _, pc := range []*net.UDPConn{pc4, pc6} {
+		if pc != nil {
+			socks = append(socks, pc)
 		}
-		return answers
-	}
-	defer pc.Close()
-	type pending struct {
-		i    int
-		to   *net.UDPAddr
-		req  *stun.Message
-		sent time.Time
 	}
 	var mu sync.Mutex // guards answers and byID between sender and reader
 	byID := map[[stun.TransactionIDSize]byte]*pending{}
 	for i, t := range targets {
 		answers[i].err = errNoAnswer
 		host, port, _ := net.SplitHostPort(t.hostPort)
-		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 		if err != nil || len(ips) == 0 {
 			answers[i].err = fmt.Errorf("resolve %s: %v", host, err)
+			continue
+		}
+		// A name with both families is probed over IPv4 (the NAT's
+		// behaviour); an IPv6 literal or AAAA-only name over IPv6.
+		ip := ips[0].Unmap()
+		for _, a := range ips {
+			if a.Unmap().Is4() {
+				ip = a.Unmap()
+				break
+			}
+		}
+		sockErr := err4
+		if ip.Is6() {
+			sockErr = err6
+		}
+		if sockErr != nil {
+			answers[i].err = sockErr
 			continue
 		}
 		p, _ := strconv.Atoi(port)
@@ -379,37 +458,16 @@ func probeSTUN(ctx context.Context, targets []stunTarget) []stunAnswer {
 			answers[i].err = err
 			continue
 		}
-		answers[i].addr = netip.AddrPortFrom(ips[0].Unmap(), uint16(p))
+		answers[i].addr = netip.AddrPortFrom(ip, uint16(p))
 		byID[req.TransactionID] = &pending{i: i, to: net.UDPAddrFromAddrPort(answers[i].addr), req: req}
 	}
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		buf := make([]byte, 1500)
-		for {
-			n, _, err := pc.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			m := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
-			if m.Decode() != nil {
-				continue
-			}
-			var xor stun.XORMappedAddress
-			if xor.GetFrom(m) != nil {
-				continue
-			}
-			ip, ok := netip.AddrFromSlice(xor.IP)
-			if !ok {
-				continue
-			}
-			mu.Lock()
-			if p := byID[m.TransactionID]; p != nil && answers[p.i].err != nil {
-				answers[p.i] = stunAnswer{addr: answers[p.i].addr, reflexive: netip.AddrPortFrom(ip.Unmap(), uint16(xor.Port)), rtt: time.Since(p.sent)}
-			}
-			mu.Unlock()
-		}
-	}()
+	readDone := make(chan struct{}, len(socks))
+	for _, pc := range socks {
+		go func() {
+			defer func() { readDone <- struct{}{} }()
+			readAnswers(pc, &mu, byID, answers)
+		}()
+	}
 	done := func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -425,6 +483,10 @@ func probeSTUN(ctx context.Context, targets []stunTarget) []stunAnswer {
 		for _, p := range byID {
 			if answers[p.i].err != nil {
 				p.sent = time.Now()
+				pc := pc4
+				if p.to.IP.To4() == nil {
+					pc = pc6
+				}
 				_, _ = pc.WriteToUDP(p.req.Raw, p.to)
 			}
 		}
@@ -439,9 +501,42 @@ func probeSTUN(ctx context.Context, targets []stunTarget) []stunAnswer {
 			break
 		}
 	}
-	_ = pc.Close()
-	<-readDone
+	for _, pc := range socks {
+		_ = pc.Close()
+	}
+	for range socks {
+		<-readDone
+	}
 	return answers
+}
+
+// readAnswers reads Binding responses on pc until it closes, filling the
+// answer of the pending request each one answers.
+func readAnswers(pc *net.UDPConn, mu *sync.Mutex, byID map[[stun.TransactionIDSize]byte]*pending, answers []stunAnswer) {
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := pc.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		m := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
+		if m.Decode() != nil {
+			continue
+		}
+		var xor stun.XORMappedAddress
+		if xor.GetFrom(m) != nil {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(xor.IP)
+		if !ok {
+			continue
+		}
+		mu.Lock()
+		if p := byID[m.TransactionID]; p != nil && answers[p.i].err != nil {
+			answers[p.i] = stunAnswer{addr: answers[p.i].addr, reflexive: netip.AddrPortFrom(ip.Unmap(), uint16(xor.Port)), rtt: time.Since(p.sent)}
+		}
+		mu.Unlock()
+	}
 }
 
 // coordinatorLatencies times a TCP connect to every coordinator in the

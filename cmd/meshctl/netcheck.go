@@ -96,6 +96,26 @@ func renderNetcheck(w io.Writer, nc *control.Netcheck) error {
 		row(tw, label, fmt.Sprintf("%s %s: %s", ifc.Name, use, ifc.Reason))
 		label = ""
 	}
+	v6 := ""
+	switch {
+	case !nc.IPv6.Enabled && nc.IPv6.Reason != "":
+		v6 = "off: " + nc.IPv6.Reason
+	case !nc.IPv6.Enabled: // a daemon that does not report IPv6
+	case nc.IPv6.STUN:
+		v6 = "on; a STUN server answered over IPv6"
+	default:
+		v6 = "on; no STUN server answered over IPv6"
+	}
+	if v6 != "" {
+		row(tw, "ipv6", v6)
+	}
+	for _, a := range nc.IPv6.Addresses {
+		use := "offered"
+		if !a.Used {
+			use = "skipped: " + a.Reason
+		}
+		row(tw, "", fmt.Sprintf("%s on %s %s", a.Address, a.Interface, use))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -30,6 +30,11 @@ func sampleNetcheck() control.Netcheck {
 			{Name: "wg0", Reason: "tunnel device (tuntap): another VPN or overlay"},
 			{Name: "docker0", Reason: "bridge without the default route (container or VM network)"},
 		},
+		IPv6: control.IPv6Check{Enabled: true, STUN: true, Addresses: []control.AddressUse{
+			{Address: netip.MustParseAddr("2001:db8:1::20"), Interface: "eth0", Used: true, Reason: "offered"},
+			{Address: netip.MustParseAddr("2001:db8:1::9f3a:1"), Interface: "eth0", Reason: "temporary (privacy) address; the stable one is offered"},
+			{Address: netip.MustParseAddr("fe80::20"), Interface: "eth0", Reason: "link-local (needs a zone, reaches only the link)"},
+		}},
 	}
 }
 
@@ -51,6 +56,10 @@ relays          turn-a (198.51.100.20:3478): timeout
 interfaces      eth0 used: carries the default route
                 wg0 skipped: tunnel device (tuntap): another VPN or overlay
                 docker0 skipped: bridge without the default route (container or VM network)
+ipv6            on; a STUN server answered over IPv6
+                2001:db8:1::20 on eth0 offered
+                2001:db8:1::9f3a:1 on eth0 skipped: temporary (privacy) address; the stable one is offered
+                fe80::20 on eth0 skipped: link-local (needs a zone, reaches only the link)
 
 This node is behind a hard NAT: direct paths to other NATed nodes will go through a relay.
 `
@@ -99,7 +108,8 @@ func TestNetcheckCommand(t *testing.T) {
 	}
 	var nc control.Netcheck
 	if err := control.Decode([]byte(out), &nc); err != nil || !nc.MappingVariesByDest || len(nc.STUN) != 3 || nc.Latencies[1].Latency != 31500*time.Microsecond ||
-		len(nc.Interfaces) != 3 || !nc.Interfaces[0].Used || nc.Interfaces[1].Used || nc.Interfaces[1].Reason == "" {
+		len(nc.Interfaces) != 3 || !nc.Interfaces[0].Used || nc.Interfaces[1].Used || nc.Interfaces[1].Reason == "" ||
+		!nc.IPv6.Enabled || !nc.IPv6.STUN || len(nc.IPv6.Addresses) != 3 || nc.IPv6.Addresses[1].Used {
 		t.Errorf("netcheck --json: %v, %+v", err, nc)
 	}
 }
