@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,11 +36,34 @@ const (
 	classUDPBlocked
 )
 
+// ipv6Class is what a matrix node has of IPv6 (issue 16's site kinds).
+type ipv6Class int
+
+const (
+	// v6None: no IPv6 on the underlay (every IPv4-only kind).
+	v6None ipv6Class = iota
+	// v6Open: a global IPv6 address, nothing filtering it (the public
+	// dual-stack host, the IPv6-only VPS).
+	v6Open
+	// v6Firewall: a global IPv6 address behind the home router's stateful
+	// firewall (nothing unsolicited comes in).
+	v6Firewall
+)
+
+// Address families of a path, as the matrix records them.
+const (
+	famIPv4 = "ipv4"
+	famIPv6 = "ipv6"
+)
+
 // expectation is a cell of the expected outcome matrix.
 type expectation struct {
 	path       control.Path
 	determined bool // false: the "*" cells, recorded but not asserted
-	why        string
+	// family, if set, is the underlay family the (direct) path must use:
+	// where it is the only one with a direct path.
+	family string
+	why    string
 }
 
 // expectedTable is LAB.md §3 (upper triangle, indexed by natClass up to
@@ -57,11 +81,25 @@ var expectedTable = [6][6]string{
 func expect(a, b *matrixNode) expectation {
 	switch {
 	case a.host.Site() != nil && a.host.Site() == b.host.Site():
-		return expectation{control.PathDirect, true, "same LAN: host candidates"}
+		return expectation{path: control.PathDirect, determined: true, why: "same LAN: host candidates"}
 	case a.class == classUDPBlocked || b.class == classUDPBlocked:
-		return expectation{control.PathRelay, true, "no UDP at all: TURN over TCP"}
+		return expectation{path: control.PathRelay, determined: true, why: "no UDP at all: TURN over TCP"}
+	case (!a.host.HasIPv4() && b.ipv6 == v6None) || (!b.host.HasIPv4() && a.ipv6 == v6None):
+		return expectation{path: control.PathRelay, determined: true, why: "no address family in common: IPv6-only meets IPv4-only through the relay"}
+	case a.ipv6 != v6None && b.ipv6 != v6None:
+		// Global IPv6 on both sides: no NAT, at most a stateful firewall,
+		// which the simultaneous connectivity checks open from both ends.
+		e := expectation{path: control.PathDirect, determined: true, why: "both have global IPv6: direct (simultaneous open through stateful firewalls)"}
+		if !a.host.HasIPv4() || !b.host.HasIPv4() || expect4(a.class, b.class).path != control.PathDirect {
+			e.family, e.why = famIPv6, e.why+"; over IPv4 only the relay"
+		}
+		return e
 	}
-	x, y := a.class, b.class
+	return expect4(a.class, b.class)
+}
+
+// expect4 is LAB.md §3's cell for two IPv4 NAT classes.
+func expect4(x, y natClass) expectation {
 	if x > y {
 		x, y = y, x
 	}
@@ -78,8 +116,10 @@ func expect(a, b *matrixNode) expectation {
 // matrixNode is one node of the matrix with what it stands for.
 type matrixNode struct {
 	*node
-	label string // kind, for the table
-	class natClass
+	label string     // kind, for the table
+	class natClass   // its IPv4 side
+	ipv6  ipv6Class  // its IPv6 side
+	addr6 netip.Addr // overlay IPv6 address (meshctl status)
 	// ownRelayLinks is how many of its matrix links have a relay candidate
 	// of the node's own (gathered from the coordinator's TURN).
 	ownRelayLinks int
@@ -95,8 +135,13 @@ type pairResult struct {
 	viewB       control.Peer // b's peer entry for a
 	transfer    time.Duration
 	transferErr error
-	relayCands  int // candidate pairs of the link with a relay candidate on either side
-	problems    []string
+	// over6 is the overlay IPv6 check of a pair whose path must be IPv6
+	// (ping -6 and the TCP transfer to the overlay IPv6 address).
+	over6      bool
+	ping6      string
+	ping6Err   error
+	relayCands int // candidate pairs of the link with a relay candidate on either side
+	problems   []string
 }
 
 func (r *pairResult) fail(format string, args ...any) {
@@ -107,20 +152,29 @@ func (r *pairResult) fail(format string, args ...any) {
 // the lab has, all at once, and checks every pair: a kernel ping over the
 // overlay (timed from daemon start to the first reply), a 1 MiB TCP
 // transfer checked end to end, and the path `meshctl peers --json` reports,
-// asserted where LAB.md §3 determines it. It writes docs/nat-matrix.md.
+// asserted where LAB.md §3 determines it. The coordinator and "pub" are
+// dual-stack; two home sites have global IPv6 behind a stateful firewall
+// (and symmetric IPv4 NAT, so that IPv6 is their only direct path) and one
+// VPS is IPv6-only: the path's address family is recorded for every pair
+// and asserted where only one family has a direct path, and pairs whose
+// path must be IPv6 carry the overlay's IPv6 (ping -6 and the transfer to
+// the peer's overlay IPv6 address). It writes docs/nat-matrix.md.
 func TestNATMatrix(t *testing.T) {
 	testutil.LeakCheck(t)
 	l := lab.New(t, lab.Options{})
 	m := newMesh(t, l)
 	// The coordinator also relays over TCP, for the UDP-blocked node.
-	coord := m.addNode(l.AddHost(t, "coord", lab.HostOptions{}), nodeOpts{coordinator: true, turnTCP: true})
+	// It is dual-stack: the IPv6-only node reaches it over IPv6, and its
+	// TURN relays between the families.
+	coord := m.addNode(l.AddHost(t, "coord", lab.HostOptions{IPv6: true}), nodeOpts{coordinator: true, turnTCP: true})
 	join := nodeOpts{join: []*node{coord}}
 
 	var nodes []*matrixNode
-	add := func(h *lab.Host, label string, class natClass) {
-		nodes = append(nodes, &matrixNode{node: m.addNode(h, join), label: label, class: class})
+	add6 := func(h *lab.Host, label string, class natClass, v6 ipv6Class) {
+		nodes = append(nodes, &matrixNode{node: m.addNode(h, join), label: label, class: class, ipv6: v6})
 	}
-	add(l.AddNode(t, "pub", lab.NATNone, lab.HostOptions{}), "no NAT", classOpen)
+	add := func(h *lab.Host, label string, class natClass) { add6(h, label, class, v6None) }
+	add6(l.AddNode(t, "pub", lab.NATNone, lab.HostOptions{IPv6: true}), "no NAT, dual-stack (public IPv4 and IPv6)", classOpen, v6Open)
 	add(l.AddNode(t, "fw", lab.NATFirewall, lab.HostOptions{}), "public + stateful firewall", classFirewall)
 	add(l.AddNode(t, "full", lab.NATFullCone, lab.HostOptions{}), "full cone", classFullCone)
 	add(l.AddNode(t, "addr", lab.NATAddressRestricted, lab.HostOptions{}), "address-restricted cone", classAddrRestricted)
@@ -136,6 +190,9 @@ func TestNATMatrix(t *testing.T) {
 	lan := l.AddSite(t, "lan", lab.SiteOptions{NAT: lab.NATSymmetric})
 	add(lan.AddHost(t, "lan1", lab.HostOptions{}), "same LAN #1, behind symmetric NAT", classSymmetric)
 	add(lan.AddHost(t, "lan2", lab.HostOptions{}), "same LAN #2, behind symmetric NAT", classSymmetric)
+	add6(l.AddNode(t, "home6a", lab.NATSymmetric, lab.HostOptions{IPv6: true}), "home router: symmetric IPv4 NAT, global IPv6 behind a stateful firewall", classSymmetric, v6Firewall)
+	add6(l.AddNode(t, "home6b", lab.NATSymmetric, lab.HostOptions{IPv6: true}), "home router: symmetric IPv4 NAT, global IPv6 behind a stateful firewall", classSymmetric, v6Firewall)
+	add6(l.AddHost(t, "vps", lab.HostOptions{NoIPv4: true}), "IPv6 only (no IPv4 address or route)", classOpen, v6Open)
 	t.Logf("topology:\n%s", l.Describe())
 
 	var pairs []*pairResult
@@ -185,7 +242,10 @@ func TestNATMatrix(t *testing.T) {
 	}
 	wg.Wait()
 	for _, n := range nodes {
-		n.startSink(t)
+		n.startSink6(t)
+		if st, err := n.status(context.Background()); err == nil {
+			n.addr6 = st.Address6
+		}
 	}
 	for _, n := range append(nodes, &matrixNode{node: coord}) {
 		n.alive(t)
@@ -248,7 +308,13 @@ func TestNATMatrix(t *testing.T) {
 				p.transferErr = errors.New("not attempted: the pair never answered a ping")
 				return
 			}
-			r, err := send(ctx, p.a.host.Namespace, m.tool, p.b.addr, 1<<20, 0, 40*time.Second)
+			dst := p.b.addr
+			if p.want.family == famIPv6 {
+				// The overlay's IPv6 over the IPv6 underlay, end to end.
+				p.over6, dst = true, p.b.addr6
+				p.ping6, p.ping6Err = ping6(ctx, p.a, p.b)
+			}
+			r, err := send(ctx, p.a.host.Namespace, m.tool, dst, 1<<20, 0, 40*time.Second)
 			p.transfer, p.transferErr = r.Duration, err
 		}()
 	}
@@ -307,9 +373,12 @@ func TestNATMatrix(t *testing.T) {
 		if len(p.problems) > 0 {
 			pathDiag(t, p.a.node, p.b.node)
 		}
-		t.Logf("%-5s ↔ %-5s want %-6s%s got %-6s first reply %-8s 1 MiB %-8s relay pairs %2d | %s | %s", p.a.name, p.b.name,
-			p.want.path, map[bool]string{true: " ", false: "*"}[p.want.determined], p.viewA.Path,
+		t.Logf("%-6s ↔ %-6s want %-6s%s got %-6s %-9s first reply %-8s 1 MiB %-8s relay pairs %2d | %s | %s", p.a.name, p.b.name,
+			p.want.path, map[bool]string{true: " ", false: "*"}[p.want.determined], p.viewA.Path, familyCell(p),
 			durCell(p.firstReply, p.replyErr), durCell(p.transfer, p.transferErr), p.relayCands, describePeer(p.viewA), describePeer(p.viewB))
+		if p.over6 {
+			t.Logf("%-6s ↔ %-6s overlay IPv6 %v over the IPv6 underlay: %s", p.a.name, p.b.name, p.b.addr6, orDash(p.ping6))
+		}
 	}
 	for _, n := range append(nodes, &matrixNode{node: coord}) {
 		n.alive(t)
@@ -346,6 +415,21 @@ func judge(p *pairResult) {
 	if p.want.determined && p.viewA.Path != p.want.path {
 		p.fail("path %s, want %s (%s): %s", p.viewA.Path, p.want.path, p.want.why, describePeer(p.viewA))
 	}
+	if p.want.family != "" && p.viewA.Path == p.want.path {
+		for _, v := range []control.Peer{p.viewA, p.viewB} {
+			if f := family(v); f != p.want.family {
+				p.fail("%s path over %s, want %s (%s): %s", v.Path, orDash(f), p.want.family, p.want.why, describePeer(v))
+			}
+		}
+	}
+	if p.over6 {
+		if p.ping6Err != nil {
+			p.fail("ping -6 of the overlay IPv6 address: %v", p.ping6Err)
+		}
+		if !p.b.addr6.IsValid() {
+			p.fail("%s has no overlay IPv6 address in meshctl status", p.b.name)
+		}
+	}
 	if s := p.a.host.Site(); s != nil && s == p.b.host.Site() {
 		for _, v := range []control.Peer{p.viewA, p.viewB} {
 			if !s.LAN().Contains(v.Endpoint.Addr()) {
@@ -353,6 +437,57 @@ func judge(p *pairResult) {
 			}
 		}
 	}
+}
+
+// family is the underlay family of a peer's selected pair: that of its
+// endpoint (for a relayed pair, the peer's address as the relay sees it);
+// "" when offline.
+func family(p control.Peer) string {
+	switch {
+	case !p.Online || !p.Endpoint.IsValid():
+		return ""
+	case p.Endpoint.Addr().Unmap().Is4():
+		return famIPv4
+	default:
+		return famIPv6
+	}
+}
+
+// familyCell is a pair's families, first node's view then the second's,
+// e.g. "v6" or "v4|v6" (a relayed pair's sides may differ).
+func familyCell(p *pairResult) string {
+	short := func(f string) string { return strings.Replace(orDash(f), "ip", "", 1) }
+	a, b := short(family(p.viewA)), short(family(p.viewB))
+	if a == b {
+		return a
+	}
+	return a + "|" + b
+}
+
+// ping6 pings b's overlay IPv6 address from a's namespace (five echoes) and
+// returns ping's summary; every echo must be answered.
+func ping6(ctx context.Context, a, b *matrixNode) (string, error) {
+	if !b.addr6.IsValid() {
+		return "", fmt.Errorf("%s has no overlay IPv6 address", b.name)
+	}
+	sent, recv, out, err := ping(ctx, a.host.Namespace, b.addr6, 5)
+	if err == nil && (sent == 0 || recv != sent) {
+		err = fmt.Errorf("%d of %d echoes answered: %s", recv, sent, tailLines(out, 3))
+	}
+	return fmt.Sprintf("ping -6 %v: %d/%d replies", b.addr6, recv, sent), err
+}
+
+// startSink6 runs `labtool sink` on [::]:9000, for both overlay families.
+func (n *matrixNode) startSink6(t *testing.T) {
+	t.Helper()
+	p, err := n.host.StartWith(lab.ProcOptions{Label: "sink"}, n.m.tool, "sink", "-listen", fmt.Sprintf("[::]:%d", sinkPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.WaitOutput(t, 10*time.Second, "sink ready", func(out, _ string) bool { return strings.HasPrefix(out, "ready") })
+	n.mu.Lock()
+	n.sink = p
+	n.mu.Unlock()
 }
 
 func later(a, b time.Time) time.Time {
@@ -390,13 +525,15 @@ func renderMatrix(nodes []*matrixNode, pairs []*pairResult, failed bool) string 
 		verdict = "**FAILED** — see the cells marked ✗ and the notes below"
 	}
 	fmt.Fprintf(&b, "- **Result:** %s.\n", verdict)
-	b.WriteString("- **Method:** one network-namespace lab (`e2e/lab`): a backbone \"internet\" (198.51.100.0/24), one coordinator on it " +
-		"(real `meshd` with `coordinator.enabled`, embedded STUN and TURN on UDP and TCP :3478), and one real `meshd` (kernel TUN) per row, " +
-		"each behind the NAT the lab builds with nftables/iptables (recipes and measured RFC 4787 behaviour: `e2e/README.md`). " +
+	b.WriteString("- **Method:** one network-namespace lab (`e2e/lab`): a dual-stack backbone \"internet\" (198.51.100.0/24 and 2001:db8::/32), one dual-stack coordinator on it " +
+		"(real `meshd` with `coordinator.enabled`, embedded STUN and TURN on UDP and TCP :3478 of both families), and one real `meshd` (kernel TUN) per row, " +
+		"each behind the NAT the lab builds with nftables/iptables (recipes and measured RFC 4787 behaviour: `e2e/README.md`); " +
+		"the IPv6 home sites route a global /64 through a stateful firewall (replies in, nothing unsolicited), the VPS has no IPv4 at all. " +
 		"All daemons start at once, so every pair connects at the same time (a full mesh). For every pair the test pings the peer's " +
 		"overlay address with the kernel's `ping` from the first node's namespace, sends 1 MiB over TCP through the overlay " +
-		"(`labtool send`, byte count and SHA-256 checked by the receiver), and reads the path from `meshctl peers --json` on both sides.\n")
-	b.WriteString("- **Cells:** path (**D** direct, **R** relayed through the coordinator's TURN) and the time from daemon start to the " +
+		"(`labtool send`, byte count and SHA-256 checked by the receiver), and reads the path from `meshctl peers --json` on both sides. " +
+		"Pairs whose path must be IPv6 ping the peer's overlay IPv6 address (`ping -6`) and send the 1 MiB to it instead.\n")
+	b.WriteString("- **Cells:** path (**D** direct, **R** relayed through the coordinator's TURN), its underlay family (v4, v6; a relayed pair's two sides may differ: first|second) and the time from daemon start to the " +
 		"first overlay ping reply. ✓ = the path is determined by LAB.md §3 (RFC 4787 behaviour) and was asserted; " +
 		"`*` = depends on check timing, recorded only; ✗ = failed (see the notes).\n\n")
 
@@ -422,10 +559,13 @@ func renderMatrix(nodes []*matrixNode, pairs []*pairResult, failed bool) string 
 	}
 
 	b.WriteString("\n## Pairs\n\n")
-	b.WriteString("| pair | expected | path | candidates (first → second) | endpoint or relay | first reply | 1 MiB TCP | notes |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| pair | expected | path | family | candidates (first → second) | endpoint or relay | first reply | 1 MiB TCP | notes |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	for _, p := range pairs {
 		want := string(p.want.path)
+		if p.want.family != "" {
+			want += " over " + p.want.family
+		}
 		if !p.want.determined {
 			want += " *"
 		}
@@ -444,13 +584,20 @@ func renderMatrix(nodes []*matrixNode, pairs []*pairResult, failed bool) string 
 		if notes == "" {
 			notes = p.want.why
 		}
-		fmt.Fprintf(&b, "| %s ↔ %s | %s | %s | %s | %s | %s | %s | %s |\n", p.a.name, p.b.name, want, orDash(string(p.viewA.Path)),
-			cands, via, durCell(p.firstReply, p.replyErr), durCell(p.transfer, p.transferErr), strings.ReplaceAll(notes, "|", "\\|"))
+		if p.over6 {
+			notes += "; overlay IPv6: " + orDash(p.ping6) + ", 1 MiB to " + p.b.addr6.String()
+		}
+		fmt.Fprintf(&b, "| %s ↔ %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p.a.name, p.b.name, want, orDash(string(p.viewA.Path)),
+			strings.ReplaceAll(familyCell(p), "|", "\\|"), cands, via, durCell(p.firstReply, p.replyErr), durCell(p.transfer, p.transferErr), strings.ReplaceAll(notes, "|", "\\|"))
 	}
 	b.WriteString("\n## Nodes\n\n")
 	for _, n := range nodes {
-		fmt.Fprintf(&b, "- **%s**: %s; LAN address %v, public address %v, overlay %v; %d of %d links with a relay candidate of its own\n",
-			n.name, n.label, n.host.IP(), n.host.PublicIP(), n.addr, n.ownRelayLinks, len(nodes)-1)
+		six := ""
+		if a := n.host.IP6(); a.IsValid() {
+			six = fmt.Sprintf(", global IPv6 %v", a)
+		}
+		fmt.Fprintf(&b, "- **%s**: %s; LAN address %v, public address %v%s, overlay %v and %v; %d of %d links with a relay candidate of its own\n",
+			n.name, n.label, n.host.IP(), n.host.PublicIP(), six, n.addr, n.addr6, n.ownRelayLinks, len(nodes)-1)
 	}
 	return b.String()
 }
@@ -476,7 +623,7 @@ func cell(p *pairResult) string {
 	if p.replyErr != nil {
 		return "✗ no reply"
 	}
-	return fmt.Sprintf("%s %s %s", path, durCell(p.firstReply, nil), mark)
+	return fmt.Sprintf("%s %s %s %s", path, strings.ReplaceAll(familyCell(p), "|", "\\|"), durCell(p.firstReply, nil), mark)
 }
 
 func orDash(s string) string {

@@ -225,6 +225,19 @@ func (n *node) sessionAddr() string {
 	return netip.AddrPortFrom(n.host.IP(), sessionPort).String()
 }
 
+// sessionAddrFor is the coordinator's session address as joiner dials it:
+// its IPv6 address for an IPv6-only joiner, IP:7443 otherwise.
+func (n *node) sessionAddrFor(joiner *node) string {
+	if !joiner.host.HasIPv4() {
+		return netip.AddrPortFrom(n.host.IP6(), sessionPort).String()
+	}
+	return n.sessionAddr()
+}
+
+// dualStack reports whether the node's host has both families: a
+// coordinator there serves both, on the wildcard address.
+func (n *node) dualStack() bool { return n.host.HasIPv4() && n.host.IP6().IsValid() }
+
 // config renders the node's configuration file.
 func (n *node) config() string {
 	o := n.opts
@@ -245,21 +258,29 @@ func (n *node) config() string {
 	b.WriteString("\n[tun]\nmode = \"kernel\"\n\n")
 	join := make([]string, len(o.join))
 	for i, c := range o.join {
-		join[i] = strconv.Quote(c.sessionAddr())
+		join[i] = strconv.Quote(c.sessionAddrFor(n))
 	}
 	fmt.Fprintf(&b, "[join]\ncoordinators = [%s]\n\n", strings.Join(join, ", "))
 	if o.coordinator {
-		ip := n.host.IP().String()
-		fmt.Fprintf(&b, "[coordinator]\nenabled = true\nsession_listen = %q\ngossip_key = %q\n", n.sessionAddr(), n.m.gossipKey)
+		ip, listen := n.host.IP().String(), n.sessionAddr()
+		if n.dualStack() {
+			// Both families on one socket each ([::] is dual-stack); the
+			// relay names its public address of each family.
+			ip, listen = "::", netip.AddrPortFrom(netip.IPv6Unspecified(), sessionPort).String()
+		}
+		fmt.Fprintf(&b, "[coordinator]\nenabled = true\nsession_listen = %q\ngossip_key = %q\n", listen, n.m.gossipKey)
 		peers := make([]string, len(o.coordPeers))
 		for i, p := range o.coordPeers {
 			peers[i] = strconv.Quote(netip.AddrPortFrom(p.host.IP(), gossipPort).String())
 		}
 		fmt.Fprintf(&b, "peers = [%s]\n\n[coordinator.turn]\n", strings.Join(peers, ", "))
+		if n.dualStack() && !o.noTURN {
+			fmt.Fprintf(&b, "relay_address = %q\nrelay_address6 = %q\n", n.host.IP(), n.host.IP6())
+		}
 		if o.noTURN {
 			b.WriteString("enabled = false\n")
 		} else if o.turnTCP {
-			fmt.Fprintf(&b, "tcp_listen = \"%s:%d\"\n", ip, turnPort)
+			fmt.Fprintf(&b, "tcp_listen = %q\n", netip.AddrPortFrom(netip.MustParseAddr(ip), turnPort))
 		}
 		b.WriteString("\n")
 	}
