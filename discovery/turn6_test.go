@@ -40,10 +40,18 @@ func startDualStackTURN(t *testing.T, relay6 bool) *turnService {
 	return ts
 }
 
-// allocateFamily allocates on server over conn, asking for family.
+// allocateFamily allocates on server over conn as node-a, asking for
+// family.
 func allocateFamily(t *testing.T, conn net.PacketConn, server string, family turn.RequestedAddressFamily) (net.PacketConn, error) {
 	t.Helper()
 	user, pass := turnCredentials(testTURNSecret, "node-a", time.Now().Add(time.Hour))
+	return allocateAs(t, conn, server, user, pass, family)
+}
+
+// allocateAs allocates on server over conn with the credentials, asking
+// for family (0: the client's default).
+func allocateAs(t *testing.T, conn net.PacketConn, server, user, pass string, family turn.RequestedAddressFamily) (net.PacketConn, error) {
+	t.Helper()
 	c, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: server, TURNServerAddr: server, Conn: conn,
 		Username: user, Password: pass, Realm: "meshd",
@@ -63,6 +71,8 @@ func allocateFamily(t *testing.T, conn net.PacketConn, server string, family tur
 	}
 	return relay, err
 }
+
+func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 
 func listenUDP(t *testing.T, network, addr string) *net.UDPConn {
 	t.Helper()
@@ -257,12 +267,7 @@ func TestTURNCredentialsOverIPv6(t *testing.T) {
 		o.TURN.ExternalURLs = nil
 	})
 	a := m.startClient(t, m.creds(t, "node-a", 1), []string{c.addr()})
-	var creds TURNCredentials
-	testutil.WaitFor(t, 5*time.Second, "TURN credentials on the session", func() bool {
-		var ok bool
-		creds, ok = a.TURNCredentials()
-		return ok
-	})
+	creds := waitTURNCredentials(t, a)
 	var schemes []string
 	for _, u := range creds.URLs {
 		uri, err := stun.ParseURI(u)
@@ -280,25 +285,23 @@ func TestTURNCredentialsOverIPv6(t *testing.T) {
 	}
 	uri, _ := stun.ParseURI(creds.URLs[1])
 	server := net.JoinHostPort(uri.Host, fmt.Sprint(uri.Port))
-	user, pass := creds.Username, creds.Password
-	cl, err := turn.NewClient(&turn.ClientConfig{
-		STUNServerAddr: server, TURNServerAddr: server, Conn: listenUDP(t, "udp6", "[::1]:0"),
-		Username: user, Password: pass, Realm: "meshd",
-		LoggerFactory: &pionLoggerFactory{l: slog.New(slog.DiscardHandler)},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if err := cl.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	relay, err := cl.Allocate()
+	relay, err := allocateAs(t, listenUDP(t, "udp6", "[::1]:0"), server, creds.Username, creds.Password, 0)
 	if err != nil {
 		t.Fatalf("allocation through %s: %v", server, err)
 	}
-	defer relay.Close()
 	if a := relay.LocalAddr().(*net.UDPAddr).AddrPort().Addr(); a != mustAddr("::1") {
 		t.Fatalf("relayed address %v, want ::1", a)
 	}
+}
+
+// waitTURNCredentials waits for the TURN credentials of a's session.
+func waitTURNCredentials(t *testing.T, a *testClient) TURNCredentials {
+	t.Helper()
+	var creds TURNCredentials
+	testutil.WaitFor(t, 5*time.Second, "TURN credentials on the session", func() bool {
+		var ok bool
+		creds, ok = a.TURNCredentials()
+		return ok
+	})
+	return creds
 }

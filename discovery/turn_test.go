@@ -83,12 +83,7 @@ func TestTURNCredentialsAllocate(t *testing.T) {
 	m := newTestMesh(t)
 	c := m.startCoord(t, "coord-1", 200, nil, turnTweak)
 	a := m.startClient(t, m.creds(t, "node-a", 1), []string{c.addr()})
-	var creds TURNCredentials
-	testutil.WaitFor(t, 5*time.Second, "TURN credentials on the session", func() bool {
-		var ok bool
-		creds, ok = a.TURNCredentials()
-		return ok
-	})
+	creds := waitTURNCredentials(t, a)
 	testutil.WaitFor(t, 2*time.Second, "TURNUpdated change delivered", func() bool { return a.hasChange(TURNUpdated, "", "") })
 	if !strings.HasSuffix(creds.Username, ":node-a") || time.Until(creds.Expires) < 50*time.Minute {
 		t.Fatalf("credentials %+v", creds)
