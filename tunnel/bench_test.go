@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bufio"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -21,22 +22,36 @@ import (
 // (SO_RXQ_OVFL) and of the whole host (/proc/net/snmp RcvbufErrors, which
 // other processes add to), and allocations per packet (both ends run in
 // this process, so receive-side allocations count too).
-func BenchmarkLink(b *testing.B) { benchLink(b, 0) }
+func BenchmarkLink(b *testing.B) { benchLink(b, 0, v4Loopback) }
 
 // BenchmarkLinkWindowed is BenchmarkLink with at most 4096 packets in
 // flight (sent but not yet delivered), as a congestion-controlled flow
 // would keep: the sustainable rate without receive-buffer overflows.
-func BenchmarkLinkWindowed(b *testing.B) { benchLink(b, 4096) }
+func BenchmarkLinkWindowed(b *testing.B) { benchLink(b, 4096, v4Loopback) }
 
-func benchLink(b *testing.B, window int) {
+// BenchmarkLinkIPv6 is BenchmarkLink over ::1: the IPv6 socket's batched
+// path (sendmmsg with UDP_SEGMENT, recvmmsg with UDP_GRO on AF_INET6).
+func BenchmarkLinkIPv6(b *testing.B) { benchLink(b, 0, netip.IPv6Loopback()) }
+
+// BenchmarkLinkWindowedIPv6 is BenchmarkLinkWindowed over ::1.
+func BenchmarkLinkWindowedIPv6(b *testing.B) { benchLink(b, 4096, netip.IPv6Loopback()) }
+
+var v4Loopback = netip.MustParseAddr("127.0.0.1")
+
+func benchLink(b *testing.B, window int, lo netip.Addr) {
 	testutil.LeakCheck(b)
 	ca := newTestCA(b, "mesh")
 	a, c := ca.node(b, "alpha", 1, 0, nil), ca.node(b, "bravo", 2, 0, nil)
 	sig := newMemSignals()
-	quiet := func(o *Options) { o.Logger = nil }
+	quiet := func(o *Options) { o.Logger, o.ListenAddr = nil, lo }
 	ma := startManager(b, sig, a, quiet)
 	mb := startManager(b, sig, c, quiet)
 	ab, ba := mustLink(b, ma, c.peer), mustLink(b, mb, a.peer)
+	if lo.Is6() {
+		if st := ab.Status(); st.Remote.Addr.IsValid() && !st.Remote.Addr.Addr().Is6() {
+			b.Fatalf("link not over IPv6: %v", st.Remote)
+		}
+	}
 	var got atomic.Uint64
 	ba.SetReceiver(func(bufs [][]byte, _ int) { got.Add(uint64(len(bufs))) })
 	testutil.WaitFor(b, 20*time.Second, "connected", func() bool {
@@ -65,8 +80,32 @@ func benchLink(b *testing.B, window int) {
 }
 
 // udpRcvbufErrors reads the host's (network namespace's) UDP RcvbufErrors
-// counter from /proc/net/snmp.
+// counters, IPv4 (/proc/net/snmp) plus IPv6 (/proc/net/snmp6).
 func udpRcvbufErrors() (uint64, bool) {
+	v4, ok := udp4RcvbufErrors()
+	if !ok {
+		return 0, false
+	}
+	return v4 + udp6RcvbufErrors(), true
+}
+
+// udp6RcvbufErrors reads Udp6RcvbufErrors from /proc/net/snmp6; 0 if the
+// host has no IPv6.
+func udp6RcvbufErrors() uint64 {
+	b, err := os.ReadFile("/proc/net/snmp6")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == "Udp6RcvbufErrors" {
+			v, _ := strconv.ParseUint(f[1], 10, 64)
+			return v
+		}
+	}
+	return 0
+}
+
+func udp4RcvbufErrors() (uint64, bool) {
 	f, err := os.Open("/proc/net/snmp")
 	if err != nil {
 		return 0, false

@@ -1,0 +1,101 @@
+package tunnel
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/turn/v5"
+
+	"github.com/meshd/meshd/internal/testutil"
+)
+
+// startLoopbackTURN6 is a pion TURN server on ::1 over UDP, relaying from
+// ::1; it returns the server's address.
+func startLoopbackTURN6(t testing.TB) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelDisabled
+	key := turn.GenerateAuthKey("user", "meshd.test", "pass")
+	s, err := turn.NewServer(turn.ServerConfig{
+		Realm: "meshd.test",
+		AuthHandler: func(ra *turn.RequestAttributes) (string, []byte, bool) {
+			return ra.Username, key, ra.Username == "user"
+		},
+		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: pc,
+			RelayAddressGenerator: &turn.RelayAddressGeneratorStatic{RelayAddress: net.IPv6loopback, Address: "::1"}}},
+		LoggerFactory: lf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return pc.LocalAddr().String()
+}
+
+// TestRelayFastPathIPv6: two nodes relayed through a TURN server reached
+// over IPv6 (relayed addresses IPv6 too) send their records as ChannelData
+// on the batched IPv6 relay socket, in both directions.
+func TestRelayFastPathIPv6(t *testing.T) {
+	testutil.LeakCheck(t)
+	hardTimeout(t, 90*time.Second)
+	srv := startLoopbackTURN6(t)
+	ca := newTestCA(t, "mesh")
+	a, b := ca.node(t, "alpha", 1, 0, nil), ca.node(t, "bravo", 2, 0, nil)
+	servers := []ICEServer{{URL: "turn:" + srv + "?transport=udp", Username: "user", Password: "pass"}}
+	sig := newMemSignals()
+	tweak := func(o *Options) {
+		o.Logger = nil
+		o.ListenAddr = netip.IPv6Loopback()
+		o.ForceRelay = true
+		o.Servers = func() []ICEServer { return servers }
+	}
+	ma := startManager(t, sig, a, tweak)
+	mb := startManager(t, sig, b, tweak)
+	ab, ba := mustLink(t, ma, b.peer), mustLink(t, mb, a.peer)
+	atA, atB := &batchCollector{}, &batchCollector{}
+	ab.SetReceiver(atA.receive)
+	ba.SetReceiver(atB.receive)
+	testutil.WaitFor(t, 20*time.Second, "links connected", func() bool {
+		return ab.State() == StateConnected && ba.State() == StateConnected
+	})
+	testutil.WaitFor(t, 20*time.Second, "fast relay path ready on both ends", func() bool {
+		return fastRelayReady(ab) && fastRelayReady(ba)
+	})
+	for _, l := range []*Link{ab, ba} {
+		st := l.Status()
+		if st.Path != PathRelay || !st.Local.Addr.Addr().Is6() || !st.Remote.Addr.Addr().Is6() {
+			t.Fatalf("%s: path %v %v -> %v, want relayed over IPv6", st.Peer, st.Path, st.Local, st.Remote)
+		}
+		if fc := l.route.Load().relay.fc.Load(); !fc.v6 {
+			t.Fatalf("%s: the relay socket is not IPv6", st.Peer)
+		}
+	}
+	for _, dir := range []struct {
+		name string
+		from *Link
+		into *batchCollector
+	}{{"a-to-b", ab, atB}, {"b-to-a", ba, atA}} {
+		const batch = 32
+		bufs := make([][]byte, batch)
+		round := 0
+		testutil.WaitFor(t, 10*time.Second, dir.name+": a batch delivered whole", func() bool {
+			round++
+			for i := range bufs {
+				bufs[i] = packet(fmt.Sprintf("%s-%d-%d-%01200d", dir.name, round, i, 0))
+			}
+			_, _ = dir.from.WriteBatch(bufs, HeaderRoom)
+			return dir.into.largest() > 1 && dir.into.has(fmt.Sprintf("%s-%d-%d-%01200d", dir.name, round, batch-1, 0))
+		})
+		if !fastRelayReady(dir.from) {
+			t.Errorf("%s: the link left the fast relay path", dir.name)
+		}
+	}
+}
