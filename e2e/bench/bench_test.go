@@ -58,7 +58,9 @@ func loadSettings(root string) (settings, error) {
 type column struct {
 	key      string // [a-z]+: logs and nft counter names
 	label    string // the table's row label
-	ref      bool   // wireguard-go: the reference of the ratios
+	ref      bool   // wireguard-go: the reference of the ratios (of its family)
+	six      bool   // the path's underlay is IPv6 (between IPv6-only hosts)
+	headline bool   // meshd direct: the family comparison's meshd figure
 	src, dst *lab.Host
 	addr     netip.Addr // dst's address on this path, once set up
 	legs     []wireLeg  // what its sender puts on the backbone, counted by nft
@@ -104,12 +106,15 @@ func TestBench(t *testing.T) {
 
 	l := lab.New(t, lab.Options{})
 	host := func(name string) *lab.Host { return l.AddHost(t, name, lab.HostOptions{}) }
+	// The IPv6 underlay's paths run between IPv6-only hosts, so that their
+	// tunnels cannot use anything else.
+	host6 := func(name string) *lab.Host { return l.AddHost(t, name, lab.HostOptions{NoIPv4: true}) }
 	// All traffic of one protocol from one host to the other: each pair
 	// carries nothing but its path's traffic.
 	leg := func(a, b *lab.Host, proto string) wireLeg {
 		return wireLeg{
 			what:  fmt.Sprintf("%s → %s, %s", a.Name(), b.Name(), strings.ToUpper(proto)),
-			match: fmt.Sprintf("ip saddr %v ip daddr %v ip protocol %s", a.IP(), b.IP(), proto),
+			match: legMatch(a.IP(), b.IP(), proto),
 		}
 	}
 	plain := &column{key: "plain", label: "plain underlay (veth + bridge, MTU 1500)", src: host("plaina"), dst: host("plainb")}
@@ -118,14 +123,19 @@ func TestBench(t *testing.T) {
 	wg.legs = []wireLeg{leg(wg.src, wg.dst, "udp")}
 	neb := &column{key: "nebula", label: "Nebula", src: host("neba"), dst: host("nebb")}
 	neb.legs = []wireLeg{leg(neb.src, neb.dst, "udp")}
-	coord := host("coord")
-	mesh := &column{key: "meshd", label: "meshd, direct", src: host("mesha"), dst: host("meshb")}
+	wg6 := &column{key: "wgsix", label: "wireguard-go over IPv6", ref: true, six: true, src: host6("wgsixa"), dst: host6("wgsixb")}
+	wg6.legs = []wireLeg{leg(wg6.src, wg6.dst, "udp")}
+	// Dual-stack: the IPv6-only nodes reach it over IPv6.
+	coord := l.AddHost(t, "coord", lab.HostOptions{IPv6: true})
+	mesh := &column{key: "meshd", label: "meshd, direct", headline: true, src: host("mesha"), dst: host("meshb")}
 	mesh.legs = []wireLeg{leg(mesh.src, mesh.dst, "udp")}
+	mesh6 := &column{key: "meshdsix", label: "meshd, direct, over IPv6", headline: true, six: true, src: host6("meshsixa"), dst: host6("meshsixb")}
+	mesh6.legs = []wireLeg{leg(mesh6.src, mesh6.dst, "udp")}
 	relay := &column{key: "meshdrelay", label: "meshd, relayed (TURN on the coordinator)", src: host("relaya"), dst: host("relayb")}
 	// Both legs: to the relay (to its TURN port or, if the destination
 	// holds the allocation, to the allocated port) and from it.
 	relay.legs = []wireLeg{leg(relay.src, coord, "udp"), leg(coord, relay.dst, "udp")}
-	cols := []*column{plain, wg, neb, mesh, relay}
+	cols := []*column{plain, wg, neb, mesh, relay, wg6, mesh6}
 	rep.cols = cols
 	t.Cleanup(func() {
 		for _, c := range cols {
@@ -143,12 +153,15 @@ func TestBench(t *testing.T) {
 	plain.addr = plain.dst.IP()
 	t.Log("building wireguard-go")
 	if bin, ver, err := buildWireguardGo(root, bins); err != nil {
-		wg.unavailable = err.Error()
+		wg.unavailable, wg6.unavailable = err.Error(), err.Error()
 	} else {
 		wg.label = "wireguard-go, tun MTU " + strconv.Itoa(tunMTU)
+		wg6.label = "wireguard-go over IPv6, tun MTU " + strconv.Itoa(tunMTU)
 		rep.versions = append(rep.versions, "wireguard-go "+ver+", the version go.mod requires")
-		if wg.addr, err = setupWireguard(bin, wg); err != nil {
-			wg.unavailable = err.Error()
+		for i, c := range []*column{wg, wg6} {
+			if c.addr, err = setupWireguard(bin, c, byte('a'+2*i)); err != nil {
+				c.unavailable = err.Error()
+			}
 		}
 	}
 	t.Log("building Nebula")
@@ -174,7 +187,7 @@ func TestBench(t *testing.T) {
 		}
 	}
 	t.Log("building meshd")
-	setupMeshd(t, root, bins, tmp, l, coord, mesh, relay, rep)
+	setupMeshd(t, root, bins, tmp, l, coord, mesh, relay, mesh6, rep)
 	for _, c := range cols {
 		if c.unavailable != "" {
 			t.Logf("%s: not available: %s", c.key, c.unavailable)
@@ -210,7 +223,7 @@ func TestBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("report written to %s", s.out)
-	for _, c := range []*column{plain, wg} {
+	for _, c := range []*column{plain, wg, wg6} {
 		if len(c.tcp1) == 0 {
 			t.Errorf("%s gave no TCP figure (%s%s): the table has no reference", c.key, c.unavailable, strings.Join(c.failures, "; "))
 		}
@@ -253,12 +266,12 @@ func runLoads(t *testing.T, live []*column, s settings) {
 	}
 }
 
-// setupMeshd builds meshd, starts the coordinator and both meshd pairs. A
-// failure marks both meshd columns not available with the reason.
-func setupMeshd(t *testing.T, root, bins, tmp string, l *lab.Lab, coord *lab.Host, mesh, relay *column, rep *report) {
+// setupMeshd builds meshd, starts the coordinator and the meshd pairs. A
+// failure marks every meshd column not available with the reason.
+func setupMeshd(t *testing.T, root, bins, tmp string, l *lab.Lab, coord *lab.Host, mesh, relay, mesh6 *column, rep *report) {
 	t.Helper()
 	mark := func(err error) {
-		mesh.unavailable, relay.unavailable = err.Error(), err.Error()
+		mesh.unavailable, relay.unavailable, mesh6.unavailable = err.Error(), err.Error(), err.Error()
 	}
 	meshdBin, meshctlBin, err := buildMeshd(root, bins)
 	if err != nil {
@@ -266,7 +279,7 @@ func setupMeshd(t *testing.T, root, bins, tmp string, l *lab.Lab, coord *lab.Hos
 		return
 	}
 	rep.versions = append(rep.versions, "meshd "+checkoutVersion(root)+", this checkout")
-	for _, c := range []*column{mesh, relay} {
+	for _, c := range []*column{mesh, relay, mesh6} {
 		c.label += ", tun MTU " + strconv.Itoa(tunMTU)
 	}
 	m, err := newMeshdMesh(meshdBin, meshctlBin, filepath.Join(tmp, "meshd"), coord)
@@ -279,6 +292,12 @@ func setupMeshd(t *testing.T, root, bins, tmp string, l *lab.Lab, coord *lab.Hos
 		mesh.unavailable = err.Error()
 	} else {
 		t.Logf("meshd direct link setup: %v", mesh.setup)
+	}
+	t.Log("starting the direct pair over IPv6")
+	if mesh6.addr, err = m.startPair(mesh6, control.PathDirect); err != nil {
+		mesh6.unavailable = err.Error()
+	} else {
+		t.Logf("meshd direct link setup over IPv6: %v", mesh6.setup)
 	}
 	blk, err := l.BlockPath(relay.src, relay.dst)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +33,14 @@ const gsoThreshold = 1600
 type wireLeg struct {
 	what  string // for the report: "wga → wgb, UDP"
 	match string // nft match, e.g. "ip saddr A ip daddr B ip protocol udp"
+}
+
+// legMatch is the nft match of traffic of proto from a to b (one family).
+func legMatch(a, b netip.Addr, proto string) string {
+	if a.Is4() {
+		return fmt.Sprintf("ip saddr %v ip daddr %v ip protocol %s", a, b, proto)
+	}
+	return fmt.Sprintf("ip6 saddr %v ip6 daddr %v meta l4proto %s", a, b, proto)
 }
 
 // legKey names leg i of column c in the counter names ([a-z0-9]: the

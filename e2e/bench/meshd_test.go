@@ -111,9 +111,18 @@ func (m *meshdMesh) node(h *lab.Host, coordinator bool) (meshdNode, error) {
 		filepath.Join(m.caDir, "ca.crt"), filepath.Join(dir, n.name+".crt"), filepath.Join(dir, n.name+".key"))
 	fmt.Fprintf(&b, "[tun]\nname = %q\nmtu = %d\n\n", meshdTun, tunMTU)
 	session := netip.AddrPortFrom(m.coord.IP(), sessionPort).String()
-	if coordinator {
+	switch {
+	case coordinator && m.coord.IP6().IsValid():
+		// Dual-stack: both families on [::], the relay naming its public
+		// address of each.
+		fmt.Fprintf(&b, "[coordinator]\nenabled = true\nsession_listen = %q\ngossip_key = %q\n\n", netip.AddrPortFrom(netip.IPv6Unspecified(), sessionPort), m.gossipKey)
+		fmt.Fprintf(&b, "[coordinator.turn]\nrelay_address = %q\nrelay_address6 = %q\n\n", m.coord.IP(), m.coord.IP6())
+	case coordinator:
 		fmt.Fprintf(&b, "[coordinator]\nenabled = true\nsession_listen = %q\ngossip_key = %q\n\n", session, m.gossipKey)
-	} else {
+	default:
+		if !h.HasIPv4() {
+			session = netip.AddrPortFrom(m.coord.IP6(), sessionPort).String()
+		}
 		fmt.Fprintf(&b, "[join]\ncoordinators = [%q]\n\n", session)
 	}
 	fmt.Fprintf(&b, "[ice]\nport = %d\n\n", h.Port())
@@ -207,6 +216,8 @@ func (m *meshdMesh) startPair(c *column, want control.Path) (netip.Addr, error) 
 		return netip.Addr{}, fmt.Errorf("meshctl wait --peer %s: %v %v: %s", dst.name, werr, jerr, short(out))
 	case res.Peer.Path != want:
 		return netip.Addr{}, fmt.Errorf("link %s → %s is %q, not %q as this column needs", src.name, dst.name, res.Peer.Path, want)
+	case res.Peer.Endpoint.Addr().Unmap().Is4() == c.six:
+		return netip.Addr{}, fmt.Errorf("link %s → %s runs to %v, not over the underlay family this column measures", src.name, dst.name, res.Peer.Endpoint)
 	}
 	c.setup = at.Sub(t0)
 	if want == control.PathDirect {

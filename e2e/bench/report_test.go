@@ -55,14 +55,68 @@ type report struct {
 	wireErr  error
 }
 
-// reference returns the wireguard-go column's median TCP 1 figure, or 0.
-func (r *report) reference() float64 {
+// reference returns the median TCP 1 figure of the wireguard-go column of
+// the underlay family six says, or 0.
+func (r *report) reference(six bool) float64 {
 	for _, c := range r.cols {
-		if c.ref {
+		if c.ref && c.six == six {
 			return median(c.tcp1)
 		}
 	}
 	return 0
+}
+
+// headline returns the meshd direct column of the family, or nil.
+func (r *report) headline(six bool) *column {
+	for _, c := range r.cols {
+		if c.headline && c.six == six {
+			return c
+		}
+	}
+	return nil
+}
+
+// families renders the IPv4/IPv6 comparison: meshd direct over
+// wireguard-go on each underlay, and how far apart the two ratios are.
+func (r *report) families() string {
+	var b strings.Builder
+	var ratios [2]float64
+	for i, six := range []bool{false, true} {
+		fam := map[bool]string{false: "IPv4", true: "IPv6"}[six]
+		c, ref := r.headline(six), r.reference(six)
+		if c == nil {
+			continue
+		}
+		m := "n/a"
+		if len(c.tcp1) > 0 {
+			m = group(median(c.tcp1))
+		}
+		w, ratio := "n/a", "n/a"
+		if ref > 0 {
+			w = group(ref)
+		}
+		if len(c.tcp1) > 0 && ref > 0 {
+			ratios[i] = median(c.tcp1) / ref
+			ratio = fmt.Sprintf("%.2f", ratios[i])
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", fam, m, w, ratio)
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	head := "\n## IPv4 and IPv6 underlay\n\nmeshd direct against wireguard-go on each underlay family (TCP 1 stream, medians; the IPv6 paths run\n" +
+		"between IPv6-only hosts of the lab, 2001:db8::/64, so no tunnel can fall back to IPv4).\n\n" +
+		"| underlay | meshd, direct (Mbit/s) | wireguard-go (Mbit/s) | meshd / wireguard-go |\n|---|---|---|---|\n"
+	tail := "\nThe two ratios could not both be measured.\n"
+	if ratios[0] > 0 && ratios[1] > 0 {
+		d := ratios[1]/ratios[0] - 1
+		verdict := "within"
+		if math.Abs(d) > 0.10 {
+			verdict = "**not** within"
+		}
+		tail = fmt.Sprintf("\nThe IPv6 ratio is %+.0f%% of the IPv4 one: %s the 10%% issue 16 asks for.\n", 100*d, verdict)
+	}
+	return head + b.String() + tail
 }
 
 // markdown renders the report.
@@ -91,15 +145,17 @@ ends and the kernel share the machine's %d CPUs, so these are figures of a whole
   compare ratios, not figures across runs.
 - meshd relayed: the direct path between the two nodes is dropped in the bridge, so the link goes through
   the coordinator's TURN server, a third namespace. While one path is measured the others' programs idle.
+- over IPv6: the same between two IPv6-only hosts (no IPv4 address or route), so the tunnel's underlay is
+  IPv6; the ratio is to wireguard-go over IPv6. The coordinator is dual-stack.
 `, tunMTU, r.machine.cpus, r.settings.seconds, r.settings.runs, pingCount, pingInterval)
 
 	b.WriteString("\n## Throughput and latency\n\n")
-	fmt.Fprintf(&b, "| path | TCP 1 stream (Mbit/s, median [min–max]) | TCP 4 streams (Mbit/s) | ping avg | vs wireguard-go (TCP 1) |\n")
+	fmt.Fprintf(&b, "| path | TCP 1 stream (Mbit/s, median [min–max]) | TCP 4 streams (Mbit/s) | ping avg | vs wireguard-go of its family (TCP 1) |\n")
 	b.WriteString("|---|---|---|---|---|\n")
-	ref := r.reference()
 	for _, c := range r.cols {
-		fmt.Fprintf(&b, "| %s | %s |\n", cell(c.label), strings.Join(r.cells(c, ref), " | "))
+		fmt.Fprintf(&b, "| %s | %s |\n", cell(c.label), strings.Join(r.cells(c, r.reference(c.six)), " | "))
 	}
+	b.WriteString(r.families())
 
 	var setup []*column
 	for _, c := range r.cols {

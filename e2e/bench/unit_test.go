@@ -234,3 +234,35 @@ func abs(f float64) float64 {
 	}
 	return f
 }
+
+// TestReportFamilies checks the IPv6 rows: each path's ratio is to the
+// wireguard-go of its own underlay family, and the family comparison says
+// how far the IPv6 ratio is from the IPv4 one and whether that is within
+// the 10% issue 16 asks for.
+func TestReportFamilies(t *testing.T) {
+	wg := &column{key: "wg", label: "wireguard-go", ref: true, tcp1: []float64{2000}}
+	mesh := &column{key: "meshd", label: "meshd, direct", headline: true, tcp1: []float64{1900}}
+	wg6 := &column{key: "wgsix", label: "wireguard-go over IPv6", ref: true, six: true, tcp1: []float64{1000}}
+	mesh6 := &column{key: "meshdsix", label: "meshd, direct, over IPv6", headline: true, six: true, tcp1: []float64{900}}
+	r := &report{settings: settings{seconds: 8, runs: 1}, cols: []*column{wg, mesh, wg6, mesh6}}
+	md := r.markdown()
+	for _, want := range []string{
+		"| meshd, direct | 1 900 | failed | failed | 0.95 |",
+		"| meshd, direct, over IPv6 | 900 | failed | failed | 0.90 |",
+		"| IPv4 | 1 900 | 2 000 | 0.95 |",
+		"| IPv6 | 900 | 1 000 | 0.90 |",
+		"The IPv6 ratio is -5% of the IPv4 one: within the 10% issue 16 asks for.",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	mesh6.tcp1 = []float64{800}
+	if md := r.markdown(); !strings.Contains(md, "The IPv6 ratio is -16% of the IPv4 one: **not** within the 10%") {
+		t.Errorf("a ratio 16%% off passes:\n%s", md)
+	}
+	wg6.tcp1 = nil
+	if md := r.markdown(); !strings.Contains(md, "| IPv6 | 800 | n/a | n/a |") || !strings.Contains(md, "could not both be measured") {
+		t.Errorf("no IPv6 reference:\n%s", md)
+	}
+}

@@ -38,15 +38,17 @@ var wgOverlay = [2]netip.Prefix{
 const wgUAPIDir = "/var/run/wireguard"
 
 // setupWireguard starts wireguard-go on the column's two hosts, configures
-// a tunnel between them and waits until it carries a ping. It returns the
-// destination's tunnel address.
-func setupWireguard(bin string, c *column) (netip.Addr, error) {
+// a tunnel between them (over the hosts' own addresses: IPv6 between
+// IPv6-only hosts) and waits until it carries a ping. tag tells the two
+// interface names apart from other columns' ('a' gives ...a and ...b). It
+// returns the destination's tunnel address.
+func setupWireguard(bin string, c *column, tag byte) (netip.Addr, error) {
 	hosts := [2]*lab.Host{c.src, c.dst}
 	var ifs [2]string
 	var keys, pubs [2]string
 	for i, h := range hosts {
 		// The pid keeps two bench runs on one machine apart.
-		ifs[i] = fmt.Sprintf("wgb%d%c", os.Getpid()%1000000, 'a'+i)
+		ifs[i] = fmt.Sprintf("wgb%d%c", os.Getpid()%1000000, tag+byte(i))
 		sock := filepath.Join(wgUAPIDir, ifs[i]+".sock")
 		_ = os.Remove(sock) // a stale socket of a killed run with our pid
 		c.cleanup = append(c.cleanup, func() { _ = os.Remove(sock) })
