@@ -409,11 +409,11 @@ func (v *validator) relay() {
 	if !r.Enabled {
 		return
 	}
-	if !r.Listen.IsValid() || r.Listen.Port() == 0 {
+	if !r.Listen.IsValid() {
 		v.p.add("relay.listen", ErrRequired, `required when relay.enabled = true, e.g. "0.0.0.0:3479"`)
 	}
 	switch pa := r.PublicAddress; {
-	case pa.IsValid() && (pa.Port() == 0 || pa.Addr().IsUnspecified()):
+	case pa.IsValid() && pa.Addr().IsUnspecified():
 		v.p.addf("relay.public_address", ErrInvalid, "%v is not an address members can reach (write \"IP:port\")", pa)
 	case !pa.IsValid() && r.Listen.IsValid() && r.Listen.Addr().IsUnspecified():
 		v.p.add("relay.public_address", ErrRequired, "required when relay.listen's IP is unspecified: the address members reach the relay at")

@@ -202,6 +202,9 @@ type Peer struct {
 	Family string `json:"family,omitempty"`
 	// Relay is the TURN server (host:port) carrying a relayed path.
 	Relay string `json:"relay,omitempty"`
+	// RelayNode is the node name of the member relay carrying a relayed
+	// path ("" for a coordinator's or a configured TURN server).
+	RelayNode string `json:"relay_node,omitempty"`
 	// PathChanges counts the link's selected-pair changes while connected
 	// (a steady link keeps it still; see meshd_path_changes_total).
 	PathChanges uint64 `json:"path_changes"`

@@ -170,7 +170,9 @@ func (d *Daemon) Peers(ctx context.Context) ([]control.Peer, error) {
 	out := make([]control.Peer, 0, len(v.peers))
 	for i := range v.peers {
 		p := &v.peers[i]
-		out = append(out, peerDoc(p, v.links[p.Name]))
+		doc := peerDoc(p, v.links[p.Name])
+		doc.RelayNode = d.relayNodeOf(doc.Relay)
+		out = append(out, doc)
 	}
 	return out, nil
 }
@@ -292,7 +294,7 @@ func (d *Daemon) explain(s tunnel.Status, nat control.NATBehavior) string {
 			return fmt.Sprintf("direct path: the pair %s ↔ %s answered ICE checks", s.Local, s.Remote)
 		}
 		if d.startCfg.ICE.RelayOnly {
-			return "relayed because ice.relay_only is set: only relay candidates are gathered"
+			return "relayed through " + d.relayLabel(s.RelayServer) + " because ice.relay_only is set: only relay candidates are gathered" + d.relayWhy(s)
 		}
 		direct, failed := 0, 0
 		for _, p := range s.Pairs {
@@ -303,11 +305,11 @@ func (d *Daemon) explain(s tunnel.Status, nat control.NATBehavior) string {
 				}
 			}
 		}
-		why := fmt.Sprintf("relayed through %s: none of the %d direct candidate pairs answered (%d failed)", s.RelayServer, direct, failed)
+		why := fmt.Sprintf("relayed through %s: none of the %d direct candidate pairs answered (%d failed)", d.relayLabel(s.RelayServer), direct, failed)
 		if nat.Hard() {
 			why += fmt.Sprintf("; this node is behind a %s NAT, which usually defeats hole punching", nat)
 		}
-		return why + "; the link keeps checking and moves to a direct pair when one answers"
+		return why + d.relayWhy(s) + "; the link keeps checking and moves to a direct pair when one answers"
 	case tunnel.StateDisconnected:
 		return "the selected pair went quiet; the link is checking the other pairs"
 	case tunnel.StateFailed:

@@ -18,6 +18,7 @@ import (
 	"github.com/meshd/meshd/discovery"
 	"github.com/meshd/meshd/overlay"
 	"github.com/meshd/meshd/pki"
+	"github.com/meshd/meshd/relay"
 	"github.com/meshd/meshd/tunnel"
 )
 
@@ -71,6 +72,7 @@ type Daemon struct {
 	run     atomic.Pointer[runConfig]
 	creds   atomic.Pointer[pki.Credentials] // swapped by a reload that renews the certificate
 	client  atomic.Pointer[discovery.Client]
+	relay   atomic.Pointer[relay.Server] // the member relay (relay.go); nil unless relay.enabled
 	view    atomic.Pointer[view]
 	lastNet atomic.Pointer[netSnapshot] // newest netcheck, nil before the first
 	netSeq  atomic.Uint64               // numbers netcheck runs in start order
@@ -381,6 +383,9 @@ func (d *Daemon) start() error {
 			}
 		}
 	}
+	if err := d.startRelay(cfg); err != nil {
+		return netErr("member relay", err)
+	}
 	coords := d.coordinatorList(cfg.Join.Coordinators)
 	if len(coords) == 0 {
 		return configErr("join.coordinators is empty and this node is not a coordinator")
@@ -454,6 +459,7 @@ func (d *Daemon) newClient(coords []string) (*discovery.Client, error) {
 		Info: discovery.LocalInfo{
 			Routes:   masked(cfg.Routes.Advertise),
 			Software: "meshd " + d.version,
+			Relay:    d.relayInfo(),
 		},
 		StateDir: cfg.Node.StateDir,
 		OnSignal: d.onSignal,
@@ -640,6 +646,7 @@ func (d *Daemon) Close() error {
 			}
 			_ = c.Close()
 		}
+		d.closeRelay()
 		if d.coord != nil {
 			_ = d.coord.Close()
 		}

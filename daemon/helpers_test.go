@@ -109,6 +109,8 @@ type confSpec struct {
 	cert, key   string // override pki.cert / pki.key
 	tunName     string // tun.name; "" leaves it out
 	coordPeers  []string
+	noTURN      bool // coordinator.turn.enabled = false
+	relayOnly   bool // ice.relay_only = true
 }
 
 // config writes the node's configuration file and returns its path.
@@ -147,8 +149,11 @@ func (m *testMesh) config(t testing.TB, n *testNode, c confSpec) string {
 		// Peers relay to each other on loopback, which the relay refuses
 		// unless allowed.
 		b.WriteString("[coordinator.turn]\nrelay_address = \"127.0.0.1\"\nallowed_peer_ips = [\"127.0.0.0/8\"]\n")
+		if c.noTURN {
+			b.WriteString("enabled = false\n")
+		}
 	}
-	fmt.Fprintf(&b, "[ice]\nport = 0\nlazy = %v\n", c.lazy)
+	fmt.Fprintf(&b, "[ice]\nport = 0\nlazy = %v\nrelay_only = %v\n", c.lazy, c.relayOnly)
 	fmt.Fprintf(&b, "[control]\nsocket = %q\ngroup = \"\"\n", filepath.Join(n.dir, "meshd.sock"))
 	if c.metrics {
 		b.WriteString("[metrics]\nenabled = true\nlisten = \"127.0.0.1:0\"\n")
@@ -212,6 +217,7 @@ func testTuning() *Tuning {
 		CoordinatorSignalAfter: 2 * time.Second,
 		Coalesce:               10 * time.Millisecond,
 		StatusInterval:         50 * time.Millisecond,
+		RelayAllowLoopback:     true,
 	}
 }
 

@@ -260,7 +260,7 @@ func (d *Daemon) iceServers() []tunnel.ICEServer {
 		}
 		out = append(out, tunnel.ICEServer{URL: s.URL, Username: user, Password: pass})
 	}
-	return out
+	return append(out, d.memberRelayServers(now)...)
 }
 
 // meshPorts is the UDP port of this node's links, which the embedded TURN

@@ -84,6 +84,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		m.coordTURNRefused, m.candidatesDropped} {
 		ch <- d
 	}
+	describeRelay(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -158,6 +159,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(m.coordMembers, float64(cs.Members))
 		counter(m.coordTURNRefused, d.coord.TURNPeersRefused())
 	}
+	d.collectRelay(ch)
 }
 
 // metricLinkStates are the values of meshd_peer_link_state's state label:

@@ -56,6 +56,10 @@ type Tuning struct {
 	StatusInterval time.Duration
 	// Now is the clock for certificate checks; nil means time.Now.
 	Now func() time.Time
+	// RelayAllowLoopback lets the member relay reach loopback addresses
+	// (relay.Options.AllowLoopback): tests, where every node is on
+	// 127.0.0.1.
+	RelayAllowLoopback bool
 }
 
 func (t *Tuning) coalesce() time.Duration {

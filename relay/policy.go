@@ -106,7 +106,7 @@ func (p *policy) allowIP(a netip.Addr) bool {
 }
 
 func (p *policy) vouchedFor(a netip.Addr) bool {
-	if special(a) && !(p.o.allowLoopback && a.IsLoopback()) {
+	if special(a) && !(p.o.AllowLoopback && a.IsLoopback()) {
 		return false
 	}
 	p.mu.Lock()
@@ -124,7 +124,7 @@ func (p *policy) allowAddrPort(ap netip.AddrPort) bool {
 		p.mu.Lock()
 		own := p.own[a]
 		p.mu.Unlock()
-		if own {
+		if own && !(p.o.AllowLoopback && a.IsLoopback()) {
 			ok = p.o.MeshPort != nil && ap.Port() != 0 && ap.Port() == p.o.MeshPort()
 		}
 	}

@@ -28,9 +28,10 @@ type Options struct {
 	// Name is this node's name (the relay name in the password
 	// derivation). Must not be empty.
 	Name string
-	// Key is this node's private key (pki: ECDSA P-256 or Ed25519). Must
-	// not be nil.
-	Key crypto.PrivateKey
+	// Key returns this node's private key (pki: ECDSA P-256 or Ed25519),
+	// the one of the certificate its record carries now (a renewal may
+	// change it). Must not be nil; called concurrently.
+	Key func() crypto.PrivateKey
 	// Listen is the UDP listener, "host:port" (port 0 picks one). Must not
 	// be empty.
 	Listen string
@@ -58,10 +59,13 @@ type Options struct {
 	// Logger must not be nil.
 	Logger *slog.Logger
 
+	// AllowLoopback relays to 127.0.0.0/8 and ::1 as to any vouched
+	// address, the relay host's own included: in-process tests, where
+	// every node is on loopback. Never set it otherwise.
+	AllowLoopback bool
+
 	// interfaceAddrs replaces net.InterfaceAddrs in tests.
 	interfaceAddrs func() ([]net.Addr, error)
-	// allowLoopback lets tests relay on 127.0.0.0/8.
-	allowLoopback bool
 }
 
 // Stats are a Server's counters.
@@ -106,7 +110,7 @@ func New(o Options) (*Server, error) {
 	case o.MaxAllocations < 0 || o.MaxAllocations > 65535:
 		return nil, fmt.Errorf("%w: MaxAllocations %d", ErrInvalidOptions, o.MaxAllocations)
 	}
-	if _, err := ecdhPrivate(o.Key); err != nil {
+	if _, err := ecdhPrivate(o.Key()); err != nil {
 		return nil, err
 	}
 	if o.MaxAllocations == 0 {
@@ -213,7 +217,7 @@ func (s *Server) auth(ra *turn.RequestAttributes) (string, []byte, bool) {
 	name, pub, err := s.checkUsername(ra.Username)
 	if err == nil {
 		var pw string
-		if pw, err = Password(s.opts.Key, pub, ra.Username, s.opts.Name); err == nil {
+		if pw, err = Password(s.opts.Key(), pub, ra.Username, s.opts.Name); err == nil {
 			return name, turn.GenerateAuthKey(ra.Username, Realm, pw), true
 		}
 	}

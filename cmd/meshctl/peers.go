@@ -222,10 +222,13 @@ func peerPath(p control.Peer) string {
 }
 
 // peerVia is the peer's endpoint for a direct path and the relay server for
-// a relayed one.
+// a relayed one, a member relay by its node name: "relay-1 (198.51.100.7:3479/udp)".
 func peerVia(p control.Peer) string {
 	if !p.Online {
 		return "-"
+	}
+	if p.Path == control.PathRelay && p.RelayNode != "" {
+		return p.RelayNode + " (" + dash(p.Relay) + ")"
 	}
 	if p.Path == control.PathRelay && p.Relay != "" {
 		return p.Relay

@@ -166,3 +166,32 @@ func TestPeerTableSubnets(t *testing.T) {
 	}
 	checkAligned(t, out, "NAME")
 }
+
+// TestPeerTableMemberRelay: a link carried by a member relay shows the
+// relay's node name in the table and in JSON.
+func TestPeerTableMemberRelay(t *testing.T) {
+	now := time.Date(2025, 3, 14, 15, 0, 0, 0, time.UTC)
+	h := newHarness(t)
+	peers := samplePeers(now)
+	for i := range peers {
+		if peers[i].Name == "vps" {
+			peers[i].Relay, peers[i].RelayNode = "203.0.113.7:3479/udp", "relay-1"
+		}
+	}
+	h.b.SetPeers(peers)
+	out, err := h.run(t, "peers", "--relay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "relay-1 (203.0.113.7:3479/udp)") {
+		t.Errorf("member relay not named:\n%s", out)
+	}
+	checkAligned(t, out, "NAME")
+	out, err = h.run(t, "peers", "--relay", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, `"relay_node": "relay-1"`) {
+		t.Errorf("JSON lacks relay_node:\n%s", out)
+	}
+}

@@ -51,7 +51,7 @@ type rule struct {
 }
 
 var rules = []rule{
-	{"cmd/meshctl", []string{"github.com/pion/", module + "/overlay", module + "/tunnel", module + "/discovery", module + "/daemon", "github.com/hashicorp/memberlist", "golang.zx2c4.com/wireguard", "gvisor.dev/"},
+	{"cmd/meshctl", []string{"github.com/pion/", module + "/overlay", module + "/tunnel", module + "/discovery", module + "/daemon", module + "/relay", "github.com/hashicorp/memberlist", "golang.zx2c4.com/wireguard", "gvisor.dev/"},
 		"meshctl talks to meshd through control's client; it never links the data plane"},
 	{"pki", []string{module + "/", "github.com/"}, "pki is stdlib crypto only"},
 	{"control", []string{module + "/", "github.com/pion/", "github.com/hashicorp/"}, "control is wire types and handlers over a Backend interface"},
@@ -61,6 +61,7 @@ var rules = []rule{
 	{"dns", []string{module + "/config", module + "/daemon", module + "/overlay", module + "/tunnel", module + "/discovery", "github.com/pion/"}, "dns serves the table daemon builds"},
 	{"internal/udpbatch", []string{module + "/", "github.com/"}, "udpbatch is syscalls over a UDP socket, shared by tunnel and discovery: stdlib and x/sys only"},
 	{"discovery", []string{module + "/config", module + "/daemon", module + "/overlay", module + "/tunnel"}, "discovery carries opaque signals"},
+	{"relay", []string{module + "/config", module + "/daemon", module + "/overlay", module + "/tunnel", module + "/discovery"}, "the member relay takes Options (member lookup, vouched addresses); daemon wires it"},
 }
 
 func TestDependencyDirection(t *testing.T) {
