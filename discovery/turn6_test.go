@@ -18,13 +18,13 @@ import (
 )
 
 // startDualStackTURN runs the embedded server with its UDP listener on
-// ::1 and a relay address per family (127.0.0.1, ::1), loopback peers
+// listen and a relay address per family (127.0.0.1, ::1), loopback peers
 // allowed. relay6 false leaves the IPv6 relay address out.
-func startDualStackTURN(t *testing.T, relay6 bool) *turnService {
+func startDualStackTURN(t *testing.T, listen string, relay6 bool) *turnService {
 	t.Helper()
 	o := TURNOptions{
 		Secret:       testTURNSecret,
-		UDPAddr:      "[::1]:0",
+		UDPAddr:      listen,
 		RelayAddress: mustAddr("127.0.0.1"),
 		RelayPortMin: 45000, RelayPortMax: 45999,
 		AllowedPeers: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
@@ -97,15 +97,24 @@ func TestTURNRelayFamilies(t *testing.T) {
 		peerNet   string
 		peerAddr  string
 		wantRelay netip.Addr
+		listen    string // the server's UDP listener
+		client    string // the client's address (its family reaches the server)
 	}{
-		{"IPv6 relay", turn.RequestedAddressFamilyIPv6, "udp6", "[::1]:0", mustAddr("::1")},
-		{"IPv4 relay over IPv6", turn.RequestedAddressFamilyIPv4, "udp4", "127.0.0.1:0", mustAddr("127.0.0.1")},
+		{"IPv6 relay", turn.RequestedAddressFamilyIPv6, "udp6", "[::1]:0", mustAddr("::1"), "[::1]:0", "[::1]:0"},
+		{"IPv4 relay over IPv6", turn.RequestedAddressFamilyIPv4, "udp4", "127.0.0.1:0", mustAddr("127.0.0.1"), "[::1]:0", "[::1]:0"},
+		// "::" is one dual-stack socket: IPv4 clients arrive v4-mapped.
+		{"IPv4 client on a dual-stack listener", turn.RequestedAddressFamilyIPv4, "udp4", "127.0.0.1:0", mustAddr("127.0.0.1"), "[::]:0", "127.0.0.1:0"},
+		{"IPv6 relay over IPv4", turn.RequestedAddressFamilyIPv6, "udp6", "[::1]:0", mustAddr("::1"), "[::]:0", "127.0.0.1:0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			client := listenUDP(t, "udp6", "[::1]:0")
+			client := listenUDP(t, "udp", tc.client)
 			peer := listenUDP(t, tc.peerNet, tc.peerAddr)
-			ts := startDualStackTURN(t, true)
+			ts := startDualStackTURN(t, tc.listen, true)
+			// The STUN URL of the client's family.
 			server := ts.urls[0][len("stun:"):]
+			if ap := netip.MustParseAddrPort(tc.client); ap.Addr().Is6() {
+				server = ts.urls[len(ts.urls)-2][len("stun:"):]
+			}
 			relay, err := allocateFamily(t, client, server, tc.family)
 			if err != nil {
 				t.Fatalf("allocate: %v", err)
@@ -165,7 +174,7 @@ func TestTURNRelayFamilies(t *testing.T) {
 // configuration does not name), and the IPv4 one still works.
 func TestTURNRelayFamilyWithoutAddress(t *testing.T) {
 	testutil.LeakCheck(t)
-	ts := startDualStackTURN(t, false)
+	ts := startDualStackTURN(t, "[::1]:0", false)
 	server := ts.urls[0][len("stun:"):]
 	if _, err := allocateFamily(t, listenUDP(t, "udp6", "[::1]:0"), server, turn.RequestedAddressFamilyIPv6); err == nil {
 		t.Fatal("IPv6 allocation granted without an IPv6 relay address")
