@@ -528,7 +528,8 @@ func (l *Link) onPathTick() {
 	}
 	t := l.m.timers
 	now := time.Now()
-	heard, elsewhere := selectedHeard(s.agent)
+	pt := selectedHeard(s.agent)
+	heard, elsewhere := pt.heard, pt.elsewhere
 	was := o.idle.idle
 	idle, woke := o.idle.observe(now, l.dataCount(), heard, elsewhere, t)
 	s.gate.setIdle(idle)
@@ -564,6 +565,12 @@ func (l *Link) onPathTick() {
 			return
 		}
 	}
+	if oneWay(now, pt, o.idle.activeSince, t) {
+		l.log.Info("the peer's packets arrive but the selected pair stopped answering ours (the peer's address changed under it); restarting ICE",
+			"local", o.local, "remote", o.remote, "heard", now.Sub(pt.heard).Round(time.Millisecond), "answered", now.Sub(pt.answered).Round(time.Millisecond))
+		l.restartFor(ErrPathOneWay)
+		return
+	}
 	if !o.controlling {
 		return
 	}
@@ -589,21 +596,32 @@ func (l *Link) dataCount() uint64 {
 	return l.packetsSent.Load() + l.packetsReceived.Load()
 }
 
-// selectedHeard is when the agent last heard from the selected pair: a
-// check from the peer, an answer to one of ours, or a packet through the
-// ICE connection (DTLS); zero if no pair is selected. A pair that is the
-// same path on the wire counts as the selected pair (a server-reflexive
-// local candidate sends from its host base, so its pair with the same
-// remote address carries the same datagrams): the idle gate lets one
-// check to the selected remote address out per IdleKeepalive, whichever
-// of those pairs pion wrote it for, and its answer proves the path.
-// elsewhere is the latest check the peer sent from another address (it
-// roamed, or is checking pairs this side does not use): an idle link must
-// answer those at the active pace.
-func selectedHeard(a *ice.Agent) (heard, elsewhere time.Time) {
+// pairTimes is what the agent last heard on the selected pair.
+type pairTimes struct {
+	// heard: a check from the peer, an answer to one of ours, or a packet
+	// through the ICE connection (DTLS). pion credits every data packet to
+	// the selected pair, from whichever address it came.
+	heard time.Time
+	// answered: an answer to one of our own checks, the only proof that
+	// what this side sends on the pair arrives.
+	answered time.Time
+	// elsewhere: the latest check the peer sent from another address (it
+	// roamed, or is checking pairs this side does not use): an idle link
+	// must answer those at the active pace.
+	elsewhere time.Time
+}
+
+// selectedHeard is when the agent last heard from the selected pair (zero
+// if no pair is selected). A pair that is the same path on the wire counts
+// as the selected pair (a server-reflexive local candidate sends from its
+// host base, so its pair with the same remote address carries the same
+// datagrams): the idle gate lets one check to the selected remote address
+// out per IdleKeepalive, whichever of those pairs pion wrote it for, and
+// its answer proves the path.
+func selectedHeard(a *ice.Agent) pairTimes {
 	sel, ok := a.GetSelectedCandidatePairStats()
 	if !ok {
-		return time.Time{}, time.Time{}
+		return pairTimes{}
 	}
 	remotes := map[string]string{}
 	for _, c := range a.GetRemoteCandidatesStats() {
@@ -621,10 +639,10 @@ func selectedHeard(a *ice.Agent) (heard, elsewhere time.Time) {
 // pairHeard is selectedHeard over the agent's figures: the selected pair's
 // stats, the check list's, the remote candidates' addresses by ID and the
 // local candidates' sockets by ID (localWire).
-func pairHeard(sel ice.CandidatePairStats, stats []ice.CandidatePairStats, remotes, wire map[string]string) (heard, elsewhere time.Time) {
+func pairHeard(sel ice.CandidatePairStats, stats []ice.CandidatePairStats, remotes, wire map[string]string) pairTimes {
 	// The selected pair's own stats lack the check timestamps; the
 	// check list has them.
-	heard = sel.LastPacketReceivedTimestamp
+	pt := pairTimes{heard: sel.LastPacketReceivedTimestamp}
 	selRemote := remotes[sel.RemoteCandidateID]
 	selWire, found := wire[sel.LocalCandidateID], false
 	for _, st := range stats {
@@ -636,20 +654,23 @@ func pairHeard(sel ice.CandidatePairStats, stats []ice.CandidatePairStats, remot
 			continue
 		}
 		for _, t := range []time.Time{st.LastResponseTimestamp, st.LastRequestReceivedTimestamp, st.LastPacketReceivedTimestamp} {
-			if t.After(heard) {
-				heard = t
+			if t.After(pt.heard) {
+				pt.heard = t
 			}
+		}
+		if st.LastResponseTimestamp.After(pt.answered) {
+			pt.answered = st.LastResponseTimestamp
 		}
 	}
 	if !found {
-		return heard, time.Time{}
+		return pairTimes{heard: pt.heard, answered: pt.answered}
 	}
 	for _, st := range stats {
-		if remotes[st.RemoteCandidateID] != selRemote && st.LastRequestReceivedTimestamp.After(elsewhere) {
-			elsewhere = st.LastRequestReceivedTimestamp
+		if remotes[st.RemoteCandidateID] != selRemote && st.LastRequestReceivedTimestamp.After(pt.elsewhere) {
+			pt.elsewhere = st.LastRequestReceivedTimestamp
 		}
 	}
-	return heard, elsewhere
+	return pt
 }
 
 // localWire names the socket a local candidate's checks leave from: a
@@ -910,11 +931,16 @@ func (l *Link) onRestartRequest(sig signal) {
 
 // restartSoon starts a new attempt now, or RetryMin after the previous one
 // if that was more recent, so a peer cannot make us restart in a loop.
-func (l *Link) restartSoon() {
+func (l *Link) restartSoon() { l.restartFor(ErrPeerRestart) }
+
+// restartFor fails the current attempt for err (unless it failed already)
+// and starts the next one now, or RetryMin after the previous start if that
+// was more recent.
+func (l *Link) restartFor(err error) {
 	o := &l.o
 	wait := time.Until(o.lastStart.Add(l.m.timers.RetryMin))
 	if o.state != StateFailed {
-		l.enter(StateFailed, ErrPeerRestart)
+		l.enter(StateFailed, err)
 	}
 	o.timer.Reset(max(wait, 0))
 }

@@ -462,29 +462,33 @@ func TestPairHeard(t *testing.T) {
 		return st
 	}
 	tests := []struct {
-		name             string
-		stats            []ice.CandidatePairStats
-		heard, elsewhere time.Time
+		name                       string
+		stats                      []ice.CandidatePairStats
+		heard, answered, elsewhere time.Time
 	}{
-		{"the selected pair answered", []ice.CandidatePairStats{pair("l-host", "r-srflx", 5, 0), pair("l-srflx", "r-srflx", 3, 0)}, at(5), time.Time{}},
-		{"its twin through the same base answered", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-srflx", 9, 0)}, at(9), time.Time{}},
-		{"the peer checked the twin", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-srflx", 0, 8)}, at(8), time.Time{}},
-		{"a relayed pair to the same address is another path", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-relay", "r-srflx", 9, 0)}, at(2), time.Time{}},
-		{"another base is another path", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-host2", "r-srflx", 9, 0)}, at(2), time.Time{}},
-		{"another remote address is elsewhere", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-host", 9, 7)}, at(2), at(7)},
-		{"the selected pair left the check list", []ice.CandidatePairStats{pair("l-srflx", "r-srflx", 9, 0)}, at(9), time.Time{}},
+		{"the selected pair answered", []ice.CandidatePairStats{pair("l-host", "r-srflx", 5, 0), pair("l-srflx", "r-srflx", 3, 0)}, at(5), at(5), time.Time{}},
+		{"its twin through the same base answered", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-srflx", 9, 0)}, at(9), at(9), time.Time{}},
+		{"the peer checked the twin", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-srflx", 0, 8)}, at(8), at(2), time.Time{}},
+		{"a relayed pair to the same address is another path", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-relay", "r-srflx", 9, 0)}, at(2), at(2), time.Time{}},
+		{"another base is another path", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-host2", "r-srflx", 9, 0)}, at(2), at(2), time.Time{}},
+		{"another remote address is elsewhere", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-host", 9, 7)}, at(2), at(2), at(7)},
+		{"the selected pair left the check list", []ice.CandidatePairStats{pair("l-srflx", "r-srflx", 9, 0)}, at(9), at(9), time.Time{}},
+		// The peer's NAT rebound: its checks come from a new address,
+		// pion credits its data (at 1) to the selected pair, and none of
+		// ours was answered: heard but not answered (oneway.go).
+		{"only the peer's data and checks from its new address", []ice.CandidatePairStats{pair("l-host", "r-srflx", 0, 0), pair("l-host", "r-host", 6, 6)}, at(1), time.Time{}, at(6)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			heard, elsewhere := pairHeard(sel, tt.stats, remotes, wire)
-			if !heard.Equal(tt.heard) || !elsewhere.Equal(tt.elsewhere) {
+			pt := pairHeard(sel, tt.stats, remotes, wire)
+			if !pt.heard.Equal(tt.heard) || !pt.answered.Equal(tt.answered) || !pt.elsewhere.Equal(tt.elsewhere) {
 				since := func(x time.Time) string {
 					if x.IsZero() {
 						return "never"
 					}
 					return x.Sub(t0).String()
 				}
-				t.Errorf("heard %s elsewhere %s, want %s and %s", since(heard), since(elsewhere), since(tt.heard), since(tt.elsewhere))
+				t.Errorf("heard %s answered %s elsewhere %s, want %s, %s and %s", since(pt.heard), since(pt.answered), since(pt.elsewhere), since(tt.heard), since(tt.answered), since(tt.elsewhere))
 			}
 		})
 	}

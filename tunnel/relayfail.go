@@ -91,14 +91,7 @@ func relayLost(now, heard, since time.Time, sel Path, v pairsView, t Timers) boo
 
 // relayFailover restarts ICE on a link whose relay is gone: now, or
 // RetryMin after the previous attempt started if that was more recent.
-func (l *Link) relayFailover() {
-	o := &l.o
-	wait := time.Until(o.lastStart.Add(l.m.timers.RetryMin))
-	if o.state != StateFailed {
-		l.enter(StateFailed, ErrRelayLost)
-	}
-	o.timer.Reset(max(wait, 0))
-}
+func (l *Link) relayFailover() { l.restartFor(ErrRelayLost) }
 
 // turnHostListed reports whether addr is the host of one of the turn:/turns:
 // servers (a relay candidate's address is its server's relay address,
