@@ -261,7 +261,7 @@ func TestServerAuth(t *testing.T) {
 			}
 		})
 	}
-	if st := tr.srv.Stats(); st.AllocationsMade != 1 || st.AuthRefused == 0 {
+	if st := tr.srv.Stats(); st.AllocationsMade != 1 || st.AuthRefused < uint64(len(cases)-1) {
 		t.Fatalf("stats %+v", st)
 	}
 }

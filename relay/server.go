@@ -153,6 +153,13 @@ func New(o Options) (*Server, error) {
 				s.peers.track(src, user, +1)
 			},
 			OnAllocationDeleted: func(src, _ net.Addr, _, user, _ string) { s.peers.track(src, user, -1) },
+			// A credential whose integrity does not verify (a password
+			// derived from another key); refusals by auth are counted there.
+			OnAuth: func(_, _ net.Addr, _, _, _ string, _ string, ok bool) {
+				if !ok {
+					s.authRefused.Add(1)
+				}
+			},
 		},
 	}
 	srv, err := turn.NewServer(cfg)
