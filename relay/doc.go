@@ -30,5 +30,5 @@
 // source addresses of live authenticated allocations on it, the addresses
 // its owner supplies — member relays and coordinator TURN hosts from the
 // registry and session), never to special addresses, and to the host's own
-// addresses only on its mesh port.
+// addresses only on its mesh port and its relay ports.
 package relay

@@ -116,7 +116,8 @@ func (p *policy) vouchedFor(a netip.Addr) bool {
 }
 
 // allowAddrPort is the per-datagram check: a vouched address, and on the
-// host's own addresses the mesh port only.
+// host's own addresses the mesh port and the relay ports only (two members
+// both relayed by this relay: one allocation sends to the other).
 func (p *policy) allowAddrPort(ap netip.AddrPort) bool {
 	a := ap.Addr()
 	ok := p.vouchedFor(a)
@@ -125,7 +126,8 @@ func (p *policy) allowAddrPort(ap netip.AddrPort) bool {
 		own := p.own[a]
 		p.mu.Unlock()
 		if own && !(p.o.AllowLoopback && a.IsLoopback()) {
-			ok = p.o.MeshPort != nil && ap.Port() != 0 && ap.Port() == p.o.MeshPort()
+			port := ap.Port()
+			ok = (port >= relayPortMin && port <= relayPortMax) || (p.o.MeshPort != nil && port != 0 && port == p.o.MeshPort())
 		}
 	}
 	if !ok {

@@ -361,6 +361,8 @@ func TestPolicyOwnAddresses(t *testing.T) {
 		{"203.0.113.9:5000", true},
 		{"198.51.100.1:41641", true},
 		{"198.51.100.1:22", false},
+		{"198.51.100.1:50000", true}, // another allocation of this relay
+		{"198.51.100.1:49151", false},
 		{"203.0.113.10:5000", false},
 		{"127.0.0.1:41641", false},
 		{"0.0.0.0:41641", false},

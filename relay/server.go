@@ -16,6 +16,9 @@ import (
 	"github.com/pion/turn/v5"
 )
 
+// relayPortMin and relayPortMax bound the allocations' relay ports.
+const relayPortMin, relayPortMax = 49152, 65535
+
 // DefaultMaxAllocations is Options.MaxAllocations when zero.
 const DefaultMaxAllocations = 64
 
@@ -136,8 +139,8 @@ func New(o Options) (*Server, error) {
 	gen := &filteredRelay{s: s, RelayAddressGenerator: &turn.RelayAddressGeneratorPortRange{
 		RelayAddress: net.IP(o.RelayAddress.AsSlice()),
 		Address:      bind,
-		MinPort:      49152,
-		MaxPort:      65535,
+		MinPort:      relayPortMin,
+		MaxPort:      relayPortMax,
 	}}
 	cfg := turn.ServerConfig{
 		Realm:         Realm,
