@@ -45,3 +45,17 @@ func TestICEPortFamilies(t *testing.T) {
 		_ = d.Close()
 	}
 }
+
+// TestAddrFamily: peers --json names the family of a link's pair; an
+// IPv4-mapped address is IPv4.
+func TestAddrFamily(t *testing.T) {
+	for in, want := range map[string]string{"192.0.2.1": "ipv4", "::ffff:192.0.2.1": "ipv4", "2001:db8::1": "ipv6", "": ""} {
+		var a netip.Addr
+		if in != "" {
+			a = netip.MustParseAddr(in)
+		}
+		if got := addrFamily(a); got != want {
+			t.Errorf("addrFamily(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
