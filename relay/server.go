@@ -22,9 +22,10 @@ const relayPortMin, relayPortMax = 49152, 65535
 // DefaultMaxAllocations is Options.MaxAllocations when zero.
 const DefaultMaxAllocations = 64
 
-// maxPerMember bounds the allocations one member holds at once (a link
-// holds one per relay; a few more cover restarts).
-const maxPerMember = 16
+// minPerMember is the least of the per-member cap: one member may hold
+// half the capacity, at least this many (a link holds one allocation per
+// relay, so a member needs about one per peer).
+const minPerMember = 16
 
 // Options configures a Server.
 type Options struct {
@@ -240,7 +241,7 @@ func (s *Server) auth(ra *turn.RequestAttributes) (string, []byte, bool) {
 
 // quota is pion's QuotaHandler (user is what auth returned: the node name).
 func (s *Server) quota(user, _ string, _ net.Addr) bool {
-	if !s.peers.room(user, s.opts.MaxAllocations, maxPerMember) {
+	if !s.peers.room(user, s.opts.MaxAllocations, max(minPerMember, s.opts.MaxAllocations/2)) {
 		s.quotaRefused.Add(1)
 		return false
 	}
