@@ -13,16 +13,10 @@ func pvAt(key, lt, rt, remote string, selected bool, lastResp time.Time, rtt tim
 	return p
 }
 
-// TestPathPolicyPrefersIPv6: a link running directly over IPv4 moves to a
-// direct IPv6 pair that has answered for UpgradeHold with an RTT no worse,
-// once; a slower IPv6 pair does not move it, and after the IPv6 pair dies
-// and the link falls back to IPv4 it stays there (no flapping between
-// families).
-func TestPathPolicyPrefersIPv6(t *testing.T) {
-	tm := DefaultTimers() // keepalive 750ms, path timeout 2s, upgrade hold 2s
-	t0 := time.Unix(1000, 0)
-
-	tick := func(p *pathPolicy, v *pairsView, from time.Time, d time.Duration, alive ...int) (time.Time, *pairView, string) {
+// policyTicker returns tick: it advances a policy in 250 ms steps for d
+// from from, keeping the listed pairs alive, and returns the first move.
+func policyTicker(tm Timers) func(p *pathPolicy, v *pairsView, from time.Time, d time.Duration, alive ...int) (time.Time, *pairView, string) {
+	return func(p *pathPolicy, v *pairsView, from time.Time, d time.Duration, alive ...int) (time.Time, *pairView, string) {
 		now := from
 		for end := from.Add(d); now.Before(end); {
 			now = now.Add(250 * time.Millisecond)
@@ -35,6 +29,17 @@ func TestPathPolicyPrefersIPv6(t *testing.T) {
 		}
 		return now, nil, ""
 	}
+}
+
+// TestPathPolicyPrefersIPv6: a link running directly over IPv4 moves to a
+// direct IPv6 pair that has answered for UpgradeHold with an RTT no worse,
+// once; a slower IPv6 pair does not move it, and after the IPv6 pair dies
+// and the link falls back to IPv4 it stays there (no flapping between
+// families).
+func TestPathPolicyPrefersIPv6(t *testing.T) {
+	tm := DefaultTimers() // keepalive 750ms, path timeout 2s, upgrade hold 2s
+	t0 := time.Unix(1000, 0)
+	tick := policyTicker(tm)
 
 	for _, tc := range []struct {
 		name         string

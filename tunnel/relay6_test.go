@@ -47,27 +47,10 @@ func TestRelayFastPathIPv6(t *testing.T) {
 	testutil.LeakCheck(t)
 	hardTimeout(t, 90*time.Second)
 	srv := startLoopbackTURN6(t)
-	ca := newTestCA(t, "mesh")
-	a, b := ca.node(t, "alpha", 1, 0, nil), ca.node(t, "bravo", 2, 0, nil)
 	servers := []ICEServer{{URL: "turn:" + srv + "?transport=udp", Username: "user", Password: "pass"}}
-	sig := newMemSignals()
-	tweak := func(o *Options) {
-		o.Logger = nil
+	ab, ba, atA, atB := relayedPair(t, func(o *Options) {
 		o.ListenAddr = netip.IPv6Loopback()
-		o.ForceRelay = true
 		o.Servers = func() []ICEServer { return servers }
-	}
-	ma := startManager(t, sig, a, tweak)
-	mb := startManager(t, sig, b, tweak)
-	ab, ba := mustLink(t, ma, b.peer), mustLink(t, mb, a.peer)
-	atA, atB := &batchCollector{}, &batchCollector{}
-	ab.SetReceiver(atA.receive)
-	ba.SetReceiver(atB.receive)
-	testutil.WaitFor(t, 20*time.Second, "links connected", func() bool {
-		return ab.State() == StateConnected && ba.State() == StateConnected
-	})
-	testutil.WaitFor(t, 20*time.Second, "fast relay path ready on both ends", func() bool {
-		return fastRelayReady(ab) && fastRelayReady(ba)
 	})
 	for _, l := range []*Link{ab, ba} {
 		st := l.Status()

@@ -13,21 +13,7 @@ func TestPathPolicyBetterRelay(t *testing.T) {
 	tm := DefaultTimers() // keepalive 750ms, path timeout 2s, upgrade hold 2s
 	t0 := time.Unix(1000, 0)
 
-	// tick advances in 250 ms steps for d, keeping the listed pairs alive,
-	// and returns the first move.
-	tick := func(p *pathPolicy, v *pairsView, from time.Time, d time.Duration, alive ...int) (time.Time, *pairView, string) {
-		now := from
-		for end := from.Add(d); now.Before(end); {
-			now = now.Add(250 * time.Millisecond)
-			for _, i := range alive {
-				v.pairs[i].lastResponse = now
-			}
-			if tgt, why := p.decide(now, *v, tm); tgt != nil {
-				return now, tgt, why
-			}
-		}
-		return now, nil, ""
-	}
+	tick := policyTicker(tm)
 
 	for _, tc := range []struct {
 		name     string
