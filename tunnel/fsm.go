@@ -54,6 +54,7 @@ type owner struct {
 	path        Path
 	local       Candidate
 	remote      Candidate
+	selectedAt  time.Time // when the selected pair last changed (oneway.go)
 }
 
 // earlyCandidates are candidates (controlled side) for a generation whose
@@ -492,6 +493,7 @@ func (l *Link) refreshPath(s *session, v pairsView) {
 	}
 	prevPath, hadPath := o.path, o.path != PathNone
 	o.path, o.local, o.remote = path, local, remote
+	o.selectedAt = time.Now()
 	relay := relayServerFor(sel, s.servers)
 	connected := o.state == StateConnected || o.state == StateDisconnected
 	l.updateSnap(func(sn *snapshot) {
@@ -565,7 +567,7 @@ func (l *Link) onPathTick() {
 			return
 		}
 	}
-	if oneWay(now, pt, o.idle.activeSince, t) {
+	if oneWay(now, pt, latest(o.idle.activeSince, o.selectedAt), t) {
 		l.log.Info("the peer's packets arrive but the selected pair stopped answering ours (the peer's address changed under it); restarting ICE",
 			"local", o.local, "remote", o.remote, "heard", now.Sub(pt.heard).Round(time.Millisecond), "answered", now.Sub(pt.answered).Round(time.Millisecond))
 		l.restartFor(ErrPathOneWay)
@@ -609,6 +611,12 @@ type pairTimes struct {
 	// roamed, or is checking pairs this side does not use): an idle link
 	// must answer those at the active pace.
 	elsewhere time.Time
+	// rebound: the latest check the peer sent to the selected pair's
+	// socket from a peer-reflexive address other than the selected one:
+	// the peer's NAT gave its flow a new mapping (oneway.go). A check from
+	// one of its signalled candidates (its relay, say) is not that: the
+	// peer is checking another pair.
+	rebound time.Time
 }
 
 // selectedHeard is when the agent last heard from the selected pair (zero
@@ -623,9 +631,10 @@ func selectedHeard(a *ice.Agent) pairTimes {
 	if !ok {
 		return pairTimes{}
 	}
-	remotes := map[string]string{}
+	remotes, prflx := map[string]string{}, map[string]bool{}
 	for _, c := range a.GetRemoteCandidatesStats() {
 		remotes[c.ID] = net.JoinHostPort(c.IP, strconv.Itoa(c.Port))
+		prflx[c.ID] = c.CandidateType == ice.CandidateTypePeerReflexive
 	}
 	wire := map[string]string{}
 	if locals, err := a.GetLocalCandidates(); err == nil {
@@ -633,13 +642,14 @@ func selectedHeard(a *ice.Agent) pairTimes {
 			wire[c.ID()] = localWire(c)
 		}
 	}
-	return pairHeard(sel, a.GetCandidatePairsStats(), remotes, wire)
+	return pairHeard(sel, a.GetCandidatePairsStats(), remotes, prflx, wire)
 }
 
 // pairHeard is selectedHeard over the agent's figures: the selected pair's
 // stats, the check list's, the remote candidates' addresses by ID and the
-// local candidates' sockets by ID (localWire).
-func pairHeard(sel ice.CandidatePairStats, stats []ice.CandidatePairStats, remotes, wire map[string]string) pairTimes {
+// remote candidates that are peer-reflexive and the local candidates'
+// sockets by ID (localWire).
+func pairHeard(sel ice.CandidatePairStats, stats []ice.CandidatePairStats, remotes map[string]string, prflx map[string]bool, wire map[string]string) pairTimes {
 	// The selected pair's own stats lack the check timestamps; the
 	// check list has them.
 	pt := pairTimes{heard: sel.LastPacketReceivedTimestamp}
@@ -666,8 +676,14 @@ func pairHeard(sel ice.CandidatePairStats, stats []ice.CandidatePairStats, remot
 		return pairTimes{heard: pt.heard, answered: pt.answered}
 	}
 	for _, st := range stats {
-		if remotes[st.RemoteCandidateID] != selRemote && st.LastRequestReceivedTimestamp.After(pt.elsewhere) {
+		if remotes[st.RemoteCandidateID] == selRemote {
+			continue
+		}
+		if st.LastRequestReceivedTimestamp.After(pt.elsewhere) {
 			pt.elsewhere = st.LastRequestReceivedTimestamp
+		}
+		if prflx[st.RemoteCandidateID] && selWire != "" && wire[st.LocalCandidateID] == selWire && st.LastRequestReceivedTimestamp.After(pt.rebound) {
+			pt.rebound = st.LastRequestReceivedTimestamp
 		}
 	}
 	return pt

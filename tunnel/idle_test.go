@@ -445,7 +445,8 @@ func datagramKind(b []byte) string {
 func TestPairHeard(t *testing.T) {
 	t0 := time.Unix(9_000_000, 0)
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
-	remotes := map[string]string{"r-srflx": "203.0.113.2:49152", "r-host": "10.0.2.2:5000", "r-relay": "198.51.100.20:5001"}
+	remotes := map[string]string{"r-srflx": "203.0.113.2:49152", "r-host": "10.0.2.2:5000", "r-relay": "198.51.100.20:5001", "r-prflx": "203.0.113.2:50111"}
+	prflx := map[string]bool{"r-prflx": true}
 	wire := map[string]string{
 		"l-host": "10.0.1.2:5000", "l-srflx": "10.0.1.2:5000", // the srflx candidate's base is the host one
 		"l-host2": "10.0.9.2:5000", "l-relay": "id:l-relay",
@@ -462,33 +463,37 @@ func TestPairHeard(t *testing.T) {
 		return st
 	}
 	tests := []struct {
-		name                       string
-		stats                      []ice.CandidatePairStats
-		heard, answered, elsewhere time.Time
+		name                                string
+		stats                               []ice.CandidatePairStats
+		heard, answered, elsewhere, rebound time.Time
 	}{
-		{"the selected pair answered", []ice.CandidatePairStats{pair("l-host", "r-srflx", 5, 0), pair("l-srflx", "r-srflx", 3, 0)}, at(5), at(5), time.Time{}},
-		{"its twin through the same base answered", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-srflx", 9, 0)}, at(9), at(9), time.Time{}},
-		{"the peer checked the twin", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-srflx", 0, 8)}, at(8), at(2), time.Time{}},
-		{"a relayed pair to the same address is another path", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-relay", "r-srflx", 9, 0)}, at(2), at(2), time.Time{}},
-		{"another base is another path", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-host2", "r-srflx", 9, 0)}, at(2), at(2), time.Time{}},
-		{"another remote address is elsewhere", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-host", 9, 7)}, at(2), at(2), at(7)},
-		{"the selected pair left the check list", []ice.CandidatePairStats{pair("l-srflx", "r-srflx", 9, 0)}, at(9), at(9), time.Time{}},
+		{"the selected pair answered", []ice.CandidatePairStats{pair("l-host", "r-srflx", 5, 0), pair("l-srflx", "r-srflx", 3, 0)}, at(5), at(5), time.Time{}, time.Time{}},
+		{"its twin through the same base answered", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-srflx", 9, 0)}, at(9), at(9), time.Time{}, time.Time{}},
+		{"the peer checked the twin", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-srflx", 0, 8)}, at(8), at(2), time.Time{}, time.Time{}},
+		{"a relayed pair to the same address is another path", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-relay", "r-srflx", 9, 0)}, at(2), at(2), time.Time{}, time.Time{}},
+		{"another base is another path", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-host2", "r-srflx", 9, 0)}, at(2), at(2), time.Time{}, time.Time{}},
+		{"another remote address is elsewhere", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-host", 9, 7)}, at(2), at(2), at(7), time.Time{}},
+		{"the selected pair left the check list", []ice.CandidatePairStats{pair("l-srflx", "r-srflx", 9, 0)}, at(9), at(9), time.Time{}, time.Time{}},
 		// The peer's NAT rebound: its checks come from a new address,
 		// pion credits its data (at 1) to the selected pair, and none of
 		// ours was answered: heard but not answered (oneway.go).
-		{"only the peer's data and checks from its new address", []ice.CandidatePairStats{pair("l-host", "r-srflx", 0, 0), pair("l-host", "r-host", 6, 6)}, at(1), time.Time{}, at(6)},
+		{"only the peer's data and checks from its new address", []ice.CandidatePairStats{pair("l-host", "r-srflx", 0, 0), pair("l-host", "r-prflx", 6, 6)}, at(1), time.Time{}, at(6), at(6)},
+		{"a new mapping checking the twin's socket", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-srflx", "r-prflx", 0, 6)}, at(2), at(2), at(6), at(6)},
+		{"a new mapping at another socket is another path", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-relay", "r-prflx", 0, 6)}, at(2), at(2), at(6), time.Time{}},
+		{"a signalled candidate checking the same socket is another pair", []ice.CandidatePairStats{pair("l-host", "r-srflx", 2, 0), pair("l-host", "r-relay", 0, 6)}, at(2), at(2), at(6), time.Time{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pt := pairHeard(sel, tt.stats, remotes, wire)
-			if !pt.heard.Equal(tt.heard) || !pt.answered.Equal(tt.answered) || !pt.elsewhere.Equal(tt.elsewhere) {
+			pt := pairHeard(sel, tt.stats, remotes, prflx, wire)
+			if !pt.heard.Equal(tt.heard) || !pt.answered.Equal(tt.answered) || !pt.elsewhere.Equal(tt.elsewhere) || !pt.rebound.Equal(tt.rebound) {
 				since := func(x time.Time) string {
 					if x.IsZero() {
 						return "never"
 					}
 					return x.Sub(t0).String()
 				}
-				t.Errorf("heard %s answered %s elsewhere %s, want %s, %s and %s", since(pt.heard), since(pt.answered), since(pt.elsewhere), since(tt.heard), since(tt.answered), since(tt.elsewhere))
+				t.Errorf("heard %s answered %s elsewhere %s rebound %s, want %s, %s, %s and %s", since(pt.heard), since(pt.answered), since(pt.elsewhere), since(pt.rebound),
+					since(tt.heard), since(tt.answered), since(tt.elsewhere), since(tt.rebound))
 			}
 		})
 	}

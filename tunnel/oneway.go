@@ -18,7 +18,8 @@ package tunnel
  * The proof that a pair carries this side's packets is an answer to this
  * side's own checks (both roles check the selected pair every
  * KeepaliveInterval). oneWay fires when the peer is still heard (on the
- * selected pair or from another address) but those answers stopped for
+ * selected pair, or checking its socket from a new, peer-reflexive
+ * address) but those answers stopped for
  * PathTimeout + KeepaliveInterval: one check later than the controlling
  * side's path policy moves a link off a pair that stopped answering, so a
  * policy move (which changes the selected pair on both sides) goes first.
@@ -36,22 +37,28 @@ import (
 var ErrPathOneWay = errors.New("tunnel: the selected pair stopped carrying this side's packets (the peer's address changed)")
 
 // oneWay reports whether the selected pair only works towards this side:
-// the peer was heard within PathTimeout (on the pair, or checking from
-// another address), but none of this side's checks on the pair was
+// the peer was heard within PathTimeout (on the pair, or checking the
+// pair's socket from a new peer-reflexive address), but none of this side's checks on the pair was
 // answered for PathTimeout + KeepaliveInterval since the later of the last
-// answer and since (when the link became active; an idle link sends no
-// checks, so its silence does not count).
+// answer and since: when the link became active (an idle link sends no
+// checks, so its silence does not count) or its selected pair changed (the
+// controlled side checks only the selected pair, so a pair the peer moved
+// the link to may have no answer of this side's yet).
 func oneWay(now time.Time, pt pairTimes, since time.Time, t Timers) bool {
 	peer := pt.heard
-	if pt.elsewhere.After(peer) {
-		peer = pt.elsewhere
+	if pt.rebound.After(peer) {
+		peer = pt.rebound
 	}
 	if peer.IsZero() || now.Sub(peer) >= t.PathTimeout {
 		return false // the peer is silent too: liveness and relayLost judge
 	}
-	answered := pt.answered
-	if answered.Before(since) {
-		answered = since
+	return now.Sub(latest(pt.answered, since)) >= t.PathTimeout+t.KeepaliveInterval
+}
+
+// latest is the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
 	}
-	return now.Sub(answered) >= t.PathTimeout+t.KeepaliveInterval
+	return b
 }

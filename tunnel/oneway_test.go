@@ -20,10 +20,10 @@ func TestOneWay(t *testing.T) {
 	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
 	limit := int((tm.PathTimeout + tm.KeepaliveInterval) / time.Millisecond)
 	tests := []struct {
-		name                            string
-		now, heard, answered, elsewhere time.Time
-		since                           time.Time
-		want                            bool
+		name                          string
+		now, heard, answered, rebound time.Time
+		since                         time.Time
+		want                          bool
 	}{
 		{"answered recently", ms(limit + 100), ms(limit + 90), ms(200), time.Time{}, t0, false},
 		{"heard, unanswered for the limit", ms(limit + 100), ms(limit + 90), ms(100), time.Time{}, t0, true},
@@ -32,12 +32,12 @@ func TestOneWay(t *testing.T) {
 		{"never heard", ms(limit + 100), time.Time{}, time.Time{}, time.Time{}, t0, false},
 		{"active only since recently", ms(limit + 100), ms(limit + 90), ms(100), time.Time{}, ms(500), false},
 		{"never answered since active", ms(limit + 600), ms(limit + 590), time.Time{}, time.Time{}, ms(500), true},
-		{"heard from the new address only", ms(limit + 100), ms(10), ms(100), ms(limit + 50), t0, true},
-		{"checked from elsewhere, answered", ms(limit + 100), ms(limit + 90), ms(limit), ms(limit + 50), t0, false},
+		{"the peer checks only from a new mapping", ms(limit + 100), ms(10), ms(100), ms(limit + 50), t0, true},
+		{"a new mapping, but answered", ms(limit + 100), ms(limit + 90), ms(limit), ms(limit + 50), t0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := oneWay(tt.now, pairTimes{heard: tt.heard, answered: tt.answered, elsewhere: tt.elsewhere}, tt.since, tm)
+			got := oneWay(tt.now, pairTimes{heard: tt.heard, answered: tt.answered, rebound: tt.rebound}, tt.since, tm)
 			if got != tt.want {
 				t.Errorf("oneWay = %v, want %v", got, tt.want)
 			}
