@@ -80,7 +80,9 @@ func (p *policy) refreshLocked(now time.Time) {
 		return
 	}
 	p.readAt = now
-	p.vouched = map[netip.Addr]bool{}
+	// The relay's own address: two members both relayed by it (the
+	// per-datagram check limits it to relay and mesh ports).
+	p.vouched = map[netip.Addr]bool{p.o.RelayAddress.Unmap(): true}
 	if p.o.Vouched != nil {
 		for _, a := range p.o.Vouched() {
 			p.vouched[a.Unmap()] = true

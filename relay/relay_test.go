@@ -340,14 +340,15 @@ func TestServerPeerPolicy(t *testing.T) {
 	})
 }
 
-// TestPolicyOwnAddresses: the host's own addresses only on its mesh port,
-// special addresses never.
+// TestPolicyOwnAddresses: the host's own addresses (the relay address is
+// vouched for by itself) only on its mesh and relay ports, special
+// addresses never.
 func TestPolicyOwnAddresses(t *testing.T) {
 	var denied atomicCounter
 	o := &Options{
 		RelayAddress: netip.MustParseAddr("198.51.100.1"),
 		Vouched: func() []netip.Addr {
-			return []netip.Addr{netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("203.0.113.9")}
+			return []netip.Addr{netip.MustParseAddr("203.0.113.9")} // not the relay's own address
 		},
 		MeshPort:       func() uint16 { return 41641 },
 		Now:            time.Now,
