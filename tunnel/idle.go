@@ -47,6 +47,8 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+
+	"github.com/meshd/meshd/internal/stunwire"
 )
 
 // Default idle timers. IdleKeepalive is 20 s: home routers and carrier NATs
@@ -252,7 +254,6 @@ const (
 	stunSendIndication   = 0x0016
 	stunAttrUsername     = 0x0006
 	stunAttrData         = 0x0013
-	stunAttrXORPeer      = 0x0012
 	maxICEUsername       = 513 // RFC 8489: USERNAME < 513 bytes
 	channelDataHeaderLen = 4
 	stunMagicCookie      = 0x2112a442
@@ -296,37 +297,19 @@ func unwrapTURN(b []byte) ([]byte, netip.AddrPort) {
 		return nil, netip.AddrPort{}
 	}
 	var peer netip.AddrPort
-	if v, ok := stunAttr(b, stunAttrXORPeer); ok && len(v) == 8 && v[1] == 0x01 {
-		port := binary.BigEndian.Uint16(v[2:4]) ^ uint16(stunMagicCookie>>16)
-		ip := binary.BigEndian.Uint32(v[4:8]) ^ stunMagicCookie
-		var a [4]byte
-		binary.BigEndian.PutUint32(a[:], ip)
-		peer = netip.AddrPortFrom(netip.AddrFrom4(a), port)
+	if v, ok := stunAttr(b, stunwire.AttrXORPeerAddress); ok {
+		peer, _ = stunwire.XORAddr(b, v) // either family
 	}
 	return data, peer
 }
 
 // stunAttr returns the value of the first attribute of type typ in the STUN
-// message b, walking the attributes within both the datagram and the
-// header's length.
-func stunAttr(b []byte, typ uint16) ([]byte, bool) {
-	if len(b) < stunHeaderLen {
-		return nil, false
-	}
-	end := stunHeaderLen + int(binary.BigEndian.Uint16(b[2:4]))
-	if end > len(b) {
-		return nil, false
-	}
-	for off := stunHeaderLen; off+4 <= end; {
-		t := binary.BigEndian.Uint16(b[off : off+2])
-		l := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
-		if off+4+l > end {
-			return nil, false
+// message b (a slice of b).
+func stunAttr(b []byte, typ uint16) (v []byte, ok bool) {
+	stunwire.WalkAttrs(b, func(t uint16, val []byte) {
+		if !ok && t == typ {
+			v, ok = val, true
 		}
-		if t == typ {
-			return b[off+4 : off+4+l], true
-		}
-		off += 4 + (l+3)&^3
-	}
-	return nil, false
+	})
+	return v, ok
 }

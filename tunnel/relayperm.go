@@ -34,6 +34,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/meshd/meshd/internal/stunwire"
 )
 
 // refusedTTL is how long a peer address the TURN server refused stays
@@ -185,46 +187,14 @@ func (ps *permissions) answer(b []byte, now time.Time) {
 // xorPeerAddrs returns the IPv4 and IPv6 XOR-PEER-ADDRESS values of a STUN
 // message (a permission request may carry several), at most maxRelayPeers.
 func xorPeerAddrs(b []byte) []netip.Addr {
-	if len(b) < stunHeaderLen {
-		return nil
-	}
-	end := stunHeaderLen + int(binary.BigEndian.Uint16(b[2:4]))
-	if end > len(b) {
-		return nil
-	}
 	var out []netip.Addr
-	for off := stunHeaderLen; off+4 <= end && len(out) < maxRelayPeers; {
-		t := binary.BigEndian.Uint16(b[off : off+2])
-		l := int(binary.BigEndian.Uint16(b[off+2 : off+4]))
-		if off+4+l > end {
-			return out
+	stunwire.WalkAttrs(b, func(t uint16, v []byte) {
+		if t != stunwire.AttrXORPeerAddress || len(out) >= maxRelayPeers {
+			return
 		}
-		if v := b[off+4 : off+4+l]; t == stunAttrXORPeer {
-			if a, ok := xorAddr(v, b[4:20]); ok {
-				out = append(out, a)
-			}
+		if ap, ok := stunwire.XORAddr(b, v); ok {
+			out = append(out, ap.Addr())
 		}
-		off += 4 + (l+3)&^3
-	}
+	})
 	return out
-}
-
-// xorAddr decodes an XOR-…-ADDRESS value; key is the magic cookie and the
-// transaction ID (header bytes 4..20).
-func xorAddr(v, key []byte) (netip.Addr, bool) {
-	switch {
-	case len(v) == 8 && v[1] == 0x01:
-		var a [4]byte
-		for i := range a {
-			a[i] = v[4+i] ^ key[i]
-		}
-		return netip.AddrFrom4(a), true
-	case len(v) == 20 && v[1] == 0x02:
-		var a [16]byte
-		for i := range a {
-			a[i] = v[4+i] ^ key[i]
-		}
-		return netip.AddrFrom16(a), true
-	}
-	return netip.Addr{}, false
 }
