@@ -118,7 +118,7 @@ type turnFast struct {
 	// mu guards the following (control path only).
 	mu      sync.Mutex
 	pending map[[12]byte]pendingReq
-	relays  map[uint16]*turnRelaySock         // open relay sockets by port
+	relays  map[relayKey]*turnRelaySock       // open relay sockets by family and port
 	clients map[netip.AddrPort]*turnRelaySock // client → its allocation's relay socket
 
 	// toPeer and toClient count datagrams the fast path forwarded.
@@ -139,7 +139,7 @@ func newTURNFast(uc *net.UDPConn, policy *peerPolicy) (*turnFast, bool) {
 	f := &turnFast{
 		policy:  policy,
 		pending: make(map[[12]byte]pendingReq),
-		relays:  make(map[uint16]*turnRelaySock),
+		relays:  make(map[relayKey]*turnRelaySock),
 		clients: make(map[netip.AddrPort]*turnRelaySock),
 	}
 	f.tab.Store(&turnTable{})
@@ -158,20 +158,30 @@ func (f *turnFast) wrapRelay(pc net.PacketConn) net.PacketConn {
 		return pc
 	}
 	s := &turnRelaySock{UDPConn: uc, bc: bc, f: f, r: turnReader{toClient: true, tx: newTxBatch(turnFastBatch)}}
-	port := uc.LocalAddr().(*net.UDPAddr).Port
 	f.mu.Lock()
-	f.relays[uint16(port)] = s
+	f.relays[relayKeyOf(uc.LocalAddr().(*net.UDPAddr).AddrPort())] = s
 	f.mu.Unlock()
 	return s
+}
+
+// relayKey names a relay socket: a dual-stack relay may hold an IPv4 and
+// an IPv6 socket on one port.
+type relayKey struct {
+	v6   bool
+	port uint16
+}
+
+func relayKeyOf(ap netip.AddrPort) relayKey {
+	return relayKey{v6: !ap.Addr().Unmap().Is4(), port: ap.Port()}
 }
 
 // relayClosed forgets a relay socket and its bindings.
 func (f *turnFast) relayClosed(s *turnRelaySock) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	port := uint16(s.LocalAddr().(*net.UDPAddr).Port)
-	if f.relays[port] == s {
-		delete(f.relays, port)
+	key := relayKeyOf(s.LocalAddr().(*net.UDPAddr).AddrPort())
+	if f.relays[key] == s {
+		delete(f.relays, key)
 	}
 	for c, r := range f.clients {
 		if r == s {
@@ -260,7 +270,7 @@ func (f *turnFast) observeAnswer(p []byte, client netip.AddrPort) {
 			return
 		}
 		f.mu.Lock()
-		if s := f.relays[relayed.Port()]; s != nil {
+		if s := f.relays[relayKeyOf(relayed)]; s != nil {
 			f.clients[client] = s
 		}
 		f.mu.Unlock()

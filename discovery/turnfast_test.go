@@ -272,7 +272,7 @@ func FuzzTURNFastObserve(f *testing.F) {
 		tf := &turnFast{
 			policy:  newPeerPolicy(&TURNOptions{RelayAddress: mustAddr("203.0.113.1")}, slog.New(slog.DiscardHandler)),
 			pending: make(map[[12]byte]pendingReq),
-			relays:  make(map[uint16]*turnRelaySock),
+			relays:  make(map[relayKey]*turnRelaySock),
 			clients: make(map[netip.AddrPort]*turnRelaySock),
 		}
 		tf.tab.Store(&turnTable{})
