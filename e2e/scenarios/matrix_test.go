@@ -372,6 +372,12 @@ func TestNATMatrix(t *testing.T) {
 		}
 		if len(p.problems) > 0 {
 			pathDiag(t, p.a.node, p.b.node)
+			if p.a.ipv6 != v6None || p.b.ipv6 != v6None {
+				// An IPv6 row: what the other side gathered and paired.
+				if out, err := p.b.ctl(context.Background(), "peers", "--why", p.a.name, "--json"); err == nil {
+					t.Logf("%s: peers --why %s --json:\n%s", p.b.name, p.a.name, out)
+				}
+			}
 		}
 		t.Logf("%-6s ↔ %-6s want %-6s%s got %-6s %-9s first reply %-8s 1 MiB %-8s relay pairs %2d | %s | %s", p.a.name, p.b.name,
 			p.want.path, map[bool]string{true: " ", false: "*"}[p.want.determined], p.viewA.Path, familyCell(p),
@@ -439,12 +445,16 @@ func judge(p *pairResult) {
 	}
 }
 
-// family is the underlay family of a peer's selected pair: that of its
-// endpoint (for a relayed pair, the peer's address as the relay sees it);
-// "" when offline.
+// family is the underlay family of a peer's selected pair as meshctl peers
+// reports it, or else that of its endpoint (for a relayed pair, the peer's
+// address as the relay sees it); "" when offline.
 func family(p control.Peer) string {
 	switch {
-	case !p.Online || !p.Endpoint.IsValid():
+	case !p.Online:
+		return ""
+	case p.Family != "":
+		return p.Family
+	case !p.Endpoint.IsValid():
 		return ""
 	case p.Endpoint.Addr().Unmap().Is4():
 		return famIPv4
