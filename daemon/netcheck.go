@@ -136,6 +136,9 @@ func (d *Daemon) netcheck(ctx context.Context, latencies bool) (*control.Netchec
 			}
 			res.Latencies = append(res.Latencies, l)
 		}
+		if a.over6.IsValid() {
+			res.IPv6.STUN = true
+		}
 		if a.err == nil {
 			res.UDP = true
 			if a.addr.Addr().Is6() {
@@ -369,8 +372,11 @@ type stunAnswer struct {
 	addr      netip.AddrPort // the target, resolved
 	reflexive netip.AddrPort // as seen of the probe's socket
 	ice       netip.AddrPort // as seen of the ICE socket (zero: no answer)
-	rtt       time.Duration
-	err       error
+	// over6 is what a second probe over IPv6 saw, for a name with both
+	// families (probed over IPv4 first); zero: none answered.
+	over6 netip.AddrPort
+	rtt   time.Duration
+	err   error
 }
 
 var (
@@ -407,6 +413,15 @@ type pending struct {
 	to   *net.UDPAddr
 	req  *stun.Message
 	sent time.Time
+	alt  bool // the second, IPv6 probe of a name with both families
+}
+
+// answered reports whether p has its answer. Must hold the probe's mu.
+func (p *pending) answered(answers []stunAnswer) bool {
+	if p.alt {
+		return answers[p.i].over6.IsValid()
+	}
+	return answers[p.i].err == nil
 }
 
 // probeSTUN sends Binding requests to every target from one socket and
@@ -436,10 +451,11 @@ func probeSTUN(ctx context.Context, targets []stunTarget) []stunAnswer {
 			continue
 		}
 		// A name with both families is probed over IPv4 (the NAT's
-		// behaviour); an IPv6 literal or AAAA-only name over IPv6.
+		// behaviour; IPv6 on the side, below); an IPv6 literal or
+		// AAAA-only name, or any name on a host without IPv4, over IPv6.
 		ip := ips[0].Unmap()
 		for _, a := range ips {
-			if a.Unmap().Is4() {
+			if a.Unmap().Is4() && err4 == nil {
 				ip = a.Unmap()
 				break
 			}
@@ -460,6 +476,13 @@ func probeSTUN(ctx context.Context, targets []stunTarget) []stunAnswer {
 		}
 		answers[i].addr = netip.AddrPortFrom(ip, uint16(p))
 		byID[req.TransactionID] = &pending{i: i, to: net.UDPAddrFromAddrPort(answers[i].addr), req: req}
+		// A name with both families: whether it answers over IPv6 too.
+		if i6 := slices.IndexFunc(ips, func(a netip.Addr) bool { return a.Is6() && !a.Is4In6() }); ip.Is4() && i6 >= 0 && err6 == nil {
+			if alt, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint); err == nil {
+				to := net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[i6], uint16(p)))
+				byID[alt.TransactionID] = &pending{i: i, to: to, req: alt, alt: true}
+			}
+		}
 	}
 	readDone := make(chan struct{}, len(socks))
 	for _, pc := range socks {
@@ -468,20 +491,22 @@ func probeSTUN(ctx context.Context, targets []stunTarget) []stunAnswer {
 			readAnswers(pc, &mu, byID, answers)
 		}()
 	}
-	done := func() bool {
+	// The side probes over IPv6 get two rounds: a host without an IPv6
+	// route must not wait out every attempt for them.
+	done := func(attempt int) bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, p := range byID {
-			if answers[p.i].err != nil {
+			if !p.answered(answers) && (!p.alt || attempt < 2) {
 				return false
 			}
 		}
 		return true
 	}
-	for attempt := 0; attempt < stunAttempts && !done(); attempt++ {
+	for attempt := 0; attempt < stunAttempts && !done(attempt); attempt++ {
 		mu.Lock()
 		for _, p := range byID {
-			if answers[p.i].err != nil {
+			if !p.answered(answers) {
 				p.sent = time.Now()
 				pc := pc4
 				if p.to.IP.To4() == nil {
@@ -532,8 +557,13 @@ func readAnswers(pc *net.UDPConn, mu *sync.Mutex, byID map[[stun.TransactionIDSi
 			continue
 		}
 		mu.Lock()
-		if p := byID[m.TransactionID]; p != nil && answers[p.i].err != nil {
-			answers[p.i] = stunAnswer{addr: answers[p.i].addr, reflexive: netip.AddrPortFrom(ip.Unmap(), uint16(xor.Port)), rtt: time.Since(p.sent)}
+		if p := byID[m.TransactionID]; p != nil && !p.answered(answers) {
+			a := &answers[p.i]
+			if seen := netip.AddrPortFrom(ip.Unmap(), uint16(xor.Port)); p.alt {
+				a.over6 = seen
+			} else {
+				a.reflexive, a.rtt, a.err = seen, time.Since(p.sent), nil
+			}
 		}
 		mu.Unlock()
 	}
