@@ -122,23 +122,10 @@ func TestTURNRelayFamilies(t *testing.T) {
 			if got := relay.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(); got != tc.wantRelay {
 				t.Fatalf("relayed address %v, want %v", relay.LocalAddr(), tc.wantRelay)
 			}
-			buf := make([]byte, 2048)
-			i := 0
-			// pion binds a channel on the first write and uses it once bound.
-			testutil.WaitFor(t, 10*time.Second, "a datagram through a bound channel", func() bool {
-				i++
-				if _, err := relay.WriteTo([]byte(fmt.Sprintf("warm-%d", i)), peer.LocalAddr()); err != nil {
-					t.Fatal(err)
-				}
-				_ = peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-				for {
-					if _, _, err := peer.ReadFrom(buf); err != nil {
-						break
-					}
-				}
-				return ts.fast == nil || len(ts.fast.tab.Load().byClient) > 0
+			warmChannel(t, relay, peer, func(i int) bool {
+				return ts.fast == nil && i > 20 || ts.fast != nil && len(ts.fast.tab.Load().byClient) > 0
 			})
-			_ = peer.SetReadDeadline(time.Time{})
+			buf := make([]byte, 2048)
 			for i := 0; i < 20; i++ {
 				want := bytes.Repeat([]byte{byte(i)}, 1000+i)
 				if _, err := relay.WriteTo(want, peer.LocalAddr()); err != nil {

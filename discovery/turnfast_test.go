@@ -49,7 +49,20 @@ func startFastTURN(t testing.TB, noFast bool) (ts *turnService, relay net.Packet
 	}
 	t.Cleanup(tc.Close)
 	t.Cleanup(func() { _ = relay.Close() })
-	// pion binds a channel on the first write and uses it once bound.
+	warmChannel(t, relay, peer, func(i int) bool {
+		if noFast {
+			return i > 20 // pion's bind completes within a round trip
+		}
+		return len(ts.fast.tab.Load().byClient) > 0
+	})
+	return ts, relay, client, peer
+}
+
+// warmChannel writes to peer through relay until bound(writes so far)
+// says the channel is bound: pion binds a channel on the first write and
+// uses it once bound.
+func warmChannel(t testing.TB, relay net.PacketConn, peer *net.UDPConn, bound func(i int) bool) {
+	t.Helper()
 	buf := make([]byte, 2048)
 	i := 0
 	testutil.WaitFor(t, 10*time.Second, "a datagram through a bound channel", func() bool {
@@ -63,13 +76,9 @@ func startFastTURN(t testing.TB, noFast bool) (ts *turnService, relay net.Packet
 				break
 			}
 		}
-		if noFast {
-			return i > 20 // pion's bind completes within a round trip
-		}
-		return len(ts.fast.tab.Load().byClient) > 0
+		return bound(i)
 	})
 	_ = peer.SetReadDeadline(time.Time{})
-	return ts, relay, client, peer
 }
 
 // TestTURNFastForwarding: with a client's channel bound, the embedded
