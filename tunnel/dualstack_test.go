@@ -1,9 +1,13 @@
 package tunnel
 
 import (
+	"errors"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/pion/ice/v4"
 
 	"github.com/meshd/meshd/internal/testutil"
 )
@@ -75,4 +79,40 @@ func TestDualStackLinkPrefersIPv6(t *testing.T) {
 	}
 	t.Logf("selected %v -> %v; %d IPv4 pairs also succeeded", st.Local, st.Remote, v4Pairs)
 	exchange(t, ab, &atB, "v6", 5*time.Second)
+}
+
+// TestSrflxConnFamily: on a dual-stack socket the mux gives a
+// server-reflexive conn only to a base of the STUN server's family; pion
+// asks for one per listen address of every family, and an IPv4 mapping on
+// an IPv6 base would be a second candidate for the same mapped address.
+func TestSrflxConnFamily(t *testing.T) {
+	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := &sharedMux{UniversalUDPMuxDefault: ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{UDPConn: uc})}
+	defer mux.Close()
+	v4 := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 2), Port: 51830}
+	v6 := &net.UDPAddr{IP: net.ParseIP("2001:db8::2"), Port: 51830}
+	for _, tc := range []struct {
+		url  string
+		base *net.UDPAddr
+		ok   bool
+	}{
+		{"stun:198.51.100.1:3478", v4, true},
+		{"stun:198.51.100.1:3478", v6, false},
+		{"stun:[2001:db8::1]:3478", v6, true},
+		{"stun:[2001:db8::1]:3478", v4, false},
+		{"stun:stun.example.net:3478", v6, true}, // a name: pion resolved it for this family
+	} {
+		// pion itself then refuses these bases (not the mux's listen
+		// addresses); only the family check is this test's.
+		c, err := mux.GetConnForURL("ufrag", tc.url, tc.base)
+		if errors.Is(err, errSrflxFamily) == tc.ok {
+			t.Errorf("GetConnForURL(%s, base %v): %v, want refused for the family: %v", tc.url, tc.base, err, !tc.ok)
+		}
+		if c != nil {
+			_ = c.Close()
+		}
+	}
 }

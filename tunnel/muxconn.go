@@ -395,6 +395,27 @@ func (m *sharedMux) GetXORMappedAddrContext(ctx context.Context, server net.Addr
 	return xor, nil
 }
 
+// errSrflxFamily: a server-reflexive conn on a base of the other family.
+var errSrflxFamily = errors.New("tunnel: the STUN server and the listen address are of different families")
+
+// GetConnForURL refuses a server-reflexive conn whose base address is of
+// the other family than the STUN server's (an IP literal in url; a name is
+// let through): pion asks for one per listen address of every family, so
+// on a dual-stack socket an IPv4 mapping would also become a candidate on
+// each IPv6 base (same mapped address, another base), which splits the
+// mux's routing of that remote between the conns (see
+// GetXORMappedAddrContext). pion logs the refusal and adds no candidate.
+func (m *sharedMux) GetConnForURL(ufrag, url string, addr net.Addr) (net.PacketConn, error) {
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		if u, err := stun.ParseURI(url); err == nil {
+			if ip, err := netip.ParseAddr(u.Host); err == nil && ip.Unmap().Is4() != (ua.IP.To4() != nil) {
+				return nil, errSrflxFamily
+			}
+		}
+	}
+	return m.UniversalUDPMuxDefault.GetConnForURL(ufrag, url, addr)
+}
+
 // GetXORMappedAddr is GetXORMappedAddrContext without a context.
 func (m *sharedMux) GetXORMappedAddr(server net.Addr, deadline time.Duration) (*stun.XORMappedAddress, error) {
 	return m.GetXORMappedAddrContext(context.Background(), server, deadline)
