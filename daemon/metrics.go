@@ -65,7 +65,7 @@ func newMetricDescs() *metricDescs {
 		coordMembers:      n("coordinator_members", "Live coordinators in the gossip cluster."),
 		coordTURNRefused:  n("coordinator_turn_peers_refused_total", "Relay permissions and relayed datagrams the embedded TURN server refused by its peer-address policy."),
 		candidatesDropped: n("ice_candidates_dropped_total", "Remote ICE candidates refused: beyond the per-session bound or a peer's pace."),
-		pathChanges:       n("path_changes_total", "Selected-path changes of connected links, by reason (path_failed, direct_found, peer_moved, ice_selected).", "reason"),
+		pathChanges:       n("path_changes_total", "Selected-path changes of connected links, by reason (path_failed, direct_found, ipv6_preferred, better_relay, peer_moved, ice_selected).", "reason"),
 	}
 }
 
