@@ -18,6 +18,8 @@ import (
 	"github.com/pion/logging"
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
+
+	"github.com/meshd/meshd/internal/turnauth"
 )
 
 // TURNOptions configures a coordinator's embedded STUN/TURN server and the
@@ -217,8 +219,8 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 			}
 		}
 		if o.Secret != "" {
-			// Bad or expired credentials get 401, not pion's 400 (turnauth.go).
-			pc = &authConn{PacketConn: pc, auth: &turnAuth{secret: o.Secret, realm: o.Realm, now: time.Now}}
+			// Bad or expired credentials get 401, not pion's 400 (internal/turnauth).
+			pc = turnauth.NewConn(pc, turnauth.NewChecker(o.Realm, staticAuthKey(o.Secret, time.Now)))
 		}
 		cfg.PacketConnConfigs = append(cfg.PacketConnConfigs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
 		announce(pc.LocalAddr(), func(hp string) string { return "stun:" + hp }, func(hp string) string { return "turn:" + hp + "?transport=udp" })

@@ -10,56 +10,9 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/meshd/meshd/internal/testutil"
+	"github.com/meshd/meshd/internal/turnauth"
+	"github.com/meshd/meshd/internal/turnauth/turnauthtest"
 )
-
-// turnRequest sends one Allocate to server from conn and returns the
-// answer. With username "" the request carries no credential (pion's
-// challenge); otherwise USERNAME, REALM, NONCE and MESSAGE-INTEGRITY from
-// password.
-func turnRequest(t *testing.T, conn net.PacketConn, server net.Addr, username, password, realm, nonce string) *stun.Message {
-	t.Helper()
-	setters := []stun.Setter{stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest),
-		stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}}
-	if username != "" {
-		setters = append(setters, stun.NewUsername(username), stun.NewRealm(realm), stun.NewNonce(nonce),
-			stun.NewLongTermIntegrity(username, realm, password))
-	}
-	setters = append(setters, stun.Fingerprint)
-	req, err := stun.Build(setters...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.WriteTo(req.Raw, server); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 1500)
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		n, _, err := conn.ReadFrom(buf)
-		if err != nil {
-			t.Fatalf("no answer to the Allocate: %v", err)
-		}
-		res := &stun.Message{Raw: append([]byte(nil), buf[:n]...)}
-		if err := res.Decode(); err != nil {
-			t.Fatalf("undecodable answer: %v", err)
-		}
-		if res.TransactionID == req.TransactionID {
-			return res
-		}
-	}
-}
-
-func errorCode(t *testing.T, m *stun.Message) int {
-	t.Helper()
-	if m.Type.Class != stun.ClassErrorResponse {
-		return 0
-	}
-	var code stun.ErrorCodeAttribute
-	if err := code.GetFrom(m); err != nil {
-		t.Fatalf("error response without ERROR-CODE: %v", err)
-	}
-	return int(code.Code)
-}
 
 // TestTURNAuth401: the embedded TURN server answers a request whose
 // credential is expired, or whose password is wrong, with 401 Unauthorized
@@ -92,9 +45,9 @@ func TestTURNAuth401(t *testing.T) {
 		t.Fatalf("no turn: URL in %v", svc.urls)
 	}
 
-	challenge := turnRequest(t, udpConn(t), server, "", "", "", "")
+	challenge := turnauthtest.Allocate(t, udpConn(t), server, "", "", "", "")
 	var nonce stun.Nonce
-	if errorCode(t, challenge) != 401 || nonce.GetFrom(challenge) != nil {
+	if turnauthtest.ErrorCode(t, challenge) != 401 || nonce.GetFrom(challenge) != nil {
 		t.Fatalf("unauthenticated Allocate: %v, want pion's 401 challenge with a NONCE", challenge)
 	}
 	now := time.Now()
@@ -112,37 +65,35 @@ func TestTURNAuth401(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res := turnRequest(t, udpConn(t), server, tt.user, tt.pass, "meshd", nonce.String())
-			if got := errorCode(t, res); got != tt.want {
+			res := turnauthtest.Allocate(t, udpConn(t), server, tt.user, tt.pass, "meshd", nonce.String())
+			if tt.want == 401 {
+				turnauthtest.Check401(t, res, "meshd")
+			} else if got := turnauthtest.ErrorCode(t, res); got != tt.want {
 				t.Fatalf("Allocate answered %d (%v), want %d", got, res, tt.want)
-			}
-			if tt.want != 401 {
-				return
-			}
-			var realm stun.Realm
-			var n stun.Nonce
-			if realm.GetFrom(res) != nil || realm.String() != "meshd" || n.GetFrom(res) != nil || n.String() == "" {
-				t.Fatalf("401 without the realm and a NONCE: %v", res)
 			}
 		})
 	}
 }
 
-// FuzzTURNAuthCheck: check never panics on any datagram, and what it
-// answers is a well-formed STUN error response of code 401.
+// FuzzTURNAuthCheck: the coordinator's checker (internal/turnauth with
+// the static-auth-secret key) never panics on any datagram, and what it
+// answers is a well-formed STUN error response of code 401. The parser's
+// own fuzz target is internal/turnauth's FuzzCheck.
 func FuzzTURNAuthCheck(f *testing.F) {
-	u, p := turnCredentials("s", "n", time.Unix(1, 0))
-	req, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest),
-		stun.NewUsername(u), stun.NewRealm("meshd"), stun.NewNonce("nonce"), stun.NewLongTermIntegrity(u, "meshd", p), stun.Fingerprint)
-	if err != nil {
-		f.Fatal(err)
+	u, p := turnCredentials("s", "n", time.Unix(3, 0))
+	for _, pw := range []string{p, "bad"} {
+		req, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest),
+			stun.NewUsername(u), stun.NewRealm("meshd"), stun.NewNonce("nonce"), stun.NewLongTermIntegrity(u, "meshd", pw), stun.Fingerprint)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(req.Raw)
 	}
-	f.Add(req.Raw)
 	f.Add([]byte{0x40, 0, 0, 4, 1, 2, 3, 4})
 	f.Add(make([]byte, 20))
-	a := &turnAuth{secret: "s", realm: "meshd", now: func() time.Time { return time.Unix(2, 0) }}
+	c := turnauth.NewChecker("meshd", staticAuthKey("s", func() time.Time { return time.Unix(2, 0) }))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		resp := a.check(b)
+		resp := c.Check(b)
 		if resp == nil {
 			return
 		}
