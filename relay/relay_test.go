@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/internal/testutil"
+	"github.com/meshd/meshd/internal/turnauth/turnauthtest"
+	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 	sync_atomic "sync/atomic"
 )
@@ -263,6 +265,57 @@ func TestServerAuth(t *testing.T) {
 	}
 	if st := tr.srv.Stats(); st.AllocationsMade != 1 || st.AuthRefused < uint64(len(cases)-1) {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestServerAuth401: a bad, expired or unknown credential is answered 401
+// Unauthorized with the relay's REALM and a NONCE (RFC 8489 §9.2.4), which
+// a client reads as "get new credentials" — pion alone answers 400, "never
+// retry" — and is counted as an auth refusal; a member's good credential
+// still allocates.
+func TestServerAuth401(t *testing.T) {
+	testutil.LeakCheck(t)
+	tr := newTestRelay(t, 0)
+	server := net.UDPAddrFromAddrPort(tr.srv.Addr())
+	conn := func(t *testing.T) net.PacketConn {
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pc.Close() })
+		return pc
+	}
+	challenge := turnauthtest.Allocate(t, conn(t), server, "", "", "", "")
+	var nonce stun.Nonce
+	if turnauthtest.ErrorCode(t, challenge) != 401 || nonce.GetFrom(challenge) != nil {
+		t.Fatalf("unauthenticated Allocate: %v, want pion's 401 challenge with a NONCE", challenge)
+	}
+	good := tr.now.Add(time.Hour)
+	stranger := newP256(t)
+	tests := []struct {
+		name string
+		cred func() (string, string)
+	}{
+		{"expired", func() (string, string) { return tr.creds(t, "node-a", tr.memberKey, tr.now.Add(-time.Second)) }},
+		{"unknown or revoked name", func() (string, string) { return tr.creds(t, "node-z", tr.memberKey, good) }},
+		{"member's name, a stranger's key", func() (string, string) { return tr.creds(t, "node-a", stranger, good) }},
+		{"not the scheme", func() (string, string) { return "node-a", "x" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u, p := tt.cred()
+			turnauthtest.Check401(t, turnauthtest.Allocate(t, conn(t), server, u, p, Realm, nonce.String()), Realm)
+		})
+	}
+	if st := tr.srv.Stats(); st.AuthRefused != uint64(len(tests)) || st.AllocationsMade != 0 {
+		t.Fatalf("stats %+v, want %d auth refusals", st, len(tests))
+	}
+	u, p := tr.creds(t, "node-a", tr.memberKey, good)
+	if res := turnauthtest.Allocate(t, conn(t), server, u, p, Realm, nonce.String()); res.Type.Class != stun.ClassSuccessResponse {
+		t.Fatalf("member's Allocate: %v", res)
+	}
+	if st := tr.srv.Stats(); st.AuthRefused != uint64(len(tests)) || st.AllocationsMade != 1 {
+		t.Fatalf("stats %+v after the member's allocation", st)
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 
 	"github.com/pion/logging"
 	"github.com/pion/turn/v5"
+
+	"github.com/meshd/meshd/internal/turnauth"
 )
 
 // relayPortMin and relayPortMax bound the allocations' relay ports.
@@ -93,6 +95,7 @@ type Server struct {
 	addr   *net.UDPAddr
 	log    *slog.Logger
 	peers  *policy
+	creds  *turnauth.Checker // answers bad credentials 401 before pion
 
 	allocsMade, authRefused, quotaRefused, denied atomic.Uint64
 	pktOut, bytesOut, pktIn, bytesIn              atomic.Uint64
@@ -133,6 +136,8 @@ func New(o Options) (*Server, error) {
 		return nil, fmt.Errorf("relay: listener: %w", err)
 	}
 	s.addr = pc.LocalAddr().(*net.UDPAddr)
+	// Bad, expired or unknown credentials get 401, not pion's 400.
+	s.creds = turnauth.NewChecker(Realm, s.checkKey)
 	bind := o.RelayBind
 	if bind == "" {
 		bind = o.RelayAddress.String()
@@ -149,7 +154,7 @@ func New(o Options) (*Server, error) {
 		AuthHandler:   s.auth,
 		QuotaHandler:  s.quota,
 		PacketConnConfigs: []turn.PacketConnConfig{{
-			PacketConn: pc, RelayAddressGenerator: gen, PermissionHandler: s.permit,
+			PacketConn: turnauth.NewConn(pc, s.creds), RelayAddressGenerator: gen, PermissionHandler: s.permit,
 		}},
 		EventHandler: turn.EventHandler{
 			OnAllocationCreated: func(src, _ net.Addr, _, user, _ string, _ net.Addr, _ int) {
@@ -157,8 +162,9 @@ func New(o Options) (*Server, error) {
 				s.peers.track(src, user, +1)
 			},
 			OnAllocationDeleted: func(src, _ net.Addr, _, user, _ string) { s.peers.track(src, user, -1) },
-			// A credential whose integrity does not verify (a password
-			// derived from another key); refusals by auth are counted there.
+			// A credential whose integrity does not verify here though it
+			// did in s.creds (the key changed between the two checks);
+			// refusals by s.creds and by auth are counted there.
 			OnAuth: func(_, _ net.Addr, _, _, _ string, _ string, ok bool) {
 				if !ok {
 					s.authRefused.Add(1)
@@ -186,7 +192,7 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		Allocations:     s.peers.allocations(),
 		AllocationsMade: s.allocsMade.Load(),
-		AuthRefused:     s.authRefused.Load(),
+		AuthRefused:     s.authRefused.Load() + s.creds.Refused(),
 		QuotaRefused:    s.quotaRefused.Load(),
 		PeersDenied:     s.denied.Load(),
 		PacketsRelayed:  s.pktOut.Load(),
@@ -222,15 +228,38 @@ func (s *Server) checkUsername(username string) (string, crypto.PublicKey, error
 	return name, pub, nil
 }
 
+// longTermKey returns the member of username and its long-term key, or
+// why there is none (unknown, expired, revoked, not of the scheme).
+func (s *Server) longTermKey(username string) (string, []byte, error) {
+	name, pub, err := s.checkUsername(username)
+	if err != nil {
+		return "", nil, err
+	}
+	pw, err := Password(s.opts.Key(), pub, username, s.opts.Name)
+	if err != nil {
+		return "", nil, err
+	}
+	return name, turn.GenerateAuthKey(username, Realm, pw), nil
+}
+
+// checkKey is s.creds' key function: every request with a credential is
+// checked there first, and answered 401 (and counted by s.creds) when
+// there is no key or the integrity does not verify with it.
+func (s *Server) checkKey(username, _ string) ([]byte, bool) {
+	_, key, err := s.longTermKey(username)
+	if err != nil && s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("relay credential refused", "error", err)
+	}
+	return key, err == nil
+}
+
 // auth is pion's AuthHandler: the long-term key of a member's username, or
-// refusal (pion answers 401 on a refusal here, before any integrity check).
+// refusal (pion answers 400). s.creds answered every bad credential
+// already; this refuses only one that went bad between the two checks.
 func (s *Server) auth(ra *turn.RequestAttributes) (string, []byte, bool) {
-	name, pub, err := s.checkUsername(ra.Username)
+	name, key, err := s.longTermKey(ra.Username)
 	if err == nil {
-		var pw string
-		if pw, err = Password(s.opts.Key(), pub, ra.Username, s.opts.Name); err == nil {
-			return name, turn.GenerateAuthKey(ra.Username, Realm, pw), true
-		}
+		return name, key, true
 	}
 	s.authRefused.Add(1)
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
