@@ -10,7 +10,6 @@ import (
 	"github.com/pion/stun/v4"
 
 	"github.com/meshd/meshd/internal/testutil"
-	"github.com/meshd/meshd/internal/turnauth"
 	"github.com/meshd/meshd/internal/turnauth/turnauthtest"
 )
 
@@ -73,39 +72,6 @@ func TestTURNAuth401(t *testing.T) {
 			}
 		})
 	}
-}
-
-// FuzzTURNAuthCheck: the coordinator's checker (internal/turnauth with
-// the static-auth-secret key) never panics on any datagram, and what it
-// answers is a well-formed STUN error response of code 401. The parser's
-// own fuzz target is internal/turnauth's FuzzCheck.
-func FuzzTURNAuthCheck(f *testing.F) {
-	u, p := turnCredentials("s", "n", time.Unix(3, 0))
-	for _, pw := range []string{p, "bad"} {
-		req, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest),
-			stun.NewUsername(u), stun.NewRealm("meshd"), stun.NewNonce("nonce"), stun.NewLongTermIntegrity(u, "meshd", pw), stun.Fingerprint)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(req.Raw)
-	}
-	f.Add([]byte{0x40, 0, 0, 4, 1, 2, 3, 4})
-	f.Add(make([]byte, 20))
-	c := turnauth.NewChecker("meshd", staticAuthKey("s", func() time.Time { return time.Unix(2, 0) }))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		resp := c.Check(b)
-		if resp == nil {
-			return
-		}
-		m := &stun.Message{Raw: resp}
-		if err := m.Decode(); err != nil {
-			t.Fatalf("undecodable 401: %v", err)
-		}
-		var code stun.ErrorCodeAttribute
-		if m.Type.Class != stun.ClassErrorResponse || code.GetFrom(m) != nil || code.Code != 401 {
-			t.Fatalf("answer %v is not a 401", m)
-		}
-	})
 }
 
 // TestTURNCredentialsDroppedWithoutTURN: a node whose session moves to a

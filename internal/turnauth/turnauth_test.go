@@ -96,7 +96,8 @@ func TestCheck(t *testing.T) {
 }
 
 // FuzzCheck: Check never panics or reads past the datagram, and what it
-// answers is a well-formed STUN error response of code 401.
+// answers is a well-formed STUN error response of code 401. (It was
+// discovery's FuzzTURNAuthCheck before the check moved here.)
 func FuzzCheck(f *testing.F) {
 	f.Add(request(f, allocate("alice", "r", "nonce", "pw")...))
 	f.Add(request(f, allocate("alice", "r", "nonce", "bad")...))
