@@ -17,9 +17,9 @@ package tunnel
  *
  * The proof that a pair carries this side's packets is an answer to this
  * side's own checks (both roles check the selected pair every
- * KeepaliveInterval). oneWay fires when the peer is still heard (on the
- * selected pair, or checking its socket from a new, peer-reflexive
- * address) but those answers stopped for
+ * KeepaliveInterval). oneWay fires when the peer checks the selected
+ * pair's socket from a new, peer-reflexive address but those answers
+ * stopped for
  * PathTimeout + KeepaliveInterval: one check later than the controlling
  * side's path policy moves a link off a pair that stopped answering, so a
  * policy move (which changes the selected pair on both sides) goes first.
@@ -37,20 +37,18 @@ import (
 var ErrPathOneWay = errors.New("tunnel: the selected pair stopped carrying this side's packets (the peer's address changed)")
 
 // oneWay reports whether the selected pair only works towards this side:
-// the peer was heard within PathTimeout (on the pair, or checking the
-// pair's socket from a new peer-reflexive address), but none of this side's checks on the pair was
-// answered for PathTimeout + KeepaliveInterval since the later of the last
-// answer and since: when the link became active (an idle link sends no
-// checks, so its silence does not count) or its selected pair changed (the
-// controlled side checks only the selected pair, so a pair the peer moved
-// the link to may have no answer of this side's yet).
+// the peer checked the pair's socket from a new, peer-reflexive mapping
+// within PathTimeout, but none of this side's checks on the pair was
+// answered for PathTimeout + KeepaliveInterval since the later of the
+// last answer and since: when the link became active (an idle link sends
+// no checks, so its silence does not count) or its selected pair changed
+// (the controlled side checks only the selected pair, so a pair the peer
+// moved the link to may have no answer of this side's yet). The peer's
+// data alone is no proof of a new mapping: pion credits it to the
+// selected pair whichever pair it came by.
 func oneWay(now time.Time, pt pairTimes, since time.Time, t Timers) bool {
-	peer := pt.heard
-	if pt.rebound.After(peer) {
-		peer = pt.rebound
-	}
-	if peer.IsZero() || now.Sub(peer) >= t.PathTimeout {
-		return false // the peer is silent too: liveness and relayLost judge
+	if pt.rebound.IsZero() || now.Sub(pt.rebound) >= t.PathTimeout {
+		return false
 	}
 	return now.Sub(latest(pt.answered, since)) >= t.PathTimeout+t.KeepaliveInterval
 }

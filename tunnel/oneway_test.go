@@ -25,15 +25,21 @@ func TestOneWay(t *testing.T) {
 		since                         time.Time
 		want                          bool
 	}{
-		{"answered recently", ms(limit + 100), ms(limit + 90), ms(200), time.Time{}, t0, false},
-		{"heard, unanswered for the limit", ms(limit + 100), ms(limit + 90), ms(100), time.Time{}, t0, true},
-		{"heard, unanswered just under the limit", ms(limit + 99), ms(limit + 90), ms(100), time.Time{}, t0, false},
-		{"nothing heard either", ms(limit + 100), ms(limit + 100 - int(tm.PathTimeout/time.Millisecond)), ms(100), time.Time{}, t0, false},
+		// heard: the peer's data, credited to the selected pair; rebound:
+		// its checks from a new mapping at the pair's socket.
+		{"a new mapping, answered recently", ms(limit + 100), ms(limit + 90), ms(200), ms(limit + 90), t0, false},
+		{"a new mapping, unanswered for the limit", ms(limit + 100), ms(limit + 90), ms(100), ms(limit + 90), t0, true},
+		{"a new mapping, unanswered just under the limit", ms(limit + 99), ms(limit + 90), ms(100), ms(limit + 90), t0, false},
+		{"a new mapping, but no longer checking", ms(limit + 100), ms(limit + 90), ms(100), ms(limit + 100 - int(tm.PathTimeout/time.Millisecond)), t0, false},
+		{"the new mapping is all that is heard", ms(limit + 100), ms(10), ms(100), ms(limit + 50), t0, true},
+		{"never answered since active", ms(limit + 600), ms(limit + 590), time.Time{}, ms(limit + 590), ms(500), true},
+		{"active only since recently", ms(limit + 100), ms(limit + 90), ms(100), ms(limit + 90), ms(500), false},
+		// The peer's data arrives, ours is unanswered, but no new mapping
+		// checks us: the peer moved the link and this side's checks on the
+		// new pair are slow to be answered, or the path is dead both ways.
+		// Liveness, relayLost and the path policy judge those.
+		{"heard, unanswered, no new mapping", ms(limit + 100), ms(limit + 90), ms(100), time.Time{}, t0, false},
 		{"never heard", ms(limit + 100), time.Time{}, time.Time{}, time.Time{}, t0, false},
-		{"active only since recently", ms(limit + 100), ms(limit + 90), ms(100), time.Time{}, ms(500), false},
-		{"never answered since active", ms(limit + 600), ms(limit + 590), time.Time{}, time.Time{}, ms(500), true},
-		{"the peer checks only from a new mapping", ms(limit + 100), ms(10), ms(100), ms(limit + 50), t0, true},
-		{"a new mapping, but answered", ms(limit + 100), ms(limit + 90), ms(limit), ms(limit + 50), t0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
