@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pion/logging"
+	"github.com/pion/transport/v5/stdnet"
 	"github.com/pion/turn/v5"
 
 	"github.com/meshd/meshd/internal/testutil"
@@ -80,5 +82,63 @@ func TestRelayFastPathIPv6(t *testing.T) {
 		if !fastRelayReady(dir.from) {
 			t.Errorf("%s: the link left the fast relay path", dir.name)
 		}
+	}
+}
+
+// TestRelayIPv4OverIPv6: a relay socket on [::] (the node's port on both
+// families) asks its TURN server for the RFC 6156 default, an IPv4 relayed
+// address, though it reaches the server over IPv6: that is where an
+// IPv6-only node meets an IPv4-only one. The server here relays IPv4 only,
+// as RFC 6156 servers do when the request names no family.
+func TestRelayIPv4OverIPv6(t *testing.T) {
+	testutil.LeakCheck(t)
+	pc, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelDisabled
+	key := turn.GenerateAuthKey("user", "meshd.test", "pass")
+	s, err := turn.NewServer(turn.ServerConfig{
+		Realm:               "meshd.test",
+		AuthHandler:         func(ra *turn.RequestAttributes) (string, []byte, bool) { return ra.Username, key, true },
+		StrictAddressFamily: true,
+		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: pc,
+			RelayAddressGenerator: &turn.RelayAddressGeneratorStatic{RelayAddress: net.IPv4(127, 0, 0, 1), Address: "127.0.0.1"}}},
+		LoggerFactory: lf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	var foreign atomic.Uint64
+	host, err := stdnet.NewNet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rn := &relayNet{Net: fastRelayNet{host}, guard: newRelayGuard(&foreign, nil)}
+	conn, err := rn.ListenPacket("udp6", "[::]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := turn.NewClient(&turn.ClientConfig{
+		Conn: conn, TURNServerAddr: pc.LocalAddr().String(), Username: "user", Password: "pass",
+		Realm: "meshd.test", LoggerFactory: lf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { client.Close(); _ = conn.Close() }()
+	if err := client.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	relayed, err := client.Allocate()
+	if err != nil {
+		t.Fatalf("allocation over IPv6 (the server relays IPv4 only): %v", err)
+	}
+	defer relayed.Close()
+	if a := relayed.LocalAddr().(*net.UDPAddr); a.IP.To4() == nil {
+		t.Fatalf("relayed address %v, want IPv4", a)
 	}
 }

@@ -145,6 +145,23 @@ func (c *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return c.PacketConn.WriteTo(p, addr)
 }
 
+// LocalAddr is the socket's address, except that an unspecified IPv6
+// one reads as ::ffff:0.0.0.0. pion's TURN client takes the family of the
+// allocation from it (pion/ice asks for none while both families are
+// gathered), so a socket on [::] would ask for an IPv6 relayed address;
+// this way it asks for the RFC 6156 default, IPv4, over either transport.
+// Every peer with IPv4 reaches an IPv4 relayed address, which is how an
+// IPv6-only node meets an IPv4-only one; peers that both have IPv6 meet
+// directly. (pion/ice shows the same address as the relay candidate's
+// related address: 0.0.0.0 instead of ::, both meaning "any".)
+func (c *relayConn) LocalAddr() net.Addr {
+	a := c.PacketConn.LocalAddr()
+	if ua, ok := a.(*net.UDPAddr); ok && ua.IP.To4() == nil && ua.IP.IsUnspecified() {
+		return &net.UDPAddr{IP: net.IPv4zero.To16(), Port: ua.Port}
+	}
+	return a
+}
+
 // ReadFrom returns the next datagram from an address this socket sent to,
 // dropping the others.
 func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
