@@ -15,9 +15,10 @@ import (
 	"github.com/meshd/meshd/internal/testutil"
 )
 
-// startLoopbackTURN6 is a pion TURN server on ::1 over UDP, relaying from
-// ::1; it returns the server's address.
-func startLoopbackTURN6(t testing.TB) string {
+// startLoopbackTURN6 is a pion TURN server on ::1 over UDP, relaying
+// from relay (IPv6 or IPv4 loopback); strict keeps RFC 6156's IPv4 default
+// for requests that name no family. It returns the server's address.
+func startLoopbackTURN6(t testing.TB, relay net.IP, strict bool) string {
 	t.Helper()
 	pc, err := net.ListenPacket("udp6", "[::1]:0")
 	if err != nil {
@@ -32,8 +33,9 @@ func startLoopbackTURN6(t testing.TB) string {
 			return ra.Username, key, ra.Username == "user"
 		},
 		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: pc,
-			RelayAddressGenerator: &turn.RelayAddressGeneratorStatic{RelayAddress: net.IPv6loopback, Address: "::1"}}},
-		LoggerFactory: lf,
+			RelayAddressGenerator: &turn.RelayAddressGeneratorStatic{RelayAddress: relay, Address: relay.String()}}},
+		StrictAddressFamily: strict,
+		LoggerFactory:       lf,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +50,7 @@ func startLoopbackTURN6(t testing.TB) string {
 func TestRelayFastPathIPv6(t *testing.T) {
 	testutil.LeakCheck(t)
 	hardTimeout(t, 90*time.Second)
-	srv := startLoopbackTURN6(t)
+	srv := startLoopbackTURN6(t, net.IPv6loopback, false)
 	servers := []ICEServer{{URL: "turn:" + srv + "?transport=udp", Username: "user", Password: "pass"}}
 	ab, ba, atA, atB := relayedPair(t, func(o *Options) {
 		o.ListenAddr = netip.IPv6Loopback()
@@ -92,26 +94,7 @@ func TestRelayFastPathIPv6(t *testing.T) {
 // as RFC 6156 servers do when the request names no family.
 func TestRelayIPv4OverIPv6(t *testing.T) {
 	testutil.LeakCheck(t)
-	pc, err := net.ListenPacket("udp6", "[::1]:0")
-	if err != nil {
-		t.Skipf("no IPv6 loopback here: %v", err)
-	}
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelDisabled
-	key := turn.GenerateAuthKey("user", "meshd.test", "pass")
-	s, err := turn.NewServer(turn.ServerConfig{
-		Realm:               "meshd.test",
-		AuthHandler:         func(ra *turn.RequestAttributes) (string, []byte, bool) { return ra.Username, key, true },
-		StrictAddressFamily: true,
-		PacketConnConfigs: []turn.PacketConnConfig{{PacketConn: pc,
-			RelayAddressGenerator: &turn.RelayAddressGeneratorStatic{RelayAddress: net.IPv4(127, 0, 0, 1), Address: "127.0.0.1"}}},
-		LoggerFactory: lf,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-
+	srv := startLoopbackTURN6(t, net.IPv4(127, 0, 0, 1), true)
 	var foreign atomic.Uint64
 	host, err := stdnet.NewNet()
 	if err != nil {
@@ -123,8 +106,7 @@ func TestRelayIPv4OverIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 	client, err := turn.NewClient(&turn.ClientConfig{
-		Conn: conn, TURNServerAddr: pc.LocalAddr().String(), Username: "user", Password: "pass",
-		Realm: "meshd.test", LoggerFactory: lf,
+		Conn: conn, TURNServerAddr: srv, Username: "user", Password: "pass", Realm: "meshd.test",
 	})
 	if err != nil {
 		t.Fatal(err)
