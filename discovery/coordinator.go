@@ -227,6 +227,10 @@ type Coordinator struct {
 	trusted        map[string]*pki.NodeCert
 	helloSent      map[string]time.Time
 	refusedMembers map[string]string
+	// TURN URLs that trusted members announced, and Relays messages of
+	// members not yet trusted (gossiprelays.go).
+	memberRelays  map[string][]string
+	pendingRelays map[string]gossipMsg
 	// Registry cache (coordcache.go).
 	startedAt   time.Time
 	graceOver   bool
@@ -333,6 +337,8 @@ func NewCoordinator(opts CoordinatorOptions) (*Coordinator, error) {
 		trusted:        map[string]*pki.NodeCert{},
 		helloSent:      map[string]time.Time{},
 		refusedMembers: map[string]string{},
+		memberRelays:   map[string][]string{},
+		pendingRelays:  map[string]gossipMsg{},
 	}
 	c.reg = newRegistry(opts.Verifier, opts.TombstoneTTL, opts.OfflineTTL, &c.rc)
 	if opts.StateDir != "" {

@@ -670,7 +670,7 @@ func (c *Coordinator) sendSnapshot(s *session, version uint64, now time.Time) {
 			s.log.Error("CRL larger than a session frame; not sent", "bytes", len(crl.Raw))
 		}
 	}
-	if creds, ok := c.turn.credentials(s.name, now); ok {
+	if creds, ok := c.turn.credentials(s.name, now, c.otherRelayURLs()); ok {
 		items = append(items, turnFrame(creds))
 		s.turnExpires = creds.Expires
 	}
@@ -751,11 +751,12 @@ func (c *Coordinator) dropSession(s *session) bool {
 // refreshTURN re-issues TURN credentials at half-life.
 func (c *Coordinator) refreshTURN(now time.Time) {
 	half := c.turn.ttl() / 2
+	others := c.otherRelayURLs()
 	for _, s := range c.sessions {
 		if !s.live || s.turnExpires.IsZero() || now.Before(s.turnExpires.Add(-half)) {
 			continue
 		}
-		if creds, ok := c.turn.credentials(s.name, now); ok {
+		if creds, ok := c.turn.credentials(s.name, now, others); ok {
 			s.send(turnFrame(creds))
 			s.turnExpires = creds.Expires
 		}

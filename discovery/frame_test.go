@@ -354,6 +354,8 @@ func FuzzDecodeGossip(f *testing.F) {
 	f.Add(append(append([]byte{gossipState, gossipVersion}, u32(0)...), u32(0xffffffff)...))
 	f.Add(append([]byte{gossipCRL, gossipVersion}, u32(0xffffffff)...))
 	f.Add(encodeGossipHello("c1", "c2", 1, false, []byte{0x30}, []byte{1}))
+	f.Add(encodeGossipRelays("c1", "c2", 1, []string{"turn:192.0.2.1:3478?transport=udp"}, []byte{1}))
+	f.Add(append(encodeGossipRelays("c1", "c2", 1, nil, nil)[:2+8+3+3], 0xff))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeGossip(b)
 		if err != nil {
@@ -364,6 +366,14 @@ func FuzzDecodeGossip(f *testing.F) {
 		}
 		if len(m.cert) > maxCertLen || len(m.sig) > maxSigLen {
 			t.Fatalf("hello beyond the limits: certificate %d, signature %d", len(m.cert), len(m.sig))
+		}
+		if len(m.urls) > maxRelayURLs {
+			t.Fatalf("relays beyond the limit: %d URLs", len(m.urls))
+		}
+		for _, u := range m.urls {
+			if len(u) > maxRelayURLLen {
+				t.Fatalf("relay URL of %d bytes", len(u))
+			}
 		}
 	})
 }

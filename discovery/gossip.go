@@ -77,6 +77,8 @@ type gossipMsg struct {
 	sig   []byte // hello: signature over helloSigned
 	reply bool   // hello: the sender asks for this coordinator's Hello
 
+	urls []string // relays: the sender's TURN URLs (signed with sig)
+
 	crl     []byte     // crl, state
 	entries []rawEntry // state
 	batch   [][]byte   // batch: undecoded inner messages
@@ -236,6 +238,8 @@ func decodeGossip(b []byte) (gossipMsg, error) {
 		m.reply = r.bool("reply")
 		m.cert = r.bytes16("certificate", maxCertLen)
 		m.sig = r.bytes16("signature", maxSigLen)
+	case gossipRelays:
+		decodeGossipRelays(&r, &m)
 	case gossipBatch:
 		n := r.count("batch count", maxBatchMessages)
 		for i := 0; i < n && r.err == nil; i++ {

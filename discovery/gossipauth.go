@@ -80,6 +80,9 @@ func (c *Coordinator) sendHello(name string, p *peerSender, now time.Time) {
 	if msg := c.hello(name, c.trusted[name] == nil); msg != nil {
 		p.enqueue(outMsg{msg: msg})
 		c.helloSent[name] = now
+		if msg := c.relays(name); msg != nil {
+			p.enqueue(outMsg{msg: msg}) // gossiprelays.go
+		}
 	}
 }
 
@@ -122,6 +125,10 @@ func (c *Coordinator) handleHello(m gossipMsg) {
 	}
 	c.trusted[m.from] = nc
 	delete(c.refusedMembers, m.from)
+	if pm, ok := c.pendingRelays[m.from]; ok {
+		delete(c.pendingRelays, m.from)
+		c.acceptRelays(pm, now)
+	}
 	if p := c.peers[m.from]; p != nil && m.reply {
 		c.sendHello(m.from, p, now)
 	}
@@ -151,4 +158,5 @@ func (c *Coordinator) trustedPeer(name string) *peerSender {
 func (c *Coordinator) untrust(name string) {
 	delete(c.trusted, name)
 	delete(c.helloSent, name)
+	c.forgetRelays(name)
 }

@@ -68,6 +68,8 @@ func (c *Coordinator) handleGossipMsg(m gossipMsg, nested bool) {
 		c.finishDupQuery(m.fwdID, dupAnswered, &m)
 	case gossipHello:
 		c.handleHello(m)
+	case gossipRelays:
+		c.handleRelays(m)
 	case gossipCRL:
 		if err := c.applyCRL(m.crl); err != nil {
 			c.log.Debug("gossiped CRL rejected", "error", err)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -111,7 +112,8 @@ func turnCredentials(secret, name string, expires time.Time) (username, password
 type turnService struct {
 	opts   TURNOptions
 	server *turn.Server // nil when no listener is configured
-	urls   []string
+	urls   []string     // the embedded server's URLs, then ExternalURLs
+	nOwn   int          // how many of urls are the embedded server's
 	log    *slog.Logger
 	peers  *peerPolicy // which peer addresses the relay reaches
 	fast   *turnFast   // the UDP listener's forwarding fast path, or nil
@@ -248,6 +250,7 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: tln, RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
 		announce(ln.Addr(), func(hp string) string { return "turns:" + hp + "?transport=tcp" })
 	}
+	t.nOwn = len(t.urls)
 	t.urls = append(t.urls, o.ExternalURLs...)
 	if len(t.urls) > maxTURNURLs {
 		// A dual-stack server announces up to 8 itself; the session frame
@@ -300,14 +303,32 @@ func (t *turnService) track(user string, d int) {
 }
 
 // credentials issues credentials for node name, or ok=false when there is
-// nothing to hand out (no secret or no URL).
-func (t *turnService) credentials(name string, now time.Time) (TURNCredentials, bool) {
+// nothing to hand out (no secret or no URL). The URLs are this service's
+// own, then others (the other coordinators' relays, which accept the same
+// credentials when they share the secret) up to maxTURNURLs.
+func (t *turnService) credentials(name string, now time.Time, others []string) (TURNCredentials, bool) {
 	if t.opts.Secret == "" || len(t.urls) == 0 {
 		return TURNCredentials{}, false
 	}
 	exp := now.Add(t.opts.CredentialTTL).Truncate(time.Second)
 	u, p := turnCredentials(t.opts.Secret, name, exp)
-	return TURNCredentials{URLs: append([]string(nil), t.urls...), Username: u, Password: p, Expires: exp}, true
+	return TURNCredentials{URLs: mergeURLs(t.urls, others), Username: u, Password: p, Expires: exp}, true
+}
+
+// relayURLs are the embedded server's turn: and turns: URLs, which other
+// coordinators hand out after their own (gossiprelays.go); nil when this
+// service hands out no credentials.
+func (t *turnService) relayURLs() []string {
+	if t == nil || t.opts.Secret == "" {
+		return nil
+	}
+	var out []string
+	for _, u := range t.urls[:t.nOwn] {
+		if strings.HasPrefix(u, "turn:") || strings.HasPrefix(u, "turns:") {
+			out = append(out, u)
+		}
+	}
+	return out[:min(len(out), maxRelayURLs)]
 }
 
 func (t *turnService) ttl() time.Duration { return t.opts.CredentialTTL }

@@ -246,10 +246,10 @@ func TestTURNOptionsValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c, ok := s.credentials("node-a", time.Now()); !ok || len(c.URLs) != 1 {
+	if c, ok := s.credentials("node-a", time.Now(), nil); !ok || len(c.URLs) != 1 {
 		t.Fatalf("external-only credentials %+v %v", c, ok)
 	}
-	if _, ok := (&turnService{}).credentials("node-a", time.Now()); ok {
+	if _, ok := (&turnService{}).credentials("node-a", time.Now(), nil); ok {
 		t.Error("credentials without a secret")
 	}
 }

@@ -14,7 +14,8 @@
 package preflight
 
 import (
-	"crypto/rand"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -323,13 +324,14 @@ func (r *Result) coordinator(cfg *config.Config) error {
 			return configErr("coordinator.turn.auth_secret_file: %s is empty", t.AuthSecretFile)
 		}
 	default:
-		// Fine for the embedded server alone: its credentials are handed
-		// out over the session, so nobody else needs to know the secret.
-		var b [32]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return fmt.Errorf("preflight: random TURN secret: %w", err)
+		// Derived from the gossip key, so every coordinator of the cluster
+		// shares it and each hands out credentials the others' relays
+		// accept (docs/protocol.md, "Relays").
+		sec, err := TURNSecretFromGossipKey(key)
+		if err != nil {
+			return err
 		}
-		r.TURNSecret = base64.StdEncoding.EncodeToString(b[:])
+		r.TURNSecret = sec
 	}
 	if t.TLSListen.IsValid() && (t.TLSCert != cfg.PKI.Cert || t.TLSKey != cfg.PKI.Key) {
 		cert, err := tls.LoadX509KeyPair(t.TLSCert, t.TLSKey)
@@ -361,4 +363,20 @@ func prefixList(ps []netip.Prefix) string {
 		s[i] = p.String()
 	}
 	return strings.Join(s, ", ")
+}
+
+// turnSecretLabel is the HKDF info that derives the default TURN secret
+// from the gossip key.
+const turnSecretLabel = "meshd turn static-auth-secret v1"
+
+// TURNSecretFromGossipKey derives a coordinator's default TURN
+// static-auth-secret: base64 (standard, padded) of 32 bytes of
+// HKDF-SHA256(gossip key, no salt, info "meshd turn static-auth-secret v1").
+// Coordinators sharing a gossip key share it; it reveals nothing about the key.
+func TURNSecretFromGossipKey(key []byte) (string, error) {
+	b, err := hkdf.Key(sha256.New, key, nil, turnSecretLabel, 32)
+	if err != nil {
+		return "", fmt.Errorf("preflight: TURN secret from the gossip key: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(b), nil
 }

@@ -125,3 +125,31 @@ func TestExplicitGroupMissing(t *testing.T) {
 		t.Errorf("Run: %v, want a control.group error", err)
 	}
 }
+
+// TestTURNSecretDefault: without auth_secret, coordinators sharing a gossip
+// key get the same TURN secret (each one's credentials work on the others'
+// relays), another key gives another, and an explicit secret wins.
+func TestTURNSecretDefault(t *testing.T) {
+	dir := fixture(t, 24*time.Hour)
+	coord := func(key, extra string) string {
+		return inboundRule + "[coordinator]\nenabled = true\nsession_listen = \"0.0.0.0:7443\"\ngossip_key = \"" + strings.Repeat(key, 43) + "=\"\n[coordinator.turn]\nenabled = true\nrelay_address = \"203.0.113.10\"\n" + extra
+	}
+	secret := func(text string) string {
+		t.Helper()
+		r, err := Run(load(t, dir, text), Options{LookupGroup: haveGroup, HostAddrs: hostAddrs})
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		return r.TURNSecret
+	}
+	a1, a2, b := secret(coord("A", "")), secret(coord("A", "")), secret(coord("B", ""))
+	if a1 == "" || a1 != a2 || a1 == b {
+		t.Fatalf("derived secrets: same key %q and %q, other key %q", a1, a2, b)
+	}
+	if s := secret(coord("A", "auth_secret = \"explicit\"\n")); s != "explicit" {
+		t.Fatalf("explicit auth_secret gave %q", s)
+	}
+	if strings.Contains(a1, strings.Repeat("A", 8)) {
+		t.Fatalf("secret %q shows the gossip key", a1)
+	}
+}
