@@ -248,8 +248,9 @@ type TURN struct {
 	RelayPortMax int `toml:"relay_port_max"`
 	// AuthSecret is coordinator.turn.auth_secret, the HMAC secret of the
 	// static-auth-secret scheme. AuthSecret and AuthSecretFile are optional
-	// and exclusive; with neither, the daemon makes a random secret at start
-	// (fine unless an external TURN server must accept the credentials).
+	// and exclusive; with neither, the daemon derives the secret from the
+	// gossip key, so the coordinators of a cluster share it (set it when an
+	// external TURN server must accept the credentials, the same everywhere).
 	AuthSecret string `toml:"auth_secret"`
 	// AuthSecretFile is coordinator.turn.auth_secret_file (the daemon reads
 	// it; Load only checks it is readable).

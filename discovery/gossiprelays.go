@@ -12,7 +12,7 @@ import (
 // gossiprelays.go: each coordinator tells the others which TURN URLs of its
 // embedded server it hands out, so a session's TURN frame lists every live
 // coordinator's relay and a relayed link already holds pairs through a
-// second relay when its own dies (docs/protocol.md, "Relays").
+// second relay when its own dies (docs/protocol.md, "Relays of other coordinators").
 //
 // The Relays message is signed like a Hello, by the key whose certificate
 // the sender proved in its Hello, and is sent with every Hello. A Relays

@@ -326,7 +326,7 @@ func (r *Result) coordinator(cfg *config.Config) error {
 	default:
 		// Derived from the gossip key, so every coordinator of the cluster
 		// shares it and each hands out credentials the others' relays
-		// accept (docs/protocol.md, "Relays").
+		// accept (docs/protocol.md, "Relays of other coordinators").
 		sec, err := TURNSecretFromGossipKey(key)
 		if err != nil {
 			return err
