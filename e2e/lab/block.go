@@ -56,35 +56,38 @@ func (l *Lab) BlockAddrs(a, b netip.Addr) (*Block, error) {
 }
 
 func (l *Lab) block(ns *Namespace, pairs [][2]netip.Addr) (*Block, error) {
-	var rules strings.Builder
+	var rules4, rules6 strings.Builder
 	for _, p := range pairs {
 		a, b := p[0], p[1]
-		family := "ip"
 		switch {
 		case a.Is4() && b.Is4():
+			fmt.Fprintf(&rules4, "\t\tip saddr %[1]s ip daddr %[2]s counter drop\n\t\tip saddr %[2]s ip daddr %[1]s counter drop\n", a, b)
 		case a.Is6() && !a.Is4In6() && b.Is6() && !b.Is4In6():
-			family = "ip6"
+			fmt.Fprintf(&rules6, "\t\tip6 saddr %[1]s ip6 daddr %[2]s counter drop\n\t\tip6 saddr %[2]s ip6 daddr %[1]s counter drop\n", a, b)
 		default:
 			return nil, fmt.Errorf("%w: block %v <-> %v: two addresses of one family", ErrBadOption, a, b)
 		}
-		fmt.Fprintf(&rules, "\t\t%[1]s saddr %[2]s %[1]s daddr %[3]s counter drop\n", family, a, b)
-		fmt.Fprintf(&rules, "\t\t%[1]s saddr %[3]s %[1]s daddr %[2]s counter drop\n", family, a, b)
 	}
 	l.mu.Lock()
 	l.blockSeq++
 	table := fmt.Sprintf("labblock%d", l.blockSeq)
 	l.mu.Unlock()
-	// A bridge-family table sees the frames entering the bridge without
-	// br_netfilter. The prerouting hook sees also the frames addressed to
-	// the bridge's own namespace: IPv6 from a public host to a site's LAN
-	// goes through the backbone's router (BackboneGateway6), which a forward
-	// hook would miss.
+	// A bridge-family table sees the frames the bridge handles without
+	// br_netfilter. IPv4 is dropped where the bridge forwards it from port
+	// to port. IPv6 is dropped as it enters the bridge (prerouting): from a
+	// public host to a site's LAN it goes through the backbone's router
+	// (BackboneGateway6), so it is addressed to the bridge itself, which a
+	// forward hook would miss. ("fwd" is an nft keyword; hence the chain
+	// names.)
 	script := fmt.Sprintf(`table bridge %s {
+	chain forward_f {
+		type filter hook forward priority 0; policy accept;
+%s	}
 	chain prerouting_f {
 		type filter hook prerouting priority 0; policy accept;
 %s	}
 }
-`, table, rules.String())
+`, table, rules4.String(), rules6.String())
 	if _, err := ns.runStdin(script, "nft", "-f", "-"); err != nil {
 		return nil, err
 	}
