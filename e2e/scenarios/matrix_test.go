@@ -242,7 +242,7 @@ func TestNATMatrix(t *testing.T) {
 	}
 	wg.Wait()
 	for _, n := range nodes {
-		n.startSink6(t)
+		n.startSinkOn(t, netip.IPv6Unspecified())
 		if st, err := n.status(context.Background()); err == nil {
 			n.addr6 = st.Address6
 		}
@@ -485,19 +485,6 @@ func ping6(ctx context.Context, a, b *matrixNode) (string, error) {
 		err = fmt.Errorf("%d of %d echoes answered: %s", recv, sent, tailLines(out, 3))
 	}
 	return fmt.Sprintf("ping -6 %v: %d/%d replies", b.addr6, recv, sent), err
-}
-
-// startSink6 runs `labtool sink` on [::]:9000, for both overlay families.
-func (n *matrixNode) startSink6(t *testing.T) {
-	t.Helper()
-	p, err := n.host.StartWith(lab.ProcOptions{Label: "sink"}, n.m.tool, "sink", "-listen", fmt.Sprintf("[::]:%d", sinkPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.WaitOutput(t, 10*time.Second, "sink ready", func(out, _ string) bool { return strings.HasPrefix(out, "ready") })
-	n.mu.Lock()
-	n.sink = p
-	n.mu.Unlock()
 }
 
 func later(a, b time.Time) time.Time {

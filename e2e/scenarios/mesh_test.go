@@ -533,10 +533,17 @@ func (n *node) eventsSince(since time.Time) []control.Event {
 	return out
 }
 
-// startSink runs `labtool sink` on :9000 in the node's namespace.
+// startSink runs `labtool sink` on :9000 in the node's namespace (IPv4).
 func (n *node) startSink(t *testing.T) *lab.Proc {
 	t.Helper()
-	p, err := n.host.StartWith(lab.ProcOptions{Label: "sink"}, n.m.tool, "sink", "-listen", fmt.Sprintf("0.0.0.0:%d", sinkPort))
+	return n.startSinkOn(t, netip.IPv4Unspecified())
+}
+
+// startSinkOn runs `labtool sink` on addr:9000 in the node's namespace; on
+// :: it takes both overlay families.
+func (n *node) startSinkOn(t *testing.T, addr netip.Addr) *lab.Proc {
+	t.Helper()
+	p, err := n.host.StartWith(lab.ProcOptions{Label: "sink"}, n.m.tool, "sink", "-listen", netip.AddrPortFrom(addr, sinkPort).String())
 	if err != nil {
 		t.Fatal(err)
 	}

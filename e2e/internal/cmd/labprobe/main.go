@@ -68,27 +68,21 @@ func run(args []string) error {
 		}
 		return printJSON(probe.EchoResult{Observed: obs})
 	case "filter":
-		b, targets, err := clientAddrs(*bind, *to)
+		b, target, err := clientTarget(args[0], *bind, *to)
 		if err != nil {
 			return err
 		}
-		if len(targets) != 1 {
-			return fmt.Errorf("filter takes exactly one target, got %d", len(targets))
-		}
-		res, err := probe.Filter(ctx, b, targets[0], *window)
+		res, err := probe.Filter(ctx, b, target, *window)
 		if err != nil {
 			return err
 		}
 		return printJSON(res)
 	case "punch":
-		b, targets, err := clientAddrs(*bind, *to)
+		b, target, err := clientTarget(args[0], *bind, *to)
 		if err != nil {
 			return err
 		}
-		if len(targets) != 1 {
-			return fmt.Errorf("punch takes exactly one target, got %d", len(targets))
-		}
-		heard, err := probe.Punch(ctx, b, targets[0], *window)
+		heard, err := probe.Punch(ctx, b, target, *window)
 		if err != nil {
 			return err
 		}
@@ -145,6 +139,18 @@ func clientAddrs(bind, to string) (netip.AddrPort, []netip.AddrPort, error) {
 		return b, nil, errors.New("-to: no targets")
 	}
 	return b, targets, nil
+}
+
+// clientTarget is clientAddrs for the commands that take exactly one target.
+func clientTarget(cmd, bind, to string) (netip.AddrPort, netip.AddrPort, error) {
+	b, targets, err := clientAddrs(bind, to)
+	if err == nil && len(targets) != 1 {
+		err = fmt.Errorf("%s takes exactly one target, got %d", cmd, len(targets))
+	}
+	if err != nil {
+		return b, netip.AddrPort{}, err
+	}
+	return b, targets[0], nil
 }
 
 func parseList(s string) ([]netip.AddrPort, error) {
