@@ -42,13 +42,19 @@ const helloRetry = 2 * time.Second
 
 // helloSigned is what a Hello's signature covers.
 func helloSigned(label, from, to string, at int64) []byte {
+	return signedPrefix(helloContext, label, from, to, at).b
+}
+
+// signedPrefix starts what a coordinator signs for a member: the message's
+// context, the cluster label, both names and the time.
+func signedPrefix(context, label, from, to string, at int64) wbuf {
 	w := wbuf{}
-	w.b = append(w.b, helloContext...)
+	w.b = append(w.b, context...)
 	w.str8(label)
 	w.str8(from)
 	w.str8(to)
 	w.i64(at)
-	return w.b
+	return w
 }
 
 func encodeGossipHello(from, to string, at int64, reply bool, cert, sig []byte) []byte {

@@ -34,16 +34,8 @@ const (
 
 // relaysSigned is what a Relays message's signature covers.
 func relaysSigned(label, from, to string, at int64, urls []string) []byte {
-	w := wbuf{}
-	w.b = append(w.b, relaysContext...)
-	w.str8(label)
-	w.str8(from)
-	w.str8(to)
-	w.i64(at)
-	w.u8(uint8(len(urls)))
-	for _, u := range urls {
-		w.str8(u)
-	}
+	w := signedPrefix(relaysContext, label, from, to, at)
+	putURLs(&w, urls)
 	return w.b
 }
 
@@ -53,12 +45,18 @@ func encodeGossipRelays(from, to string, at int64, urls []string, sig []byte) []
 	w.i64(at)
 	w.str8(from)
 	w.str8(to)
+	putURLs(&w, urls)
+	w.bytes16(sig)
+	return w.b
+}
+
+// putURLs writes a u8 count and each URL as str8; callers hold at most
+// maxRelayURLs of at most maxRelayURLLen bytes.
+func putURLs(w *wbuf, urls []string) {
 	w.u8(uint8(len(urls)))
 	for _, u := range urls {
 		w.str8(u)
 	}
-	w.bytes16(sig)
-	return w.b
 }
 
 // decodeGossipRelays reads a Relays body into m.

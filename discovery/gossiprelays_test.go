@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"crypto"
 	"net/netip"
 	"slices"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/internal/testutil"
+	"github.com/meshd/meshd/pki"
 )
 
 // relayTweak is turnTweak with relay ports of its own, so two coordinators
@@ -83,5 +85,57 @@ func TestMergeURLsKeepsOwnFirstWithinTheLimit(t *testing.T) {
 	got := mergeURLs(own, append([]string{own[0]}, others...))
 	if len(got) != maxTURNURLs || !slices.Equal(got[:10], own) || !slices.Equal(got[10:], others[:6]) {
 		t.Fatalf("merged %v", got)
+	}
+}
+
+// A Relays message is installed only with a valid signature by the key of
+// the certificate its sender proved; one that arrives before the proof
+// waits for it, and leaving forgets it.
+func TestRelaysMessageAuthenticated(t *testing.T) {
+	m := newTestMesh(t)
+	other := m.coordCreds(t, "coord-2", 201)
+	forger := m.coordCreds(t, "coord-3", 202)
+	c := &Coordinator{
+		name: "coord-1", label: "meshd/test", log: (&logBuf{}).logger(),
+		peers: map[string]*peerSender{"coord-2": {}}, trusted: map[string]*pki.NodeCert{}, helloSent: map[string]time.Time{},
+		memberRelays: map[string][]string{}, pendingRelays: map[string]gossipMsg{}, sessions: map[string]*session{},
+	}
+	urls := []string{"turn:198.51.100.2:3478?transport=udp"}
+	msg := func(key crypto.Signer, to string, at time.Time, signed []string) gossipMsg {
+		t.Helper()
+		sig, err := pki.SignMessage(key, relaysSigned(c.label, "coord-2", to, at.UnixNano(), signed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := decodeGossip(encodeGossipRelays("coord-2", to, at.UnixNano(), urls, sig))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	now := time.Now()
+	c.handleRelays(msg(other.Key, "coord-1", now, urls)) // before coord-2's Hello: kept
+	if len(c.memberRelays) != 0 || len(c.pendingRelays) != 1 {
+		t.Fatalf("unproven member's relays: installed %v, pending %d", c.memberRelays, len(c.pendingRelays))
+	}
+	c.trusted["coord-2"] = other.Cert
+	c.acceptRelays(c.pendingRelays["coord-2"], now)
+	if !slices.Equal(c.otherRelayURLs(), urls) {
+		t.Fatalf("proven member's relays: %v", c.otherRelayURLs())
+	}
+	c.forgetRelays("coord-2")
+	for _, tc := range []struct {
+		name string
+		m    gossipMsg
+	}{
+		{"another key", msg(forger.Key, "coord-1", now, urls)},
+		{"other URLs signed", msg(other.Key, "coord-1", now, []string{"turn:198.51.100.3:3478"})},
+		{"addressed elsewhere", msg(other.Key, "coord-3", now, urls)},
+		{"stale", msg(other.Key, "coord-1", now.Add(-2*MaxVersionSkew), urls)},
+	} {
+		c.handleRelays(tc.m)
+		if len(c.memberRelays) != 0 {
+			t.Fatalf("%s: installed %v", tc.name, c.memberRelays)
+		}
 	}
 }

@@ -324,7 +324,7 @@ func (t *turnService) relayURLs() []string {
 	}
 	var out []string
 	for _, u := range t.urls[:t.nOwn] {
-		if strings.HasPrefix(u, "turn:") || strings.HasPrefix(u, "turns:") {
+		if (strings.HasPrefix(u, "turn:") || strings.HasPrefix(u, "turns:")) && len(u) <= maxRelayURLLen {
 			out = append(out, u)
 		}
 	}
