@@ -3,6 +3,7 @@
 package scenarios
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/meshd/meshd/control"
 	"github.com/meshd/meshd/e2e/lab"
 	"github.com/meshd/meshd/internal/testutil"
+	"github.com/meshd/meshd/pki"
 )
 
 // relayRecoverTarget is issue 18's target for a relayed link to recover
@@ -132,7 +134,7 @@ func TestRelayFailover(t *testing.T) {
 	// Issue 18: every coordinator hands out the others' relays too, so the
 	// link should already hold checked pairs through the survivor's relay.
 	warm := warmPairs(t, []*node{a, b}, map[*node]string{a: "b", b: "a"}, survivor.host.IP().String())
-	t.Logf("relay-dies: warm pairs through %s's relay before the kill: %d", survivor.name, warm)
+	t.Logf("relay-dies: warm pairs through %s's relay before the kill: %d; ICE controlling: %s", survivor.name, warm, controllingOf(t, a, b))
 	killed := time.Now()
 	victim.kill()
 	t.Logf("%s (carrying the link) SIGKILLed", victim.name)
@@ -184,4 +186,25 @@ func warmPairs(t *testing.T, ns []*node, peers map[*node]string, relayIP string)
 		}
 	}
 	return k
+}
+
+// controllingOf names the ICE-controlling side of the link between x and y:
+// the one with the smaller certificate fingerprint (tunnel/peer.go).
+func controllingOf(t *testing.T, x, y *node) string {
+	t.Helper()
+	fp := func(n *node) string {
+		b, err := os.ReadFile(n.cert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := pki.ParseCertPEM(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pki.Fingerprint(c.Raw)
+	}
+	if fp(x) < fp(y) {
+		return x.name
+	}
+	return y.name
 }
