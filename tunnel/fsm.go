@@ -55,6 +55,7 @@ type owner struct {
 	local       Candidate
 	remote      Candidate
 	selectedAt  time.Time // when the selected pair last changed (oneway.go)
+	selectedKey string    // which pair that is, as pairTimes.selected names it
 }
 
 // earlyCandidates are candidates (controlled side) for a generation whose
@@ -493,7 +494,6 @@ func (l *Link) refreshPath(s *session, v pairsView) {
 	}
 	prevPath, hadPath := o.path, o.path != PathNone
 	o.path, o.local, o.remote = path, local, remote
-	o.selectedAt = time.Now()
 	relay := relayServerFor(sel, s.servers)
 	connected := o.state == StateConnected || o.state == StateDisconnected
 	l.updateSnap(func(sn *snapshot) {
@@ -567,6 +567,11 @@ func (l *Link) onPathTick() {
 			return
 		}
 	}
+	if pt.selected != o.selectedKey {
+		// Read from the agent, not from refreshPath: pion switches its
+		// selected pair before the evPairChanged that tells us is handled.
+		o.selectedKey, o.selectedAt = pt.selected, now
+	}
 	if oneWay(now, pt, latest(o.idle.activeSince, o.selectedAt), t) {
 		l.log.Info("the peer's packets arrive but the selected pair stopped answering ours (the peer's address changed under it); restarting ICE",
 			"local", o.local, "remote", o.remote, "heard", now.Sub(pt.heard).Round(time.Millisecond), "answered", now.Sub(pt.answered).Round(time.Millisecond))
@@ -617,6 +622,8 @@ type pairTimes struct {
 	// one of its signalled candidates (its relay, say) is not that: the
 	// peer is checking another pair.
 	rebound time.Time
+	// selected names the selected pair (its candidates' IDs).
+	selected string
 }
 
 // selectedHeard is when the agent last heard from the selected pair (zero
@@ -652,7 +659,7 @@ func selectedHeard(a *ice.Agent) pairTimes {
 func pairHeard(sel ice.CandidatePairStats, stats []ice.CandidatePairStats, remotes map[string]string, prflx map[string]bool, wire map[string]string) pairTimes {
 	// The selected pair's own stats lack the check timestamps; the
 	// check list has them.
-	pt := pairTimes{heard: sel.LastPacketReceivedTimestamp}
+	pt := pairTimes{heard: sel.LastPacketReceivedTimestamp, selected: sel.LocalCandidateID + "/" + sel.RemoteCandidateID}
 	selRemote := remotes[sel.RemoteCandidateID]
 	selWire, found := wire[sel.LocalCandidateID], false
 	for _, st := range stats {
@@ -673,7 +680,7 @@ func pairHeard(sel ice.CandidatePairStats, stats []ice.CandidatePairStats, remot
 		}
 	}
 	if !found {
-		return pairTimes{heard: pt.heard, answered: pt.answered}
+		return pairTimes{heard: pt.heard, answered: pt.answered, selected: pt.selected}
 	}
 	for _, st := range stats {
 		if remotes[st.RemoteCandidateID] == selRemote {
