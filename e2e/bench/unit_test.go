@@ -259,8 +259,12 @@ func TestReportFamilies(t *testing.T) {
 	if md := r.markdown(); !strings.Contains(md, "The IPv6 ratio is -16% of the IPv4 one: **not** within the 10%") {
 		t.Errorf("a ratio 16%% off passes:\n%s", md)
 	}
+	mesh6.tcp1 = []float64{1300}
+	if md := r.markdown(); !strings.Contains(md, "The IPv6 ratio is +37% of the IPv4 one: better than the 10%") {
+		t.Errorf("a ratio 37%% better is not told as better:\n%s", md)
+	}
 	wg6.tcp1 = nil
-	if md := r.markdown(); !strings.Contains(md, "| IPv6 | 800 | n/a | n/a |") || !strings.Contains(md, "could not both be measured") {
+	if md := r.markdown(); !strings.Contains(md, "| IPv6 | 1 300 | n/a | n/a |") || !strings.Contains(md, "could not both be measured") {
 		t.Errorf("no IPv6 reference:\n%s", md)
 	}
 }
