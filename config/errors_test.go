@@ -230,6 +230,12 @@ func TestProblemsArePositioned(t *testing.T) {
 				{10, 1, "ice.port", ErrInvalid, "collides with coordinator.stun.listen"},
 				{13, 1, "metrics.listen", ErrInvalid, "collides with coordinator.gossip_bind"},
 			}},
+		// The coordinator's own listeners open 0.0.0.0 as IPv4 only, so an
+		// IPv6 address on the same port is no collision; memberlist opens
+		// 0.0.0.0 dual-stack, so metrics on its port collide whatever the
+		// family.
+		{"listener families", "[coordinator]\nenabled = true\nsession_listen = \"0.0.0.0:7443\"\ngossip_key = \"" + testGossipKey + "\"\ngossip_bind = \"0.0.0.0:7946\"\n[coordinator.turn]\nrelay_address = \"198.51.100.7\"\ntcp_listen = \"[2001:db8::7]:7443\"\n[metrics]\nenabled = true\nlisten = \"[2001:db8::7]:7946\"\n", false,
+			[]wantErr{{11, 1, "metrics.listen", ErrInvalid, "collides with coordinator.gossip_bind (0.0.0.0:7946)"}}},
 		{"relay on a wildcard needs a public address", "[relay]\nenabled = true\n", false,
 			[]wantErr{{1, 1, "relay.public_address", ErrRequired, "unspecified"}}},
 		{"relay values", "[relay]\nenabled = true\nlisten = \"198.51.100.7:3479\"\npublic_address = \"0.0.0.0:3479\"\nmax_allocations = 0\n[ice]\nport = 3479\n", false,

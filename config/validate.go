@@ -445,6 +445,28 @@ type listener struct {
 	addr  netip.AddrPort
 }
 
+// covers reports whether l, bound to a wildcard, also takes the port on
+// addr. The coordinator's session, STUN and TURN listeners open 0.0.0.0 as
+// IPv4 only (discovery's listenNetwork); Go opens other 0.0.0.0 listeners
+// (memberlist's gossip, metrics, the member relay) dual-stack, and `::`
+// always takes both families.
+func (l listener) covers(addr netip.Addr) bool {
+	w := l.addr.Addr()
+	if !w.IsUnspecified() {
+		return false
+	}
+	if w.Is4() && ipv4OnlyWildcard[l.key] {
+		return addr.Is4() || addr.Is4In6()
+	}
+	return true
+}
+
+// ipv4OnlyWildcard names the listeners that open 0.0.0.0 as IPv4 only.
+var ipv4OnlyWildcard = map[string]bool{
+	"coordinator.session_listen": true, "coordinator.stun.listen": true,
+	"coordinator.turn.listen": true, "coordinator.turn.tcp_listen": true, "coordinator.turn.tls_listen": true,
+}
+
 // listeners reports two sockets of one protocol bound to the same port on
 // overlapping addresses, which would fail at start with "address in use".
 func (v *validator) listeners() {
@@ -485,7 +507,7 @@ func (v *validator) listeners() {
 			if b.key == "coordinator.stun.listen" && a.key == "coordinator.turn.listen" && a.addr == b.addr {
 				continue // one socket serves STUN and TURN
 			}
-			if a.addr.Addr() == b.addr.Addr() || a.addr.Addr().IsUnspecified() || b.addr.Addr().IsUnspecified() {
+			if a.addr.Addr() == b.addr.Addr() || a.covers(b.addr.Addr()) || b.covers(a.addr.Addr()) {
 				v.p.addf(a.key, ErrInvalid, "%s (%s) collides with %s (%s)", a.addr, strings.ToUpper(a.proto), b.key, b.addr)
 				break
 			}
