@@ -561,7 +561,7 @@ func (l *Link) onPathTick() {
 	}
 	var v pairsView
 	if o.path == PathRelay && now.Sub(heard) >= t.PathTimeout {
-		if v = readPairs(s.agent); relayLost(now, heard, o.idle.activeSince, o.path, v, t) {
+		if v = readPairs(s.agent); relayLost(now, heard, o.idle.activeSince, o.path, o.controlling, v, t) {
 			l.log.Info("the relayed path went silent and no other pair answers; restarting ICE", "local", o.local, "remote", o.remote, "heard", now.Sub(heard).Round(time.Millisecond))
 			l.relayFailover()
 			return

@@ -47,6 +47,7 @@ type pairView struct {
 	selected      bool
 	rtt           time.Duration
 	lastResponse  time.Time
+	lastRequest   time.Time // the peer's last check received on the pair
 }
 
 func (p *pairView) relayed() bool { return p.local.Type == "relay" || p.remote.Type == "relay" }
@@ -168,6 +169,7 @@ func readPairs(a *ice.Agent) pairsView {
 			selected:     hasSel && s.LocalCandidateID == sel.LocalCandidateID && s.RemoteCandidateID == sel.RemoteCandidateID,
 			rtt:          time.Duration(s.CurrentRoundTripTime * float64(time.Second)),
 			lastResponse: s.LastResponseTimestamp,
+			lastRequest:  s.LastRequestReceivedTimestamp,
 		})
 	}
 	return v

@@ -13,7 +13,9 @@ package tunnel
  *   - relayLost (run goroutine, every path tick): the selected pair is
  *     relayed, nothing was heard on it for PathTimeout, and no other pair
  *     answered within PathTimeout either (else the path policy moves the
- *     link there: a warm pair through another relay, or a direct one). The
+ *     link there: a warm pair through another relay, or a direct one; on
+ *     the controlled side, a pair the peer is checking counts, since only
+ *     the controlling side moves the link). The
  *     allocation is as good as gone, so the link restarts ICE at once
  *     (restartSoon: no sooner than RetryMin after the previous attempt),
  *     gathering a fresh allocation from the servers the daemon gives now.
@@ -70,8 +72,12 @@ func (l *Link) onRelaysChanged() {
 // relayLost reports whether the link's relayed path is dead with nothing
 // to move to: the selected pair is relayed, silent for PathTimeout since
 // heard (and since the link became active), and no other pair answered
-// within PathTimeout.
-func relayLost(now, heard, since time.Time, sel Path, v pairsView, t Timers) bool {
+// within PathTimeout. On the controlled side a pair the peer checked within
+// PathTimeout counts as answering too: pion's controlled agent checks only
+// the selected pair once there is one, so the warm pairs (through another
+// relay) never show an answer of its own there, while the controlling side,
+// whose checks still arrive, is about to move the link to one of them.
+func relayLost(now, heard, since time.Time, sel Path, controlling bool, v pairsView, t Timers) bool {
 	if sel != PathRelay {
 		return false
 	}
@@ -82,7 +88,13 @@ func relayLost(now, heard, since time.Time, sel Path, v pairsView, t Timers) boo
 		return false
 	}
 	for _, p := range v.pairs {
-		if !p.selected && !p.lastResponse.IsZero() && now.Sub(p.lastResponse) < t.PathTimeout {
+		if p.selected {
+			continue
+		}
+		if !p.lastResponse.IsZero() && now.Sub(p.lastResponse) < t.PathTimeout {
+			return false
+		}
+		if !controlling && !p.lastRequest.IsZero() && now.Sub(p.lastRequest) < t.PathTimeout {
 			return false
 		}
 	}

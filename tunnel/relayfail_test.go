@@ -21,25 +21,32 @@ func TestRelayLost(t *testing.T) {
 	sel := pairView{selected: true, lastResponse: now.Add(-5 * time.Second)}
 	warm := pairView{lastResponse: now.Add(-tm.PathTimeout / 2)}
 	stale := pairView{lastResponse: now.Add(-2 * tm.PathTimeout)}
+	// The controlling side checks a warm pair; the controlled side does
+	// not (pion's controlled agent checks only the selected pair).
+	checked := pairView{lastRequest: now.Add(-tm.PathTimeout / 2)}
 	tests := []struct {
-		name   string
-		path   Path
-		heard  time.Time
-		since  time.Time
-		others []pairView
-		want   bool
+		name       string
+		path       Path
+		controlled bool
+		heard      time.Time
+		since      time.Time
+		others     []pairView
+		want       bool
 	}{
-		{"relayed, silent, nothing else", PathRelay, now.Add(-tm.PathTimeout), time.Time{}, nil, true},
-		{"relayed, silent, others stale", PathRelay, now.Add(-2 * tm.PathTimeout), time.Time{}, []pairView{stale, {}}, true},
-		{"relayed, heard lately", PathRelay, now.Add(-tm.PathTimeout / 2), time.Time{}, nil, false},
-		{"relayed, silent, but active only lately", PathRelay, now.Add(-time.Minute), now.Add(-tm.PathTimeout / 2), nil, false},
-		{"relayed, silent, a warm pair answers", PathRelay, now.Add(-2 * tm.PathTimeout), time.Time{}, []pairView{warm}, false},
-		{"direct, silent", PathDirect, now.Add(-time.Minute), time.Time{}, nil, false},
+		{"relayed, silent, nothing else", PathRelay, false, now.Add(-tm.PathTimeout), time.Time{}, nil, true},
+		{"relayed, silent, others stale", PathRelay, false, now.Add(-2 * tm.PathTimeout), time.Time{}, []pairView{stale, {}}, true},
+		{"relayed, heard lately", PathRelay, false, now.Add(-tm.PathTimeout / 2), time.Time{}, nil, false},
+		{"relayed, silent, but active only lately", PathRelay, false, now.Add(-time.Minute), now.Add(-tm.PathTimeout / 2), nil, false},
+		{"relayed, silent, a warm pair answers", PathRelay, false, now.Add(-2 * tm.PathTimeout), time.Time{}, []pairView{warm}, false},
+		{"direct, silent", PathDirect, false, now.Add(-time.Minute), time.Time{}, nil, false},
+		{"controlled, silent, the peer checks a warm pair", PathRelay, true, now.Add(-2 * tm.PathTimeout), time.Time{}, []pairView{checked}, false},
+		{"controlling, silent, the peer checks a warm pair", PathRelay, false, now.Add(-2 * tm.PathTimeout), time.Time{}, []pairView{checked}, true},
+		{"controlled, silent, the peer checked long ago", PathRelay, true, now.Add(-2 * tm.PathTimeout), time.Time{}, []pairView{{lastRequest: now.Add(-2 * tm.PathTimeout)}}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			v := pairsView{pairs: append([]pairView{sel}, tt.others...)}
-			if got := relayLost(now, tt.heard, tt.since, tt.path, v, tm); got != tt.want {
+			if got := relayLost(now, tt.heard, tt.since, tt.path, !tt.controlled, v, tm); got != tt.want {
 				t.Errorf("relayLost = %v, want %v", got, tt.want)
 			}
 		})
