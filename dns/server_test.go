@@ -219,18 +219,3 @@ func TestLookup(t *testing.T) {
 		t.Errorf("%d hosts, want 2 (invalid name and taken address skipped)", got)
 	}
 }
-
-func TestValidDomain(t *testing.T) {
-	for _, tt := range []struct {
-		in string
-		ok bool
-	}{
-		{"mesh.internal", true}, {"home-lab.internal", true}, {"a.b.c.internal", true},
-		{"internal", false}, {"Mesh.internal", false}, {"mesh.internal.", false}, {"-x.internal", false},
-		{"mesh..internal", false}, {"me_sh.internal", false}, {"", false}, {"1.2.3.4", false},
-	} {
-		if got := ValidDomain(tt.in); got != tt.ok {
-			t.Errorf("ValidDomain(%q) = %v, want %v", tt.in, got, tt.ok)
-		}
-	}
-}

@@ -42,7 +42,8 @@ type Table struct {
 // the trailing dot) serving hosts, and PTR records inside the mesh
 // prefixes. Hosts with an invalid name or no address are skipped; when two
 // hosts claim a name or an address the first one in name order keeps it.
-// domain must be a valid domain name (see [ValidDomain]).
+// domain must be a valid mesh domain (see pki.ValidMeshDomain: the CA
+// certificate names it, and pki checks it there).
 func NewTable(domain string, mesh []netip.Prefix, hosts []Host) *Table {
 	t := &Table{
 		domain: mdns.CanonicalName(domain),
@@ -151,31 +152,6 @@ func validNodeName(s string) bool {
 		c := s[i]
 		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' && c != '.' {
 			return false
-		}
-	}
-	return true
-}
-
-// ValidDomain reports whether s (without a trailing dot) can be a mesh
-// domain: two or more labels of [a-z0-9-] (1-63 bytes each, not starting
-// or ending with '-'), at most 200 bytes in all so that node names fit
-// under it, and not an IP address.
-func ValidDomain(s string) bool {
-	if len(s) == 0 || len(s) > 200 || !strings.Contains(s, ".") {
-		return false
-	}
-	if _, err := netip.ParseAddr(s); err == nil {
-		return false
-	}
-	for _, l := range strings.Split(s, ".") {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			c := l[i]
-			if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
-				return false
-			}
 		}
 	}
 	return true
