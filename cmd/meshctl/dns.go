@@ -31,10 +31,16 @@ TUN link); it never writes resolv.conf.`,
 }
 
 func newDNSStatusCmd() *cobra.Command {
+	return newDNSViewCmd("status", "Show the domain, the resolver's address, systemd-resolved and the names served", renderDNSStatus)
+}
+
+// newDNSViewCmd returns a command that fetches meshd's DNS status and
+// prints it with render, or as JSON with --json.
+func newDNSViewCmd(use, short string, render func(io.Writer, *control.DNSStatus) error) *cobra.Command {
 	var a onlineFlags
 	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show the domain, the resolver's address, systemd-resolved and the names served",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := withRequestTimeout(cmd)
@@ -46,7 +52,7 @@ func newDNSStatusCmd() *cobra.Command {
 			if a.json {
 				return printJSONDoc(cmd.OutOrStdout(), st)
 			}
-			return renderDNSStatus(cmd.OutOrStdout(), st)
+			return render(cmd.OutOrStdout(), st)
 		},
 	}
 	addOnlineFlags(cmd, &a)
@@ -184,36 +190,21 @@ forwarding. Exits 1 when the answer is not NOERROR with records.`,
 }
 
 func newDNSHostsCmd() *cobra.Command {
-	var a onlineFlags
-	cmd := &cobra.Command{
-		Use:   "hosts",
-		Short: "Print /etc/hosts lines for the names served now (for hosts without a resolver pointed at meshd)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := withRequestTimeout(cmd)
-			defer cancel()
-			st, err := a.client().DNS(ctx)
-			if err != nil {
+	return newDNSViewCmd("hosts", "Print /etc/hosts lines for the names served now (for hosts without a resolver pointed at meshd)", renderDNSHosts)
+}
+
+// renderDNSHosts writes /etc/hosts lines for the names st serves.
+func renderDNSHosts(w io.Writer, st *control.DNSStatus) error {
+	if len(st.Names) == 0 {
+		return errors.New("meshd serves no names now (meshctl dns status says why)")
+	}
+	fmt.Fprintf(w, "# meshd: the mesh's names under %s; they change with the mesh, so regenerate these lines\n", st.Domain)
+	for _, n := range st.Names {
+		for _, a := range n.Addrs {
+			if _, err := fmt.Fprintf(w, "%s\t%s %s\n", a, n.FQDN, n.Node); err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
-			if a.json {
-				return printJSONDoc(w, st)
-			}
-			if len(st.Names) == 0 {
-				return errors.New("meshd serves no names now (meshctl dns status says why)")
-			}
-			fmt.Fprintf(w, "# meshd: the mesh's names under %s; they change with the mesh, so regenerate these lines\n", st.Domain)
-			for _, n := range st.Names {
-				for _, a := range n.Addrs {
-					if _, err := fmt.Fprintf(w, "%s\t%s %s\n", a, n.FQDN, n.Node); err != nil {
-						return err
-					}
-				}
-			}
-			return nil
-		},
+		}
 	}
-	addOnlineFlags(cmd, &a)
-	return cmd
+	return nil
 }
