@@ -64,29 +64,17 @@ func runCertInstall(w io.Writer, a certInstallArgs) error {
 	if a.key == a.cert {
 		return pkiUsage("--cert %s does not end in .crt: give --key", a.cert)
 	}
-	newPEM, err := pkiReadInput(a.newCert, a.stdin)
+	nc, _, err := pkiReadNodeCert(a.newCert, a.stdin)
 	if err != nil {
 		return err
-	}
-	nc, err := pki.ParseNodeCertPEM(newPEM)
-	if err != nil {
-		return fmt.Errorf("%s: %w", a.newCert, err)
 	}
 	if a.newKey == "" {
 		a.newKey = filepath.Join(filepath.Dir(a.cert), nc.Identity.Name+".new.key")
 	}
-	keyPEM, err := os.ReadFile(a.newKey)
-	if err != nil {
+	if _, err := pkiReadKeyFor(a.newKey, nc, a.newCert); err != nil {
 		return err
 	}
-	key, err := pki.ParseKeyPEM(keyPEM)
-	if err != nil {
-		return fmt.Errorf("%s: %w", a.newKey, err)
-	}
-	if !pki.KeyBelongsTo(key, nc.Cert) {
-		return fmt.Errorf("%s does not belong to %s: %w", a.newKey, a.newCert, pki.ErrKeyMismatch)
-	}
-	oldCertPEM, err := os.ReadFile(a.cert)
+	cur, oldCertPEM, err := pkiReadNodeCert(a.cert, nil)
 	if err != nil {
 		return err
 	}
@@ -94,21 +82,13 @@ func runCertInstall(w io.Writer, a certInstallArgs) error {
 	if err != nil {
 		return err
 	}
-	cur, err := pki.ParseNodeCertPEM(oldCertPEM)
-	if err != nil {
-		return fmt.Errorf("%s: %w", a.cert, err)
-	}
 	if !nc.Identity.Equal(cur.Identity) && !a.force {
 		return fmt.Errorf("%s binds another identity than %s (a reload applies only a renewal of the same name, addresses, groups, subnets and role); pass --force to install it anyway and restart meshd", a.newCert, a.cert)
 	}
 	if a.ca != "" {
-		data, err := os.ReadFile(a.ca)
+		cas, err := pkiReadCAs(a.ca)
 		if err != nil {
 			return err
-		}
-		cas, err := pki.ParseCAsPEM(data)
-		if err != nil {
-			return fmt.Errorf("%s: %w", a.ca, err)
 		}
 		signed := false
 		for _, ca := range cas {

@@ -75,24 +75,13 @@ func runCertRenew(w io.Writer, a certRenewArgs) error {
 		}
 		a.key = strings.TrimSuffix(a.cert, ".crt") + ".key"
 	}
-	data, err := pkiReadInput(a.cert, a.stdin)
+	cur, _, err := pkiReadNodeCert(a.cert, a.stdin)
 	if err != nil {
 		return err
 	}
-	cur, err := pki.ParseNodeCertPEM(data)
-	if err != nil {
-		return fmt.Errorf("%s: %w", a.cert, err)
-	}
-	curKeyPEM, err := os.ReadFile(a.key)
+	curKey, err := pkiReadKeyFor(a.key, cur, a.cert)
 	if err != nil {
 		return err
-	}
-	curKey, err := pki.ParseKeyPEM(curKeyPEM)
-	if err != nil {
-		return fmt.Errorf("%s: %w", a.key, err)
-	}
-	if !pki.KeyBelongsTo(curKey, cur.Cert) {
-		return fmt.Errorf("%s does not belong to %s: %w", a.key, a.cert, pki.ErrKeyMismatch)
 	}
 	kt, err := pki.KeyTypeOf(cur.Cert.PublicKey)
 	if a.keyType != "" {
@@ -191,12 +180,8 @@ func runCertSignRenew(w io.Writer, a certSignArgs) error {
 		if a.previous == "" {
 			return pkiUsage("--previous-ca needs --previous (the certificate it issued)")
 		}
-		data, err := os.ReadFile(a.prevCA)
-		if err != nil {
+		if prevIssuers, err = pkiReadCAs(a.prevCA); err != nil {
 			return err
-		}
-		if prevIssuers, err = pki.ParseCAsPEM(data); err != nil {
-			return fmt.Errorf("%s: %w", a.prevCA, err)
 		}
 	}
 	nc, err := ca.Renew(csrPEM, prev, a.duration, prevIssuers...)
@@ -210,13 +195,9 @@ func runCertSignRenew(w io.Writer, a certSignArgs) error {
 // the latest of that name in the CA's index.
 func renewedCert(a certSignArgs, name string) (*pki.NodeCert, error) {
 	if a.previous != "" {
-		data, err := pkiReadInput(a.previous, nil)
+		nc, _, err := pkiReadNodeCert(a.previous, nil)
 		if err != nil {
 			return nil, err
-		}
-		nc, err := pki.ParseNodeCertPEM(data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", a.previous, err)
 		}
 		if nc.Identity.Name != name {
 			return nil, fmt.Errorf("--previous %s is for %q, the request for %q", a.previous, nc.Identity.Name, name)
