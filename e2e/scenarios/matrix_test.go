@@ -173,34 +173,13 @@ func TestNATMatrix(t *testing.T) {
 	add6 := func(h *lab.Host, label string, class natClass, v6 ipv6Class) {
 		nodes = append(nodes, &matrixNode{node: m.addNode(h, join), label: label, class: class, ipv6: v6})
 	}
-	add := func(h *lab.Host, label string, class natClass) { add6(h, label, class, v6None) }
-	add6(l.AddNode(t, "pub", lab.NATNone, lab.HostOptions{IPv6: true}), "no NAT, dual-stack (public IPv4 and IPv6)", classOpen, v6Open)
-	add(l.AddNode(t, "fw", lab.NATFirewall, lab.HostOptions{}), "public + stateful firewall", classFirewall)
-	add(l.AddNode(t, "full", lab.NATFullCone, lab.HostOptions{}), "full cone", classFullCone)
-	add(l.AddNode(t, "addr", lab.NATAddressRestricted, lab.HostOptions{}), "address-restricted cone", classAddrRestricted)
-	add(l.AddNode(t, "port", lab.NATPortRestricted, lab.HostOptions{}), "port-restricted cone", classPortRestricted)
-	add(l.AddNode(t, "sym", lab.NATSymmetric, lab.HostOptions{}), "symmetric", classSymmetric)
-	// The carrier is the deterministic port-restricted recipe: a MASQUERADE
-	// carrier keeps the port only while it is free, and a peer's check that
-	// arrives first takes it (conntrack), after which the double NAT maps
-	// per destination like a symmetric one and the fw pair goes relayed.
-	dbl := l.AddSite(t, "dbl", lab.SiteOptions{NAT: lab.NATFullCone, Carrier: lab.NATPortRestricted})
-	add(dbl.AddHost(t, "dbl", lab.HostOptions{}), "double NAT: full cone behind a port-restricted carrier NAT", classPortRestricted)
-	add(l.AddNode(t, "udpb", lab.NATUDPBlocked, lab.HostOptions{}), "UDP blocked (TCP only)", classUDPBlocked)
-	lan := l.AddSite(t, "lan", lab.SiteOptions{NAT: lab.NATSymmetric})
-	add(lan.AddHost(t, "lan1", lab.HostOptions{}), "same LAN #1, behind symmetric NAT", classSymmetric)
-	add(lan.AddHost(t, "lan2", lab.HostOptions{}), "same LAN #2, behind symmetric NAT", classSymmetric)
+	addNATLineup(t, l, add6, true)
 	add6(l.AddNode(t, "home6a", lab.NATSymmetric, lab.HostOptions{IPv6: true}), "home router: symmetric IPv4 NAT, global IPv6 behind a stateful firewall", classSymmetric, v6Firewall)
 	add6(l.AddNode(t, "home6b", lab.NATSymmetric, lab.HostOptions{IPv6: true}), "home router: symmetric IPv4 NAT, global IPv6 behind a stateful firewall", classSymmetric, v6Firewall)
 	add6(l.AddHost(t, "vps", lab.HostOptions{NoIPv4: true}), "IPv6 only (no IPv4 address or route)", classOpen, v6Open)
 	t.Logf("topology:\n%s", l.Describe())
 
-	var pairs []*pairResult
-	for i := range nodes {
-		for j := i + 1; j < len(nodes); j++ {
-			pairs = append(pairs, &pairResult{a: nodes[i], b: nodes[j], want: expect(nodes[i], nodes[j])})
-		}
-	}
+	pairs := matrixPairs(nodes)
 
 	// All daemons at once; the coordinator first by a hair. Each pair pings
 	// as soon as its first node's overlay address is up (before that the
@@ -228,16 +207,7 @@ func TestNATMatrix(t *testing.T) {
 				p.replyErr = err
 				return
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), linkTimeout+10*time.Second)
-			defer cancel()
-			at, err := firstReply(ctx, p.a.host.Namespace, p.b.addr, linkTimeout)
-			if err != nil {
-				p.replyErr = err
-				return
-			}
-			_, sa := p.a.process()
-			_, sb := p.b.process()
-			p.firstReply = at.Sub(later(sa, sb))
+			p.pingFirstReply()
 		}()
 	}
 	wg.Wait()
@@ -485,6 +455,61 @@ func ping6(ctx context.Context, a, b *matrixNode) (string, error) {
 		err = fmt.Errorf("%d of %d echoes answered: %s", recv, sent, tailLines(out, 3))
 	}
 	return fmt.Sprintf("ping -6 %v: %d/%d replies", b.addr6, recv, sent), err
+}
+
+// addNATLineup adds, with add6, one node behind each kind of IPv4 NAT the lab
+// has (the matrix's IPv4 rows). With dualStackPub the NAT-less "pub" also
+// has a public IPv6 address; every other node is IPv4-only.
+func addNATLineup(t *testing.T, l *lab.Lab, add6 func(h *lab.Host, label string, class natClass, v6 ipv6Class), dualStackPub bool) {
+	add := func(h *lab.Host, label string, class natClass) { add6(h, label, class, v6None) }
+	if dualStackPub {
+		add6(l.AddNode(t, "pub", lab.NATNone, lab.HostOptions{IPv6: true}), "no NAT, dual-stack (public IPv4 and IPv6)", classOpen, v6Open)
+	} else {
+		add(l.AddNode(t, "pub", lab.NATNone, lab.HostOptions{}), "no NAT", classOpen)
+	}
+	add(l.AddNode(t, "fw", lab.NATFirewall, lab.HostOptions{}), "public + stateful firewall", classFirewall)
+	add(l.AddNode(t, "full", lab.NATFullCone, lab.HostOptions{}), "full cone", classFullCone)
+	add(l.AddNode(t, "addr", lab.NATAddressRestricted, lab.HostOptions{}), "address-restricted cone", classAddrRestricted)
+	add(l.AddNode(t, "port", lab.NATPortRestricted, lab.HostOptions{}), "port-restricted cone", classPortRestricted)
+	add(l.AddNode(t, "sym", lab.NATSymmetric, lab.HostOptions{}), "symmetric", classSymmetric)
+	// The carrier is the deterministic port-restricted recipe: a MASQUERADE
+	// carrier keeps the port only while it is free, and a peer's check that
+	// arrives first takes it (conntrack), after which the double NAT maps
+	// per destination like a symmetric one and the fw pair goes relayed.
+	dbl := l.AddSite(t, "dbl", lab.SiteOptions{NAT: lab.NATFullCone, Carrier: lab.NATPortRestricted})
+	add(dbl.AddHost(t, "dbl", lab.HostOptions{}), "double NAT: full cone behind a port-restricted carrier NAT", classPortRestricted)
+	add(l.AddNode(t, "udpb", lab.NATUDPBlocked, lab.HostOptions{}), "UDP blocked (TCP only)", classUDPBlocked)
+	lan := l.AddSite(t, "lan", lab.SiteOptions{NAT: lab.NATSymmetric})
+	add(lan.AddHost(t, "lan1", lab.HostOptions{}), "same LAN #1, behind symmetric NAT", classSymmetric)
+	add(lan.AddHost(t, "lan2", lab.HostOptions{}), "same LAN #2, behind symmetric NAT", classSymmetric)
+}
+
+// matrixPairs returns every pair of nodes once, with what LAB.md §3
+// expects of it.
+func matrixPairs(nodes []*matrixNode) []*pairResult {
+	var pairs []*pairResult
+	for i := range nodes {
+		for j := i + 1; j < len(nodes); j++ {
+			pairs = append(pairs, &pairResult{a: nodes[i], b: nodes[j], want: expect(nodes[i], nodes[j])})
+		}
+	}
+	return pairs
+}
+
+// pingFirstReply pings b's overlay address from a until the first reply
+// and records it as the time since the later of the two daemon starts, or
+// records why there was none.
+func (p *pairResult) pingFirstReply() {
+	ctx, cancel := context.WithTimeout(context.Background(), linkTimeout+10*time.Second)
+	defer cancel()
+	at, err := firstReply(ctx, p.a.host.Namespace, p.b.addr, linkTimeout)
+	if err != nil {
+		p.replyErr = err
+		return
+	}
+	_, sa := p.a.process()
+	_, sb := p.b.process()
+	p.firstReply = at.Sub(later(sa, sb))
 }
 
 func later(a, b time.Time) time.Time {

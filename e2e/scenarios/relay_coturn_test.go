@@ -3,7 +3,6 @@
 package scenarios
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"sync"
@@ -37,29 +36,12 @@ func TestCoturnMatrix(t *testing.T) {
 	join := nodeOpts{join: []*node{coord}, extra: extra}
 
 	var nodes []*matrixNode
-	add := func(h *lab.Host, label string, class natClass) {
-		nodes = append(nodes, &matrixNode{node: m.addNode(h, join), label: label, class: class})
-	}
-	add(l.AddNode(t, "pub", lab.NATNone, lab.HostOptions{}), "no NAT", classOpen)
-	add(l.AddNode(t, "fw", lab.NATFirewall, lab.HostOptions{}), "public + stateful firewall", classFirewall)
-	add(l.AddNode(t, "full", lab.NATFullCone, lab.HostOptions{}), "full cone", classFullCone)
-	add(l.AddNode(t, "addr", lab.NATAddressRestricted, lab.HostOptions{}), "address-restricted cone", classAddrRestricted)
-	add(l.AddNode(t, "port", lab.NATPortRestricted, lab.HostOptions{}), "port-restricted cone", classPortRestricted)
-	add(l.AddNode(t, "sym", lab.NATSymmetric, lab.HostOptions{}), "symmetric", classSymmetric)
-	dbl := l.AddSite(t, "dbl", lab.SiteOptions{NAT: lab.NATFullCone, Carrier: lab.NATPortRestricted})
-	add(dbl.AddHost(t, "dbl", lab.HostOptions{}), "double NAT", classPortRestricted)
-	add(l.AddNode(t, "udpb", lab.NATUDPBlocked, lab.HostOptions{}), "UDP blocked (TCP only)", classUDPBlocked)
-	lan := l.AddSite(t, "lan", lab.SiteOptions{NAT: lab.NATSymmetric})
-	add(lan.AddHost(t, "lan1", lab.HostOptions{}), "same LAN #1, behind symmetric NAT", classSymmetric)
-	add(lan.AddHost(t, "lan2", lab.HostOptions{}), "same LAN #2, behind symmetric NAT", classSymmetric)
+	addNATLineup(t, l, func(h *lab.Host, label string, class natClass, v6 ipv6Class) {
+		nodes = append(nodes, &matrixNode{node: m.addNode(h, join), label: label, class: class, ipv6: v6})
+	}, false)
 	t.Logf("topology:\n%s", l.Describe())
 
-	var pairs []*pairResult
-	for i := range nodes {
-		for j := i + 1; j < len(nodes); j++ {
-			pairs = append(pairs, &pairResult{a: nodes[i], b: nodes[j], want: expect(nodes[i], nodes[j])})
-		}
-	}
+	pairs := matrixPairs(nodes)
 	coord.start()
 	for _, n := range nodes {
 		n.start()
@@ -72,16 +54,7 @@ func TestCoturnMatrix(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), linkTimeout+10*time.Second)
-			defer cancel()
-			at, err := firstReply(ctx, p.a.host.Namespace, p.b.addr, linkTimeout)
-			if err != nil {
-				p.replyErr = err
-				return
-			}
-			_, sa := p.a.process()
-			_, sb := p.b.process()
-			p.firstReply = at.Sub(later(sa, sb))
+			p.pingFirstReply()
 		}()
 	}
 	wg.Wait()
