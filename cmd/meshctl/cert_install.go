@@ -59,10 +59,10 @@ func runCertInstall(w io.Writer, a certInstallArgs) error {
 		return pkiUsage("--cert, --key and --new-key name files (only NEW.crt may be -)")
 	}
 	if a.key == "" {
+		if !strings.HasSuffix(a.cert, ".crt") {
+			return pkiUsage("--cert %s does not end in .crt: give --key", a.cert)
+		}
 		a.key = strings.TrimSuffix(a.cert, ".crt") + ".key"
-	}
-	if a.key == a.cert {
-		return pkiUsage("--cert %s does not end in .crt: give --key", a.cert)
 	}
 	nc, _, err := pkiReadNodeCert(a.newCert, a.stdin)
 	if err != nil {

@@ -49,6 +49,12 @@ func TestRunbookRenew(t *testing.T) {
 		t.Fatalf("index after renewal: %v", err)
 	}
 
+	// A live certificate not named .crt leaves the key to --key: install
+	// must not guess "nas.pem.key".
+	if _, err := runPKICmd(t, "cert", "install", "--cert", filepath.Join(root, "nas.pem"), filepath.Join(staging, "nas.crt")); err == nil || !strings.Contains(err.Error(), "give --key") {
+		t.Fatalf("install with --cert nas.pem and no --key: %v, want a usage error asking for --key", err)
+	}
+
 	// Install refuses a certificate that is not the new key's.
 	mustPKICmd(t, "cert", "sign", "--ca-dir", caDir, "--name", "nas", "--ip", "100.64.0.7/10", "--out", filepath.Join(root, "other"))
 	if _, err := runPKICmd(t, "cert", "install", "--cert", liveCrt, filepath.Join(root, "other", "nas.crt")); !errors.Is(err, pki.ErrKeyMismatch) {
