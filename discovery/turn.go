@@ -116,7 +116,7 @@ type turnService struct {
 	nOwn   int          // how many of urls are the embedded server's
 	log    *slog.Logger
 	peers  *peerPolicy // which peer addresses the relay reaches
-	fast   *turnFast   // the UDP listener's forwarding fast path, or nil
+	fast   *turnFast   // the forwarding fast path (UDP and stream clients), or nil
 
 	mu     sync.Mutex
 	allocs map[string]int // per user; guarded by mu
@@ -156,7 +156,11 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 	if o.RelayPortMin > o.RelayPortMax {
 		return nil, fmt.Errorf("discovery: TURN relay port range %d-%d is empty", o.RelayPortMin, o.RelayPortMax)
 	}
-	var fast *turnFast // the UDP listener's forwarding fast path (turnfast.go), or nil
+	var fast *turnFast // the forwarding fast path (turnfast.go, turnstream.go), or nil
+	if !o.noFastPath {
+		fast = newTURNFast(t.peers)
+		t.fast = fast
+	}
 	relay := func() turn.RelayAddressGenerator {
 		var g familyRelay
 		for _, v6 := range []bool{false, true} {
@@ -215,9 +219,9 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 			return fail(fmt.Errorf("discovery: TURN UDP listener: %w", err))
 		}
 		closers = append(closers, pc.Close)
-		if uc, ok := pc.(*net.UDPConn); ok && !o.noFastPath {
-			if f, ok := newTURNFast(uc, t.peers); ok {
-				fast, t.fast, pc = f, f, f.ln
+		if uc, ok := pc.(*net.UDPConn); ok && fast != nil {
+			if ln, ok := fast.wrapListener(uc); ok {
+				pc = ln
 			}
 		}
 		if o.Secret != "" {
@@ -233,7 +237,7 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 			return fail(fmt.Errorf("discovery: TURN TCP listener: %w", err))
 		}
 		closers = append(closers, ln.Close)
-		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: ln, RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
+		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: fast.wrapStreams(ln), RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
 		announce(ln.Addr(), func(hp string) string { return "turn:" + hp + "?transport=tcp" })
 	}
 	if o.TLSAddr != "" {
@@ -247,7 +251,7 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 		}
 		tln := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 		closers = append(closers, tln.Close)
-		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: tln, RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
+		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: fast.wrapStreams(tln), RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
 		announce(ln.Addr(), func(hp string) string { return "turns:" + hp + "?transport=tcp" })
 	}
 	t.nOwn = len(t.urls)

@@ -3,12 +3,13 @@ package discovery
 /* The embedded TURN server's forwarding fast path (UDP)
  *
  * pion's TURN server keeps the protocol: authentication, allocations,
- * permissions, channel binds, refreshes, Data and Send indications, the
- * TCP and TLS listeners, and everything an external client (coturn's
- * tools, browsers) sends. It forwards one datagram per call, though, with
- * a goroutine per allocation and several allocations per datagram. This
- * file forwards the bulk of a relayed link, ChannelData on bound channels
- * over UDP, in batches, beneath pion's sockets:
+ * permissions, channel binds, refreshes, Data and Send indications, and
+ * everything an external client (coturn's tools, browsers) sends. It
+ * forwards one datagram per call, though, with a goroutine per allocation
+ * and several allocations per datagram. This file forwards the bulk of a
+ * relayed link, ChannelData on bound channels over UDP, in batches,
+ * beneath pion's sockets (turnstream.go does the same for clients on the
+ * TCP and TLS listeners, with this file's bindings and relay sockets):
  *
  * Learning (control datagrams only, on their way through the wrappers):
  *   - an Allocate success response pion writes to client C names the relay
@@ -75,9 +76,16 @@ const (
 
 var errRelayFamily = errors.New("discovery: TURN relay: destination of the other address family")
 
+// clientID names a TURN client: by its address on the UDP listener, or by
+// its stream (a TCP or TLS connection, turnstream.go).
+type clientID struct {
+	addr   netip.AddrPort  // UDP: the client's address; zero for a stream
+	stream *turnStreamConn // stream: the client's connection; nil for UDP
+}
+
 // turnBinding is one bound channel. Immutable once published.
 type turnBinding struct {
-	client netip.AddrPort
+	client clientID
 	ch     uint16
 	relay  *turnRelaySock
 	peer   netip.AddrPort
@@ -85,7 +93,7 @@ type turnBinding struct {
 }
 
 type clientKey struct {
-	client netip.AddrPort
+	client clientID
 	ch     uint16
 }
 
@@ -103,7 +111,7 @@ type turnTable struct {
 // pendingReq is a ChannelBind or CreatePermission request awaiting pion's
 // answer.
 type pendingReq struct {
-	client netip.AddrPort
+	client clientID
 	ch     uint16           // ChannelBind: the channel
 	peers  []netip.AddrPort // ChannelBind: the peer; CreatePermission: the peers (port ignored)
 }
@@ -118,33 +126,43 @@ type turnFast struct {
 	// mu guards the following (control path only).
 	mu      sync.Mutex
 	pending map[[12]byte]pendingReq
-	relays  map[relayKey]*turnRelaySock       // open relay sockets by family and port
-	clients map[netip.AddrPort]*turnRelaySock // client → its allocation's relay socket
+	relays  map[relayKey]*turnRelaySock // open relay sockets by family and port
+	clients map[clientID]*turnRelaySock // client → its allocation's relay socket
 
-	// toPeer and toClient count datagrams the fast path forwarded.
-	toPeer, toClient atomic.Uint64
+	// toPeer and toClient count datagrams the fast path forwarded, of UDP
+	// and stream clients; streamToPeer and streamToClient those of stream
+	// clients alone.
+	toPeer, toClient             atomic.Uint64
+	streamToPeer, streamToClient atomic.Uint64
 }
 
-// newTURNFast wraps the UDP listener uc; ok is false where batched I/O is
-// unavailable (the listener is then used as it is).
-func newTURNFast(uc *net.UDPConn, policy *peerPolicy) (*turnFast, bool) {
+// newTURNFast returns the fast path of one embedded server, or nil where
+// batched I/O is unavailable (pion then forwards everything).
+func newTURNFast(policy *peerPolicy) *turnFast {
 	if !batchIOSupported {
-		return nil, false
+		return nil
 	}
+	f := &turnFast{
+		policy:  policy,
+		pending: make(map[[12]byte]pendingReq),
+		relays:  make(map[relayKey]*turnRelaySock),
+		clients: make(map[clientID]*turnRelaySock),
+	}
+	f.tab.Store(&turnTable{})
+	return f
+}
+
+// wrapListener wraps the UDP listener uc for pion; ok is false when it
+// cannot be read in batches (it is then used as it is). Called once, before
+// pion starts.
+func (f *turnFast) wrapListener(uc *net.UDPConn) (net.PacketConn, bool) {
 	bc, err := newBatchConn(uc)
 	if err != nil {
 		return nil, false
 	}
 	bc.setBuffers(turnSocketBuffer)
-	f := &turnFast{
-		policy:  policy,
-		pending: make(map[[12]byte]pendingReq),
-		relays:  make(map[relayKey]*turnRelaySock),
-		clients: make(map[netip.AddrPort]*turnRelaySock),
-	}
-	f.tab.Store(&turnTable{})
 	f.ln = &turnListener{UDPConn: uc, bc: bc, f: f, r: turnReader{tx: newTxBatch(turnFastBatch)}}
-	return f, true
+	return f.ln, true
 }
 
 // wrapRelay wraps a relay socket pion will own; other conns pass through.
@@ -216,8 +234,8 @@ func (f *turnFast) updateLocked(keep func(*turnBinding) bool, add *turnBinding) 
 }
 
 // observeRequest remembers a ChannelBind or CreatePermission request
-// from client (read from the listener, on its way to pion).
-func (f *turnFast) observeRequest(p []byte, client netip.AddrPort) {
+// from client (read from the listener or a stream, on its way to pion).
+func (f *turnFast) observeRequest(p []byte, client clientID) {
 	typ, ok := stunwire.Type(p)
 	if !ok || (typ != stunwire.TypeChannelBindRequest && typ != stunwire.TypeCreatePermissionRequest) {
 		return
@@ -253,7 +271,7 @@ func (f *turnFast) observeRequest(p []byte, client netip.AddrPort) {
 }
 
 // observeAnswer learns from a response pion writes to client.
-func (f *turnFast) observeAnswer(p []byte, client netip.AddrPort) {
+func (f *turnFast) observeAnswer(p []byte, client clientID) {
 	typ, ok := stunwire.Type(p)
 	if !ok {
 		return
@@ -331,7 +349,7 @@ type turnListener struct {
 func (l *turnListener) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if ua, ok := addr.(*net.UDPAddr); ok && len(p) >= stunwire.HeaderLen && p[0] < 2 {
 		ap := ua.AddrPort()
-		l.f.observeAnswer(p, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		l.f.observeAnswer(p, clientID{addr: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())})
 	}
 	return l.UDPConn.WriteTo(p, addr)
 }
@@ -343,7 +361,7 @@ func (l *turnListener) ReadFrom(p []byte) (int, net.Addr, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	l.f.observeRequest(b, src)
+	l.f.observeRequest(b, clientID{addr: src})
 	return copy(p, b), net.UDPAddrFromAddrPort(src), nil
 }
 
@@ -362,7 +380,7 @@ func (l *turnListener) forward(n int) {
 			continue
 		}
 		length := int(binary.BigEndian.Uint16(b[2:4]))
-		bd := tab.byClient[clientKey{r.rx.srcs[i], binary.BigEndian.Uint16(b[0:2])}]
+		bd := tab.byClient[clientKey{clientID{addr: r.rx.srcs[i]}, binary.BigEndian.Uint16(b[0:2])}]
 		if bd == nil || length > size-4 || !now.Before(bd.until) {
 			r.q = append(r.q, i)
 			continue
@@ -438,6 +456,7 @@ type turnReader struct {
 	tx    *txBatch
 	run   [][]byte // borrowed: slots of rx forwarded together to runTo
 	runTo *turnBinding
+	sw    []byte // a relay socket's reader: frames to a stream client, written at once
 }
 
 // next returns the next datagram for pion and its source, reading batches
@@ -467,7 +486,7 @@ func (r *turnReader) next(bc *batchConn, headroom int, forward func(n int)) (b [
 // push adds datagram b to the run for bd, sending a run to another
 // binding first.
 func (r *turnReader) push(f *turnFast, bd *turnBinding, b []byte) {
-	if r.runTo != bd {
+	if r.runTo != bd || len(r.run) == turnFastBatch {
 		r.flush(f)
 		r.runTo = bd
 	}
@@ -476,15 +495,28 @@ func (r *turnReader) push(f *turnFast, bd *turnBinding, b []byte) {
 
 // flush sends the run with one sendmmsg: to the peer from the binding's
 // relay socket, or, for a relay socket's reader, to the client from the
-// listener.
+// listener, or to a stream client as padded frames in one write
+// (turnstream.go).
 func (r *turnReader) flush(f *turnFast) {
 	if len(r.run) > 0 && r.runTo != nil {
-		bc, dst, sent := r.runTo.relay.bc, r.runTo.peer, &f.toPeer
-		if r.toClient {
-			bc, dst, sent = f.ln.bc, r.runTo.client, &f.toClient
-		}
-		if bc.send(r.tx, r.run, dst) == nil {
-			sent.Add(uint64(len(r.run)))
+		bd := r.runTo
+		switch {
+		case !r.toClient:
+			if bd.relay.bc.send(r.tx, r.run, bd.peer) == nil {
+				f.toPeer.Add(uint64(len(r.run)))
+				if bd.client.stream != nil {
+					f.streamToPeer.Add(uint64(len(r.run)))
+				}
+			}
+		case bd.client.stream != nil:
+			if bd.client.stream.writeFrames(&r.sw, r.run) == nil {
+				f.toClient.Add(uint64(len(r.run)))
+				f.streamToClient.Add(uint64(len(r.run)))
+			}
+		case f.ln != nil:
+			if f.ln.bc.send(r.tx, r.run, bd.client.addr) == nil {
+				f.toClient.Add(uint64(len(r.run)))
+			}
 		}
 	}
 	clear(r.run)

@@ -14,9 +14,12 @@ import (
 // its client to the IPv4 socket even after the IPv6 one opened.
 func TestTURNFastRelaysPerFamily(t *testing.T) {
 	ln := listenUDP(t, "udp6", "[::1]:0")
-	f, ok := newTURNFast(ln, newPeerPolicy(&TURNOptions{}, slog.New(slog.DiscardHandler)))
-	if !ok {
+	f := newTURNFast(newPeerPolicy(&TURNOptions{}, slog.New(slog.DiscardHandler)))
+	if f == nil {
 		t.Skip("no batched UDP I/O on this platform")
+	}
+	if _, ok := f.wrapListener(ln); !ok {
+		t.Skip("no batched UDP I/O on this socket")
 	}
 	r4 := listenUDP(t, "udp4", "127.0.0.1:0")
 	port := r4.LocalAddr().(*net.UDPAddr).Port
@@ -38,8 +41,8 @@ func TestTURNFastRelaysPerFamily(t *testing.T) {
 		}
 		return m.Raw
 	}
-	c4 := mustAddrPort("[2001:db8::4]:4000")
-	c6 := mustAddrPort("[2001:db8::6]:6000")
+	c4 := clientID{addr: mustAddrPort("[2001:db8::4]:4000")}
+	c6 := clientID{addr: mustAddrPort("[2001:db8::6]:6000")}
 	f.observeAnswer(answer(&net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}), c4)
 	f.observeAnswer(answer(&net.UDPAddr{IP: net.IPv6loopback, Port: port}), c6)
 	f.mu.Lock()

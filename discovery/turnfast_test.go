@@ -282,16 +282,16 @@ func FuzzTURNFastObserve(f *testing.F) {
 			policy:  newPeerPolicy(&TURNOptions{RelayAddress: mustAddr("203.0.113.1")}, slog.New(slog.DiscardHandler)),
 			pending: make(map[[12]byte]pendingReq),
 			relays:  make(map[relayKey]*turnRelaySock),
-			clients: make(map[netip.AddrPort]*turnRelaySock),
+			clients: make(map[clientID]*turnRelaySock),
 		}
 		tf.tab.Store(&turnTable{})
 		c := netip.MustParseAddrPort("198.51.100.9:5000")
-		tf.observeRequest(p, c)
-		tf.observeAnswer(p, c)
+		tf.observeRequest(p, clientID{addr: c})
+		tf.observeAnswer(p, clientID{addr: c})
 		if len(p) >= stunwire.HeaderLen {
 			q := bytes.Clone(p)
 			q[0], q[1] = 0x01, 0x09 // its success answer
-			tf.observeAnswer(q, c)
+			tf.observeAnswer(q, clientID{addr: c})
 		}
 		if len(tf.pending) > turnMaxPending {
 			t.Fatalf("%d pending", len(tf.pending))

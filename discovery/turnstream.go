@@ -1,0 +1,356 @@
+package discovery
+
+/* The embedded TURN server's forwarding fast path for stream clients
+ * (TURN over TCP and TLS)
+ *
+ * pion reads a TCP or TLS client through its STUNConn, which cuts the
+ * stream into STUN messages and ChannelData frames (padded to a multiple
+ * of 4 over streams, RFC 8656 section 12.5) and handles one per call; it
+ * writes one whole frame per Write. turnStreamConn sits beneath STUNConn,
+ * around each connection the TCP and TLS listeners accept, and uses the
+ * bindings and relay sockets of turnfast.go (a stream client is a
+ * clientID by its connection):
+ *
+ * Client → peer (pion's read loop for the connection, the only reader):
+ * the stream is read into the connection's buffer, as much as is there;
+ * frames are cut at its start exactly where pion would cut them
+ * (streamFrame). Each ChannelData frame of a channel bound on this
+ * connection (pion answered the ChannelBind; the peer policy allowed the
+ * peer) is sent on; runs to one peer leave with one sendmmsg (GSO) from
+ * the allocation's relay socket. Every other frame is handed to pion
+ * whole and in order through Read, STUN requests observed on the way
+ * (ChannelBind, CreatePermission). From the first frame that cannot be
+ * cut as pion would (no STUN or ChannelData header, a length pion's
+ * arithmetic wraps, a ChannelData frame that also looks like STUN to
+ * pion) the rest of the stream goes to pion unparsed.
+ *
+ * Peer → client (the relay socket's reader, pion's allocation read loop,
+ * turnfast.go): datagrams from a bound peer get their ChannelData header
+ * in place and are copied, padded, into one buffer written with one Write
+ * per batch. wmu serializes it with pion's own Writes (answers, Data
+ * indications, its ChannelData), so frames never interleave.
+ *
+ * Buffers: the connection's read buffer is owned by pion's read loop for
+ * it; frames sent on are borrowed from it until their run is flushed,
+ * always before the next read. A connection reads into a small buffer
+ * until it forwards its first frame (only then, authenticated and bound,
+ * is it given a large one). Nothing is allocated per frame.
+ */
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/meshd/meshd/internal/stunwire"
+)
+
+const (
+	// turnStreamBuf is the read buffer of a connection that forwards:
+	// up to this much of the stream is read and cut at once.
+	turnStreamBuf = 64 << 10
+	// turnStreamSmallBuf is the read buffer before that: it holds the
+	// longest frame waited for whole (turnStreamMaxWait) twice over.
+	turnStreamSmallBuf = 4 << 10
+	// turnStreamMaxWait is the longest frame waited for whole: a
+	// forwarded ChannelData frame (turnSlotSize). STUN messages are
+	// waited for below turnStreamMTU.
+	turnStreamMaxWait = turnSlotSize
+	// turnStreamMTU is pion's inbound MTU: pion drops frames this long
+	// or longer, so only shorter STUN messages are observed.
+	turnStreamMTU = 1600
+	// turnTLSHandshakeTimeout bounds the TLS handshake, as pion bounds it
+	// for the *tls.Conn it no longer sees beneath the wrapper.
+	turnTLSHandshakeTimeout = 10 * time.Second
+	// maxChannelFrame is the highest channel number pion frames as
+	// ChannelData (0x4000-0x7fff; only 0x4000-0x4fff are bound).
+	maxChannelFrame = 0x7fff
+)
+
+// streamKind says what streamFrame found at the start of a stream.
+type streamKind uint8
+
+const (
+	streamIncomplete  streamKind = iota // too few bytes to tell
+	streamSTUN                          // a STUN message
+	streamChannelData                   // a ChannelData frame, padding included
+	streamUnframed                      // no frame pion cuts as here: pion reads the rest
+)
+
+func (k streamKind) String() string {
+	switch k {
+	case streamIncomplete:
+		return "incomplete"
+	case streamSTUN:
+		return "stun"
+	case streamChannelData:
+		return "channelData"
+	case streamUnframed:
+		return "unframed"
+	}
+	return "unknown"
+}
+
+// streamFrame returns the length and kind of the frame at the start of b,
+// a stream from a TURN client cut at frame boundaries, as pion's STUNConn
+// cuts it: a STUN message when bytes 4-8 are the magic cookie, else a
+// ChannelData frame when bytes 0-2 are a channel number. pion's cut
+// depends on how much it has buffered when a ChannelData frame's bytes 4-8
+// are the cookie, and wraps at 16 bits for lengths near 65535: both are
+// streamUnframed here, so that every frame cut here is cut the same by
+// pion. n may exceed len(b).
+func streamFrame(b []byte) (n int, kind streamKind) {
+	if len(b) < 8 {
+		return 0, streamIncomplete
+	}
+	ch := binary.BigEndian.Uint16(b[0:2])
+	length := int(binary.BigEndian.Uint16(b[2:4]))
+	isChannel := ch >= minChannel && ch <= maxChannelFrame
+	isSTUN := binary.BigEndian.Uint32(b[4:8]) == stunwire.MagicCookie
+	switch {
+	case isChannel && !isSTUN:
+		n, kind = 4+(length+3)&^3, streamChannelData
+	case isSTUN && !isChannel:
+		n, kind = stunwire.HeaderLen+length, streamSTUN
+	default:
+		return 0, streamUnframed
+	}
+	if n > 0xffff {
+		return 0, streamUnframed
+	}
+	return n, kind
+}
+
+// wrapStreams wraps a TCP or TLS listener so its connections carry the
+// fast path; with f nil, ln is returned as it is.
+func (f *turnFast) wrapStreams(ln net.Listener) net.Listener {
+	if f == nil {
+		return ln
+	}
+	return &turnStreamListener{Listener: ln, f: f}
+}
+
+// turnStreamListener is a TCP or TLS listener as pion sees it.
+type turnStreamListener struct {
+	net.Listener
+	f *turnFast
+}
+
+// Accept wraps the next connection.
+func (l *turnStreamListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	sc := &turnStreamConn{Conn: c, f: l.f}
+	sc.tls, _ = c.(*tls.Conn)
+	return sc, nil
+}
+
+// turnStreamConn is a stream client's connection as pion sees it.
+type turnStreamConn struct {
+	net.Conn
+	f   *turnFast
+	tls *tls.Conn // the same connection when it is TLS, or nil
+
+	// wmu serializes writes to the stream, each one or more whole
+	// frames: pion's (Write) and the fast path's (writeFrames).
+	wmu    sync.Mutex
+	closed sync.Once
+
+	rd streamReader // owned by pion's read loop for the connection
+}
+
+// streamReader is a connection's read state.
+type streamReader struct {
+	buf  []byte // buf[r:w] is read and not yet handed on
+	r, w int
+	pass int  // bytes of the frame at r still owed to pion
+	raw  bool // unframed: everything from r on is pion's
+	big  bool // the connection forwards: buf is (or grows to) turnStreamBuf
+
+	turnReader // its run, runTo and tx: frames on their way to a peer
+}
+
+// id is the connection's name in the fast path's bindings.
+func (c *turnStreamConn) id() clientID { return clientID{stream: c} }
+
+// Read returns the next bytes of the stream for pion: whole frames, in
+// order, without the ChannelData frames forwarded on the way (see the file
+// comment).
+func (c *turnStreamConn) Read(p []byte) (int, error) {
+	rd := &c.rd
+	if rd.buf == nil {
+		if c.tls != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), turnTLSHandshakeTimeout)
+			err := c.tls.HandshakeContext(ctx)
+			cancel()
+			if err != nil {
+				return 0, err
+			}
+		}
+		rd.buf = make([]byte, turnStreamSmallBuf)
+		rd.tx = newTxBatch(turnFastBatch)
+		rd.run = make([][]byte, 0, turnFastBatch)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		if avail := rd.w - rd.r; avail > 0 && (rd.raw || rd.pass > 0) {
+			if !rd.raw {
+				avail = min(avail, rd.pass)
+			}
+			n := copy(p, rd.buf[rd.r:rd.r+avail])
+			rd.r += n
+			if !rd.raw {
+				rd.pass -= n
+			}
+			return n, nil
+		}
+		switch {
+		case rd.raw:
+			return c.Conn.Read(p)
+		case rd.pass > 0:
+			n, err := c.Conn.Read(p[:min(len(p), rd.pass)])
+			rd.pass -= n
+			return n, err
+		}
+		if c.scan() {
+			continue
+		}
+		if err := c.fill(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// scan forwards the ChannelData frames of bound channels at the start of
+// the buffer. It stops at the first frame for pion, setting pass (or raw),
+// and returns true, or at an incomplete frame, returning false.
+func (c *turnStreamConn) scan() bool {
+	rd := &c.rd
+	tab := c.f.tab.Load()
+	var now time.Time
+	for {
+		b := rd.buf[rd.r:rd.w]
+		n, kind := streamFrame(b)
+		switch kind {
+		case streamIncomplete:
+			return false
+		case streamUnframed:
+			rd.flush(c.f)
+			rd.raw = true
+			return true
+		case streamSTUN:
+			if n < turnStreamMTU {
+				if len(b) < n {
+					return false
+				}
+				c.f.observeRequest(b[:n], c.id())
+			}
+			rd.flush(c.f)
+			rd.pass = n
+			return true
+		}
+		length := int(binary.BigEndian.Uint16(b[2:4]))
+		bd := tab.byClient[clientKey{c.id(), binary.BigEndian.Uint16(b[0:2])}]
+		if bd != nil && now.IsZero() {
+			now = time.Now()
+		}
+		if bd == nil || n > turnStreamMaxWait || !now.Before(bd.until) {
+			rd.flush(c.f)
+			rd.pass = n
+			return true
+		}
+		if len(b) < n {
+			return false
+		}
+		rd.push(c.f, bd, b[4:4+length])
+		rd.r += n
+		rd.big = true // the buffer grows at the next fill
+	}
+}
+
+// fill reads more of the stream into the buffer, after sending the run
+// that borrows it.
+func (c *turnStreamConn) fill() error {
+	rd := &c.rd
+	rd.flush(c.f)
+	if rd.big && len(rd.buf) < turnStreamBuf {
+		nb := make([]byte, turnStreamBuf)
+		rd.w = copy(nb, rd.buf[rd.r:rd.w])
+		rd.buf, rd.r = nb, 0
+	}
+	if rd.r == rd.w {
+		rd.r, rd.w = 0, 0
+	} else if len(rd.buf)-rd.w < turnStreamMaxWait {
+		// What is left is shorter than turnStreamMaxWait: moved to the
+		// front, it leaves room for the rest.
+		rd.w = copy(rd.buf, rd.buf[rd.r:rd.w])
+		rd.r = 0
+	}
+	for {
+		n, err := c.Conn.Read(rd.buf[rd.w:])
+		rd.w += n
+		if n > 0 {
+			return nil // an error comes again with the next read
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// Write writes one frame of pion's, learning from its answers.
+func (c *turnStreamConn) Write(p []byte) (int, error) {
+	if len(p) >= stunwire.HeaderLen && p[0] < 2 {
+		c.f.observeAnswer(p, c.id())
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.Conn.Write(p)
+}
+
+// zeroPad is ChannelData padding.
+var zeroPad [3]byte
+
+// writeFrames writes run, ChannelData frames with their headers in place,
+// each padded to a multiple of 4 bytes, with one Write; sw is the
+// caller's scratch, grown to the largest batch. borrowed: run is not
+// retained.
+func (c *turnStreamConn) writeFrames(sw *[]byte, run [][]byte) error {
+	b := (*sw)[:0]
+	for _, fr := range run {
+		b = append(b, fr...)
+		b = append(b, zeroPad[:-len(fr)&3]...)
+	}
+	*sw = b
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, err := c.Conn.Write(b)
+	return err
+}
+
+// Close forgets the connection's allocation and bindings and closes it.
+func (c *turnStreamConn) Close() error {
+	c.closed.Do(func() { c.f.streamClosed(c) })
+	return c.Conn.Close()
+}
+
+// streamClosed forgets what the fast path holds for stream c.
+func (f *turnFast) streamClosed(c *turnStreamConn) {
+	id := c.id()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.clients, id)
+	for k, r := range f.pending {
+		if r.client == id {
+			delete(f.pending, k)
+		}
+	}
+	f.updateLocked(func(b *turnBinding) bool { return b.client != id }, nil)
+}
