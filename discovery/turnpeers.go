@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/pion/turn/v5"
+
+	"github.com/meshd/meshd/internal/peerpolicy"
 )
 
 // The embedded TURN server relays for mesh members only (credentials come
@@ -20,101 +22,54 @@ import (
 // PermissionHandler) and once per relayed datagram (the relay socket's
 // WriteTo), where the port is known too.
 
-// privatePrefixes are the ranges denied by default (RFC 1918, CGNAT
-// RFC 6598, IPv6 ULA, which holds the mesh's own overlay /48, deprecated
-// site-local, and the local-use NAT64 prefix of RFC 8215): a coordinator's
-// internal networks.
-var privatePrefixes = []netip.Prefix{
-	netip.MustParsePrefix("10.0.0.0/8"),
-	netip.MustParsePrefix("172.16.0.0/12"),
-	netip.MustParsePrefix("192.168.0.0/16"),
-	netip.MustParsePrefix("100.64.0.0/10"),
-	netip.MustParsePrefix("fc00::/7"),
-	netip.MustParsePrefix("fec0::/10"),
-	netip.MustParsePrefix("64:ff9b:1::/48"),
-}
+// privatePrefixes are the private ranges (peerpolicy.PrivatePrefixes; the
+// first three are RFC 1918).
+var privatePrefixes = peerpolicy.PrivatePrefixes()
 
-// unroutablePrefixes are never a peer: "this network", reserved, the
-// limited broadcast address, IPv4-compatible IPv6 (deprecated) and the IPv6
-// discard prefix.
-var unroutablePrefixes = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),
-	netip.MustParsePrefix("240.0.0.0/4"), // includes 255.255.255.255
-	netip.MustParsePrefix("::/96"),
-	netip.MustParsePrefix("100::/64"),
-}
-
-// Translated IPv6 addresses carry an IPv4 address that a gateway on the
-// path sends to: the NAT64 well-known prefix (RFC 6052, the IPv4 address in
-// the last 32 bits) and 6to4 (RFC 3056, bits 16-47). IPv4-mapped addresses
-// (::ffff:0:0/96) are unmapped before any check.
-var (
-	nat64Prefix = netip.MustParsePrefix("64:ff9b::/96")
-	sixToFour   = netip.MustParsePrefix("2002::/16")
-)
-
-// embeddedIPv4 returns the IPv4 address a translated IPv6 address reaches.
-func embeddedIPv4(ip netip.Addr) (netip.Addr, bool) {
-	b := ip.As16()
-	switch {
-	case !ip.Is6():
-		return netip.Addr{}, false
-	case nat64Prefix.Contains(ip):
-		return netip.AddrFrom4([4]byte(b[12:16])), true
-	case sixToFour.Contains(ip):
-		return netip.AddrFrom4([4]byte(b[2:6])), true
-	}
-	return netip.Addr{}, false
-}
+func inPrefixes(a netip.Addr, list []netip.Prefix) bool { return peerpolicy.Contains(list, a) }
 
 // ownAddrRefresh is how long the host's own address list is trusted before
 // it is read again.
 const ownAddrRefresh = 30 * time.Second
 
-// peerDenial says why a peer address is refused; 0 = allowed.
-type peerDenial uint8
+// peerDenial says why a peer address is refused; peerAllowed = not refused.
+type peerDenial = peerpolicy.Reason
 
 const (
-	peerAllowed    peerDenial = iota
-	denyConfigured            // in denied_peer_ips
-	denySpecial               // unspecified, loopback, link-local, multicast, broadcast, reserved
-	denyPrivate               // private range and not allowed
-	denyOwnService            // the host's own address, on a port that is not a relay port
-	nDenials
+	peerAllowed    = peerpolicy.Allowed
+	denyConfigured = peerpolicy.Configured // in denied_peer_ips
+	denySpecial    = peerpolicy.Special    // unspecified, loopback, link-local, multicast, broadcast, reserved
+	denyPrivate    = peerpolicy.Private    // private range and not allowed
+	denyOwnService = peerpolicy.OwnService // the host's own address, on a port that is not a relay port
 )
 
-func (d peerDenial) String() string {
+// denialText is d as the coordinator's log says it, with its keys.
+func denialText(d peerDenial) string {
 	switch d {
-	case peerAllowed:
-		return "allowed"
 	case denyConfigured:
 		return "in coordinator.turn.denied_peer_ips"
-	case denySpecial:
-		return "loopback, link-local, multicast or unspecified address"
-	case denyPrivate:
-		return "private address"
 	case denyOwnService:
 		return "the coordinator's own address outside the relay ports"
 	}
-	return "unknown"
+	return d.String()
 }
 
 // peerPolicy decides which peer addresses the embedded TURN server relays
-// to. Safe for concurrent use: pion calls it from its listener goroutines
-// and every relay socket's writer.
+// to: peerpolicy's default check with the coordinator's allowed/denied
+// lists, relay ports and mesh ports. Safe for concurrent use: pion calls it
+// from its listener goroutines and every relay socket's writer.
 type peerPolicy struct {
 	// Immutable after newPeerPolicy.
-	allowed, denied  []netip.Prefix
-	allowPrivate     bool
+	def              peerpolicy.Policy
+	allowPrivate     bool // def.AllowPrivate: a relay address is private
 	portMin, portMax uint16
 	meshPorts        func() []uint16 // nil = none
 	ifaceAddrs       func() ([]net.Addr, error)
 	log              *slog.Logger
 
-	own      atomic.Pointer[ownAddrs]
-	refresh  sync.Mutex // serialises reading the interface list
-	refused  atomic.Uint64
-	reported [nDenials]atomic.Bool // each reason is logged once
+	own     atomic.Pointer[ownAddrs]
+	refresh sync.Mutex // serialises reading the interface list
+	refused peerpolicy.Refusals
 }
 
 type ownAddrs struct {
@@ -128,83 +83,42 @@ type ownAddrs struct {
 // there too.
 func newPeerPolicy(o *TURNOptions, log *slog.Logger) *peerPolicy {
 	p := &peerPolicy{
-		allowed:      slices.Clone(o.AllowedPeers),
-		denied:       slices.Clone(o.DeniedPeers),
-		allowPrivate: inPrefixes(o.RelayAddress.Unmap(), privatePrefixes) || inPrefixes(o.RelayAddress6, privatePrefixes),
-		portMin:      o.RelayPortMin,
-		portMax:      o.RelayPortMax,
-		meshPorts:    o.MeshPorts,
-		ifaceAddrs:   net.InterfaceAddrs,
-		log:          log,
+		portMin:    o.RelayPortMin,
+		portMax:    o.RelayPortMax,
+		meshPorts:  o.MeshPorts,
+		ifaceAddrs: net.InterfaceAddrs,
+		log:        log,
 	}
 	if o.interfaceAddrs != nil {
 		p.ifaceAddrs = o.interfaceAddrs
 	}
-	return p
-}
-
-func inPrefixes(a netip.Addr, list []netip.Prefix) bool {
-	for _, p := range list {
-		if p.Contains(a) {
-			return true
-		}
+	p.allowPrivate = peerpolicy.AllowPrivateFor(o.RelayAddress, o.RelayAddress6)
+	p.def = peerpolicy.Policy{
+		Allowed:      slices.Clone(o.AllowedPeers),
+		Denied:       slices.Clone(o.DeniedPeers),
+		AllowPrivate: p.allowPrivate,
+		IsOwn:        p.isOwn,
+		OpenPort:     p.openPort,
 	}
-	return false
+	return p
 }
 
 // check classifies ip (ignoring ports): allowed_peer_ips first (it
 // overrides everything but the own-service rule, as coturn's
 // allowed-peer-ip overrides denied-peer-ip), then denied_peer_ips, the
-// special addresses, and private ranges. A NAT64 or 6to4 address is
-// classified as the IPv4 address it reaches, unless allowed_peer_ips lists
-// the IPv6 address itself.
-func (p *peerPolicy) check(ip netip.Addr) peerDenial {
-	ip = ip.Unmap()
-	switch {
-	case !ip.IsValid():
-		return denySpecial
-	case inPrefixes(ip, p.allowed):
-		return peerAllowed
-	case inPrefixes(ip, p.denied):
-		return denyConfigured
-	case ip.IsUnspecified(), ip.IsLoopback(), ip.IsLinkLocalUnicast(), ip.IsMulticast(),
-		ip.IsInterfaceLocalMulticast(), inPrefixes(ip, unroutablePrefixes):
-		return denySpecial
-	case !p.allowPrivate && inPrefixes(ip, privatePrefixes) && !p.isOwn(ip):
-		// The host's own private address stays allowed here: relay-to-relay
-		// on a private relay address; checkSend keeps it to relay ports.
-		return denyPrivate
-	}
-	if v4, ok := embeddedIPv4(ip); ok {
-		return p.check(v4)
-	}
-	return peerAllowed
-}
+// special addresses, and private ranges (peerpolicy.Policy.Check).
+func (p *peerPolicy) check(ip netip.Addr) peerDenial { return p.def.Check(ip) }
 
 // checkSend classifies a relayed datagram's destination: check, and the
 // host's own (non-loopback) addresses only on relay ports and the node's
 // mesh ports, so two allocations on this server reach each other, a peer
 // reaches this host's own mesh node, and nothing else listening on the host
 // is reached.
-func (p *peerPolicy) checkSend(ap netip.AddrPort) peerDenial {
-	ip := ap.Addr().Unmap()
-	if d := p.check(ip); d != peerAllowed {
-		return d
-	}
-	if v4, ok := embeddedIPv4(ip); ok && p.ownService(v4, ap.Port()) {
-		return denyOwnService // through a NAT64 or 6to4 gateway
-	}
-	if p.ownService(ip, ap.Port()) {
-		return denyOwnService
-	}
-	return peerAllowed
-}
+func (p *peerPolicy) checkSend(ap netip.AddrPort) peerDenial { return p.def.CheckSend(ap) }
 
-// ownService reports whether ip:port is one of the host's own (non-loopback)
-// addresses on a port that is neither a relay port nor a mesh port.
-func (p *peerPolicy) ownService(ip netip.Addr, port uint16) bool {
-	return !ip.IsLoopback() && (port < p.portMin || port > p.portMax) && p.isOwn(ip) &&
-		(p.meshPorts == nil || !slices.Contains(p.meshPorts(), port))
+// openPort reports whether port is a relay port or a mesh port.
+func (p *peerPolicy) openPort(port uint16) bool {
+	return (port >= p.portMin && port <= p.portMax) || (p.meshPorts != nil && slices.Contains(p.meshPorts(), port))
 }
 
 // isOwn reports whether ip is one of the host's interface addresses.
@@ -239,12 +153,11 @@ func (p *peerPolicy) readOwn() *ownAddrs {
 // refuse counts a refusal and logs its reason the first time, with the key
 // that changes the decision.
 func (p *peerPolicy) refuse(d peerDenial, peer string) {
-	p.refused.Add(1)
-	if p.reported[d].Swap(true) {
+	if !p.refused.Add(d) {
 		return
 	}
 	p.log.Warn("TURN refused to relay to a peer address; further refusals of this kind are only counted",
-		"peer", peer, "reason", d.String(),
+		"peer", peer, "reason", denialText(d),
 		"hint", "list the peer's prefix in coordinator.turn.allowed_peer_ips if this coordinator should relay there")
 }
 

@@ -4,19 +4,26 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/meshd/meshd/internal/peerpolicy"
 )
 
 // policyRefresh is how long the vouched and own address lists are trusted.
 const policyRefresh = time.Second
 
-// policy decides which peers the relay reaches. Safe for concurrent use:
-// pion calls it from its listener goroutine and every relay socket.
+// policy decides which peers the relay reaches: an address must pass the
+// default check coordinators' embedded TURN applies too (peerpolicy: no
+// special, unroutable or translated-to-internal addresses; private ranges
+// only when the relay address is private; the host's own addresses only on
+// its relay and mesh ports) and be vouched for by the mesh. Safe for
+// concurrent use: pion calls it from its listener goroutine and every relay
+// socket.
 type policy struct {
 	// Immutable after newPolicy.
-	o      *Options
-	denied *atomic.Uint64
+	o       *Options
+	def     peerpolicy.Policy
+	refused peerpolicy.Refusals
 
 	// mu guards the following.
 	mu      sync.Mutex
@@ -28,8 +35,27 @@ type policy struct {
 	readAt  time.Time
 }
 
-func newPolicy(o *Options, denied *atomic.Uint64) *policy {
-	return &policy{o: o, denied: denied, sources: map[netip.Addr]int{}, members: map[string]int{}}
+// loopbackPrefixes are allowed whatever the defaults say with
+// Options.AllowLoopback.
+var loopbackPrefixes = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+
+// newPolicy builds the policy of o. Private peers are allowed only when
+// o.RelayAddress is private: such a relay serves a private network (a home
+// lab, a site VPN) and its members are there too; a public relay on a LAN
+// does not relay into that LAN.
+func newPolicy(o *Options) *policy {
+	p := &policy{o: o, sources: map[netip.Addr]int{}, members: map[string]int{}}
+	p.def = peerpolicy.Policy{
+		AllowPrivate: peerpolicy.AllowPrivateFor(o.RelayAddress),
+		IsOwn:        p.isOwn,
+		OpenPort: func(port uint16) bool {
+			return (port >= relayPortMin && port <= relayPortMax) || (o.MeshPort != nil && port != 0 && port == o.MeshPort())
+		},
+	}
+	if o.AllowLoopback {
+		p.def.Allowed = loopbackPrefixes
+	}
+	return p
 }
 
 // track counts an allocation of member user from src (+1 made, -1 gone).
@@ -68,12 +94,6 @@ func (p *policy) allocations() int {
 	return p.total
 }
 
-// special reports addresses that are never a peer.
-func special(a netip.Addr) bool {
-	return !a.IsValid() || a.IsUnspecified() || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() ||
-		a.IsInterfaceLocalMulticast() || a.IsLinkLocalMulticast() || (a.Is4() && a.As4()[0] >= 240) || (a.Is4() && a.As4()[0] == 0)
-}
-
 // refreshLocked reloads the vouched and own address lists when stale.
 func (p *policy) refreshLocked(now time.Time) {
 	if !p.readAt.IsZero() && now.Sub(p.readAt) < policyRefresh {
@@ -98,44 +118,50 @@ func (p *policy) refreshLocked(now time.Time) {
 	}
 }
 
-// allowIP is the permission check (no port yet): the mesh vouches for a.
+// allowIP is the permission check (no port yet): the default check, and
+// the mesh vouches for a.
 func (p *policy) allowIP(a netip.Addr) bool {
-	ok := p.vouchedFor(a)
-	if !ok {
-		p.denied.Add(1)
+	return p.verdict(p.def.Check(a), a)
+}
+
+// allowAddrPort is the per-datagram check: the default check with the
+// port (the host's own addresses only on the mesh port and the relay
+// ports: two members both relayed by this relay, one allocation sending to
+// the other), and a vouched address.
+func (p *policy) allowAddrPort(ap netip.AddrPort) bool {
+	return p.verdict(p.def.CheckSend(ap), ap.Addr())
+}
+
+// verdict completes the default verdict r on a with the vouched-address
+// rule, and counts (and the first time of each reason, logs) a refusal.
+func (p *policy) verdict(r peerpolicy.Reason, a netip.Addr) bool {
+	if r == peerpolicy.Allowed && !p.vouchedFor(a.Unmap()) {
+		r = peerpolicy.NotVouched
 	}
-	return ok
+	if r == peerpolicy.Allowed {
+		return true
+	}
+	if p.refused.Add(r) {
+		p.o.Logger.Info("member relay refused to relay to a peer address; further refusals of this kind are only counted",
+			"peer", a, "reason", r.String())
+	}
+	return false
 }
 
 func (p *policy) vouchedFor(a netip.Addr) bool {
-	if special(a) && !(p.o.AllowLoopback && a.IsLoopback()) {
-		return false
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.refreshLocked(p.o.Now())
 	return p.sources[a] > 0 || p.vouched[a]
 }
 
-// allowAddrPort is the per-datagram check: a vouched address, and on the
-// host's own addresses the mesh port and the relay ports only (two members
-// both relayed by this relay: one allocation sends to the other).
-func (p *policy) allowAddrPort(ap netip.AddrPort) bool {
-	a := ap.Addr()
-	ok := p.vouchedFor(a)
-	if ok {
-		p.mu.Lock()
-		own := p.own[a]
-		p.mu.Unlock()
-		if own && !(p.o.AllowLoopback && a.IsLoopback()) {
-			port := ap.Port()
-			ok = (port >= relayPortMin && port <= relayPortMax) || (p.o.MeshPort != nil && port != 0 && port == p.o.MeshPort())
-		}
-	}
-	if !ok {
-		p.denied.Add(1)
-	}
-	return ok
+// isOwn reports whether a is one of the host's addresses (the relay
+// address or an interface's).
+func (p *policy) isOwn(a netip.Addr) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refreshLocked(p.o.Now())
+	return p.own[a]
 }
 
 // addrPortOf converts a UDP address, IPv4-mapped addresses unmapped.

@@ -97,8 +97,8 @@ type Server struct {
 	peers  *policy
 	creds  *turnauth.Checker // answers bad credentials 401 before pion
 
-	allocsMade, authRefused, quotaRefused, denied atomic.Uint64
-	pktOut, bytesOut, pktIn, bytesIn              atomic.Uint64
+	allocsMade, authRefused, quotaRefused atomic.Uint64
+	pktOut, bytesOut, pktIn, bytesIn      atomic.Uint64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -130,7 +130,7 @@ func New(o Options) (*Server, error) {
 		o.interfaceAddrs = net.InterfaceAddrs
 	}
 	s := &Server{opts: o, log: o.Logger}
-	s.peers = newPolicy(&s.opts, &s.denied)
+	s.peers = newPolicy(&s.opts)
 	pc, err := (&net.ListenConfig{}).ListenPacket(context.Background(), "udp", o.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("relay: listener: %w", err)
@@ -194,7 +194,7 @@ func (s *Server) Stats() Stats {
 		AllocationsMade: s.allocsMade.Load(),
 		AuthRefused:     s.authRefused.Load() + s.creds.Refused(),
 		QuotaRefused:    s.quotaRefused.Load(),
-		PeersDenied:     s.denied.Load(),
+		PeersDenied:     s.peers.refused.Load(),
 		PacketsRelayed:  s.pktOut.Load(),
 		BytesRelayed:    s.bytesOut.Load(),
 		PacketsReceived: s.pktIn.Load(),
