@@ -23,7 +23,7 @@ import (
 // needs no flags.
 type settings struct {
 	seconds int    // MESHD_BENCH_SECONDS: iperf3 -t; default 8
-	runs    int    // MESHD_BENCH_RUNS: one-stream runs per path; default 3
+	runs    int    // MESHD_BENCH_RUNS: one-stream runs and ping rounds per path; default 3
 	nebula  string // MESHD_BENCH_NEBULA: Nebula version; "" = newest that builds
 	out     string // MESHD_BENCH_OUT: the report; default docs/performance-lab.md
 }
@@ -56,11 +56,13 @@ func loadSettings(root string) (settings, error) {
 
 // column is one row of the table: a path from host src to host dst.
 type column struct {
-	key      string // [a-z]+: logs and nft counter names
-	label    string // the table's row label
-	ref      bool   // wireguard-go: the reference of the ratios (of its family)
-	six      bool   // the path's underlay is IPv6 (between IPv6-only hosts)
-	headline bool   // meshd direct: the family comparison's meshd figure
+	key      string  // [a-z]+: logs and nft counter names
+	label    string  // the table's row label
+	ref      bool    // wireguard-go: the reference of the ratios (of its family)
+	six      bool    // the path's underlay is IPv6 (between IPv6-only hosts)
+	headline bool    // meshd direct: the family comparison's meshd figure
+	underlay bool    // the plain underlay: what the tunnels of its family add RTT to
+	base     *column // a relayed path: the direct one it is compared with
 	src, dst *lab.Host
 	addr     netip.Addr // dst's address on this path, once set up
 	legs     []wireLeg  // what its sender puts on the backbone, counted by nft
@@ -73,7 +75,7 @@ type column struct {
 	server   *lab.Proc // iperf3 -s on dst
 	tcp1     []float64 // Mbit/s, one per run
 	tcp4     []float64
-	ping     pingResult
+	ping     pingResult // every round's echoes
 	failures []string
 	cleanup  []func()
 }
@@ -117,8 +119,11 @@ func TestBench(t *testing.T) {
 			match: legMatch(a.IP(), b.IP(), proto),
 		}
 	}
-	plain := &column{key: "plain", label: "plain underlay (veth + bridge, MTU 1500)", src: host("plaina"), dst: host("plainb")}
+	plain := &column{key: "plain", label: "plain underlay (veth + bridge, MTU 1500)", underlay: true, src: host("plaina"), dst: host("plainb")}
 	plain.legs = []wireLeg{leg(plain.src, plain.dst, "tcp")}
+	plain6 := &column{key: "plainsix", label: "plain underlay over IPv6 (veth + bridge, MTU 1500)", underlay: true, six: true,
+		src: host6("plainsixa"), dst: host6("plainsixb")}
+	plain6.legs = []wireLeg{leg(plain6.src, plain6.dst, "tcp")}
 	wg := &column{key: "wg", label: "wireguard-go", ref: true, src: host("wga"), dst: host("wgb")}
 	wg.legs = []wireLeg{leg(wg.src, wg.dst, "udp")}
 	neb := &column{key: "nebula", label: "Nebula", src: host("neba"), dst: host("nebb")}
@@ -131,11 +136,14 @@ func TestBench(t *testing.T) {
 	mesh.legs = []wireLeg{leg(mesh.src, mesh.dst, "udp")}
 	mesh6 := &column{key: "meshdsix", label: "meshd, direct, over IPv6", headline: true, six: true, src: host6("meshsixa"), dst: host6("meshsixb")}
 	mesh6.legs = []wireLeg{leg(mesh6.src, mesh6.dst, "udp")}
-	relay := &column{key: "meshdrelay", label: "meshd, relayed (TURN on the coordinator)", src: host("relaya"), dst: host("relayb")}
+	relay := &column{key: "meshdrelay", label: "meshd, relayed over TURN/UDP (direct path blocked)", base: mesh, src: host("relaya"), dst: host("relayb")}
 	// Both legs: to the relay (to its TURN port or, if the destination
 	// holds the allocation, to the allocated port) and from it.
 	relay.legs = []wireLeg{leg(relay.src, coord, "udp"), leg(coord, relay.dst, "udp")}
-	cols := []*column{plain, wg, neb, mesh, relay, wg6, mesh6}
+	relayTCP := &column{key: "meshdtcp", label: "meshd, relayed over TURN/TCP (UDP blocked)", base: mesh, src: host("relaytcpa"), dst: host("relaytcpb")}
+	// Both nodes hold TCP allocations: each leg is a node's TURN stream.
+	relayTCP.legs = []wireLeg{leg(relayTCP.src, coord, "tcp"), leg(coord, relayTCP.dst, "tcp")}
+	cols := []*column{plain, wg, neb, mesh, relay, relayTCP, plain6, wg6, mesh6}
 	rep.cols = cols
 	t.Cleanup(func() {
 		for _, c := range cols {
@@ -150,7 +158,7 @@ func TestBench(t *testing.T) {
 	if err := os.MkdirAll(bins, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	plain.addr = plain.dst.IP()
+	plain.addr, plain6.addr = plain.dst.IP(), plain6.dst.IP6()
 	t.Log("building wireguard-go")
 	if bin, ver, err := buildWireguardGo(root, bins); err != nil {
 		wg.unavailable, wg6.unavailable = err.Error(), err.Error()
@@ -187,7 +195,7 @@ func TestBench(t *testing.T) {
 		}
 	}
 	t.Log("building meshd")
-	setupMeshd(t, root, bins, tmp, l, coord, mesh, relay, mesh6, rep)
+	setupMeshd(t, root, bins, tmp, l, coord, meshdColumns{mesh, relay, relayTCP, mesh6}, rep)
 	for _, c := range cols {
 		if c.unavailable != "" {
 			t.Logf("%s: not available: %s", c.key, c.unavailable)
@@ -223,7 +231,7 @@ func TestBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("report written to %s", s.out)
-	for _, c := range []*column{plain, wg, wg6} {
+	for _, c := range []*column{plain, wg, plain6, wg6} {
 		if len(c.tcp1) == 0 {
 			t.Errorf("%s gave no TCP figure (%s%s): the table has no reference", c.key, c.unavailable, strings.Join(c.failures, "; "))
 		}
@@ -231,47 +239,67 @@ func TestBench(t *testing.T) {
 }
 
 // runLoads measures every live column: interleaved rounds of the one-stream
-// run, each round starting at the next path, then the four-stream run and
-// ping per path. A failed run is recorded in the column and the bench goes
-// on.
+// run, each round starting at the next path, then the four-stream run per
+// path, then interleaved rounds of ping, whose echoes are pooled per path.
+// A failed run is recorded in the column and the bench goes on.
 func runLoads(t *testing.T, live []*column, s settings) {
 	t.Helper()
-	for r := 0; r < s.runs; r++ {
-		for i := range live {
-			c := live[(i+r)%len(live)]
-			v, err := iperfTCP(c.src.Namespace, c.addr, s.seconds, 1)
-			if err != nil {
-				c.fail(err)
-				restartServer(c)
-				continue
+	rounds := func(what string, run func(c *column)) {
+		for r := 0; r < s.runs; r++ {
+			t.Logf("%s, round %d of %d", what, r+1, s.runs)
+			for i := range live {
+				run(live[(i+r)%len(live)])
 			}
-			c.tcp1 = append(c.tcp1, v)
-			t.Logf("round %d: %-10s TCP 1 stream %8.0f Mbit/s", r+1, c.key, v)
 		}
 	}
+	rounds("TCP 1 stream", func(c *column) {
+		v, err := iperfTCP(c.src.Namespace, c.addr, s.seconds, 1)
+		if err != nil {
+			c.fail(err)
+			restartServer(c)
+			return
+		}
+		c.tcp1 = append(c.tcp1, v)
+		t.Logf("%-10s TCP 1 stream %8.0f Mbit/s", c.key, v)
+	})
 	for _, c := range live {
 		v, err := iperfTCP(c.src.Namespace, c.addr, s.seconds, 4)
 		if err != nil {
 			c.fail(err)
 			restartServer(c)
-		} else {
-			c.tcp4 = append(c.tcp4, v)
-			t.Logf("%-10s TCP 4 streams %8.0f Mbit/s", c.key, v)
+			continue
 		}
-		if c.ping, err = pingRTT(c.src.Namespace, c.addr); err != nil {
-			c.fail(err)
-		} else {
-			t.Logf("%-10s ping avg %v (%d/%d)", c.key, c.ping.avg, c.ping.received, c.ping.sent)
-		}
+		c.tcp4 = append(c.tcp4, v)
+		t.Logf("%-10s TCP 4 streams %8.0f Mbit/s", c.key, v)
 	}
+	rounds("ping", func(c *column) {
+		p, err := pingRTT(c.src.Namespace, c.addr)
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		c.ping.merge(p)
+		t.Logf("%-10s ping p50 %v p99 %v (%d/%d)", c.key, p.pct(50), p.pct(99), p.received, p.sent)
+	})
+}
+
+// meshdColumns are the meshd paths.
+type meshdColumns struct {
+	direct, relay, relayTCP, direct6 *column
+}
+
+func (mc meshdColumns) all() []*column {
+	return []*column{mc.direct, mc.relay, mc.relayTCP, mc.direct6}
 }
 
 // setupMeshd builds meshd, starts the coordinator and the meshd pairs. A
 // failure marks every meshd column not available with the reason.
-func setupMeshd(t *testing.T, root, bins, tmp string, l *lab.Lab, coord *lab.Host, mesh, relay, mesh6 *column, rep *report) {
+func setupMeshd(t *testing.T, root, bins, tmp string, l *lab.Lab, coord *lab.Host, mc meshdColumns, rep *report) {
 	t.Helper()
 	mark := func(err error) {
-		mesh.unavailable, relay.unavailable, mesh6.unavailable = err.Error(), err.Error(), err.Error()
+		for _, c := range mc.all() {
+			c.unavailable = err.Error()
+		}
 	}
 	meshdBin, meshctlBin, err := buildMeshd(root, bins)
 	if err != nil {
@@ -279,7 +307,7 @@ func setupMeshd(t *testing.T, root, bins, tmp string, l *lab.Lab, coord *lab.Hos
 		return
 	}
 	rep.versions = append(rep.versions, "meshd "+checkoutVersion(root)+", this checkout")
-	for _, c := range []*column{mesh, relay, mesh6} {
+	for _, c := range mc.all() {
 		c.label += ", tun MTU " + strconv.Itoa(tunMTU)
 	}
 	m, err := newMeshdMesh(meshdBin, meshctlBin, filepath.Join(tmp, "meshd"), coord)
@@ -288,29 +316,57 @@ func setupMeshd(t *testing.T, root, bins, tmp string, l *lab.Lab, coord *lab.Hos
 		return
 	}
 	t.Log("meshd coordinator up; starting the direct pair")
-	if mesh.addr, err = m.startPair(mesh, control.PathDirect); err != nil {
-		mesh.unavailable = err.Error()
+	if mc.direct.addr, err = m.startPair(mc.direct, control.PathDirect); err != nil {
+		mc.direct.unavailable = err.Error()
 	} else {
-		t.Logf("meshd direct link setup: %v", mesh.setup)
+		t.Logf("meshd direct link setup: %v", mc.direct.setup)
 	}
 	t.Log("starting the direct pair over IPv6")
-	if mesh6.addr, err = m.startPair(mesh6, control.PathDirect); err != nil {
-		mesh6.unavailable = err.Error()
+	if mc.direct6.addr, err = m.startPair(mc.direct6, control.PathDirect); err != nil {
+		mc.direct6.unavailable = err.Error()
 	} else {
-		t.Logf("meshd direct link setup over IPv6: %v", mesh6.setup)
+		t.Logf("meshd direct link setup over IPv6: %v", mc.direct6.setup)
 	}
-	blk, err := l.BlockPath(relay.src, relay.dst)
+	for _, r := range []struct {
+		c     *column
+		block func(c *column) error
+		want  string // the transport of the node's own TURN allocation
+	}{
+		{mc.relay, func(c *column) error { return blockPath(l, c) }, "/udp"},
+		{mc.relayTCP, func(c *column) error {
+			if err := blockPath(l, c); err != nil {
+				return err
+			}
+			return blockUDP(l, c, tmp)
+		}, "/tcp"},
+	} {
+		if err := r.block(r.c); err != nil {
+			r.c.unavailable = err.Error()
+			continue
+		}
+		t.Logf("starting the pair %s", r.c.key)
+		if r.c.addr, err = m.startPair(r.c, control.PathRelay); err != nil {
+			r.c.unavailable = err.Error()
+			continue
+		}
+		t.Logf("%s link setup: %v (via %s)", r.c.key, r.c.setup, r.c.via)
+		// The label is the node's own allocation ("addr:port/udp"), or
+		// the peer's relayed address when the node sends to that
+		// directly; either way the path must be the one the row names.
+		if o := map[string]string{"/udp": "/tcp", "/tcp": "/udp"}[r.want]; strings.HasSuffix(r.c.via, o) {
+			r.c.fail(fmt.Errorf("the link runs over TURN%s (%s), not TURN%s as this row says", strings.ToUpper(o), r.c.via, strings.ToUpper(r.want)))
+		}
+	}
+}
+
+// blockPath drops all traffic between c's two hosts in the bridge.
+func blockPath(l *lab.Lab, c *column) error {
+	blk, err := l.BlockPath(c.src, c.dst)
 	if err != nil {
-		relay.unavailable = err.Error()
-		return
+		return err
 	}
-	relay.cleanup = append(relay.cleanup, func() { _ = blk.Remove() })
-	t.Log("starting the relayed pair")
-	if relay.addr, err = m.startPair(relay, control.PathRelay); err != nil {
-		relay.unavailable = err.Error()
-	} else {
-		t.Logf("meshd relayed link setup: %v (via %s)", relay.setup, relay.via)
-	}
+	c.cleanup = append(c.cleanup, func() { _ = blk.Remove() })
+	return nil
 }
 
 // checkoutVersion is `git describe` of the checkout, as `make build` stamps

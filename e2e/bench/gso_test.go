@@ -55,7 +55,6 @@ type wireCount struct {
 }
 
 // installCounters adds the counter table for every leg of every column.
-// The script goes through a file: Namespace.Run has no stdin.
 func installCounters(l *lab.Lab, cols []*column, dir string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table bridge %s {\n", gsoTable)
@@ -73,14 +72,44 @@ func installCounters(l *lab.Lab, cols []*column, dir string) error {
 		}
 	}
 	b.WriteString("\t}\n}\n")
-	file := filepath.Join(dir, "gso.nft")
-	if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
+	return nftBackbone(l, filepath.Join(dir, "gso.nft"), b.String())
+}
+
+// nftBackbone loads an nft script into the backbone bridge's namespace.
+// The script goes through a file: Namespace.Run has no stdin.
+func nftBackbone(l *lab.Lab, file, script string) error {
+	if err := os.WriteFile(file, []byte(script), 0o644); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err := l.Backbone().Run(ctx, "nft", "-f", file)
 	return err
+}
+
+// blockUDP drops all UDP to and from c's two hosts in the backbone bridge
+// (to each other, to the coordinator and its relay ports), as a network
+// that passes only TCP does; the table goes with the column's cleanup.
+func blockUDP(l *lab.Lab, c *column, dir string) error {
+	table := gsoTable + c.key
+	var b strings.Builder
+	fmt.Fprintf(&b, "table bridge %s {\n\tchain forward_f {\n\t\ttype filter hook forward priority 0; policy accept;\n", table)
+	for _, h := range []*lab.Host{c.src, c.dst} {
+		for _, a := range h.IPs() {
+			fam := map[bool]string{true: "ip", false: "ip6"}[a.Is4()]
+			fmt.Fprintf(&b, "\t\t%[1]s saddr %[2]v meta l4proto udp counter drop\n\t\t%[1]s daddr %[2]v meta l4proto udp counter drop\n", fam, a)
+		}
+	}
+	b.WriteString("\t}\n}\n")
+	if err := nftBackbone(l, filepath.Join(dir, table+".nft"), b.String()); err != nil {
+		return err
+	}
+	c.cleanup = append(c.cleanup, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = l.Backbone().Run(ctx, "nft", "delete", "table", "bridge", table)
+	})
+	return nil
 }
 
 // readCounters returns every path's counts, by column key.

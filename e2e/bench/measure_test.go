@@ -10,8 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,7 +25,10 @@ import (
 // iperfPort is where every destination host's iperf3 server listens.
 const iperfPort = 5201
 
-// pingCount and pingInterval are the latency load: ping -q -c 200 -i 0.01.
+// pingCount and pingInterval are one latency round: ping -n -c 200 -i 0.01.
+// The interval, 10 ms, is ten times the slowest path's RTT, so one echo is
+// in flight at a time (ping's "pipe N" tells otherwise, and the report says
+// so): the latency of a lone packet, not of a flood.
 const (
 	pingCount    = 200
 	pingInterval = "0.01"
@@ -81,19 +86,57 @@ func parseIperf(out string) (float64, error) {
 	return doc.End.SumReceived.BitsPerSecond / 1e6, nil
 }
 
-// pingResult is one ping run's summary.
+// pingResult is the echoes of one path: one ping run, or the runs of
+// all rounds merged.
 type pingResult struct {
-	sent, received int
-	avg, min, max  time.Duration
+	sent, received int             // echoes sent and answered (duplicates aside)
+	dups           int             // duplicate replies, not in rtts
+	rtts           []time.Duration // one per answered echo, in order
+	pipe           int             // most echoes in flight at once (ping's "pipe N"); 1 if it printed none
 }
 
-// pingRTT runs `ping -q -c 200 -i 0.01 dst` in ns.
+// merge adds the echoes of another run.
+func (r *pingResult) merge(o pingResult) {
+	r.sent += o.sent
+	r.received += o.received
+	r.dups += o.dups
+	r.rtts = append(r.rtts, o.rtts...)
+	r.pipe = max(r.pipe, o.pipe)
+}
+
+// avg is the mean RTT of the answered echoes (duplicates aside, unlike
+// ping's own summary), or 0 for none.
+func (r pingResult) avg() time.Duration {
+	if len(r.rtts) == 0 {
+		return 0
+	}
+	var sum time.Duration
+	for _, d := range r.rtts {
+		sum += d
+	}
+	return sum / time.Duration(len(r.rtts))
+}
+
+// pct is the p-th percentile (0 < p <= 100) of the RTTs by nearest rank:
+// the smallest RTT that at least p% of the echoes did not exceed; 0 for
+// none.
+func (r pingResult) pct(p float64) time.Duration {
+	if len(r.rtts) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), r.rtts...)
+	slices.Sort(s)
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+// pingRTT runs `ping -n -c 200 -i 0.01 dst` in ns and reads every reply.
 func pingRTT(ns *lab.Namespace, dst netip.Addr) (pingResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// Run, not Output: ping's summary goes to stdout even when some
-	// echoes are lost (exit status 1), and the summary is what counts.
-	out, err := ns.Run(ctx, "ping", "-q", "-c", strconv.Itoa(pingCount), "-i", pingInterval, dst.String())
+	// echoes are lost (exit status 1), and the replies are what count.
+	out, err := ns.Run(ctx, "ping", "-n", "-c", strconv.Itoa(pingCount), "-i", pingInterval, dst.String())
 	r, perr := parsePing(out)
 	if perr != nil {
 		if err != nil {
@@ -105,33 +148,76 @@ func pingRTT(ns *lab.Namespace, dst netip.Addr) (pingResult, error) {
 }
 
 var (
-	pingCounts = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
-	pingRTTs   = regexp.MustCompile(`(?:rtt|round-trip) min/avg/max/mdev = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms`)
+	pingCounts = regexp.MustCompile(`(?m)^(\d+) packets transmitted, (\d+) received(?:, \+(\d+) duplicates)?`)
+	pingPipe   = regexp.MustCompile(`(?m)^(?:rtt|round-trip) min/avg/max/mdev = .* ms, pipe (\d+)`)
+	// A reply line; iputils prints time= with 3 decimals below 1 ms, 2
+	// below 10 ms, 1 below 100 ms and none above.
+	pingReply = regexp.MustCompile(`(?m)^(?:\[[\d.]+\] )?\d+ bytes from .* time=(\d+(?:\.\d+)?) ms( \(DUP!\))?`)
 )
 
-// parsePing reads the counts and the min/avg/max RTT of ping's summary.
+// maxPingReplies bounds the reply lines parsePing reads: the most a bench
+// round asks for, with room for duplicates.
+const maxPingReplies = 4 * pingCount
+
+// parsePing reads the RTT of every reply line of ping output (duplicates
+// counted apart, not as RTTs) and the counts of its summary, which must
+// agree with the lines.
 func parsePing(out string) (pingResult, error) {
-	var r pingResult
+	r := pingResult{pipe: 1}
 	m := pingCounts.FindStringSubmatch(out)
 	if m == nil {
 		return r, fmt.Errorf("%w: no packet counts in %q", errNoFigure, short(out))
 	}
-	r.sent, _ = strconv.Atoi(m[1])
-	r.received, _ = strconv.Atoi(m[2])
+	var err error
+	if r.sent, err = strconv.Atoi(m[1]); err != nil {
+		return r, fmt.Errorf("bad count %q: %w", m[1], err)
+	}
+	if r.received, err = strconv.Atoi(m[2]); err != nil {
+		return r, fmt.Errorf("bad count %q: %w", m[2], err)
+	}
+	if m[3] != "" {
+		if r.dups, err = strconv.Atoi(m[3]); err != nil {
+			return r, fmt.Errorf("bad count %q: %w", m[3], err)
+		}
+	}
 	if r.received == 0 {
 		return r, fmt.Errorf("no reply to %d echoes", r.sent)
 	}
-	m = pingRTTs.FindStringSubmatch(out)
-	if m == nil {
-		return r, fmt.Errorf("%w: no rtt line in %q", errNoFigure, short(out))
+	if r.received > r.sent || r.received+r.dups > maxPingReplies {
+		return r, fmt.Errorf("%d replies to %d echoes (+%d duplicates): not a bench round", r.received, r.sent, r.dups)
 	}
-	r.min, r.avg, r.max = msDuration(m[1]), msDuration(m[2]), msDuration(m[3])
+	if p := pingPipe.FindStringSubmatch(out); p != nil {
+		if r.pipe, err = strconv.Atoi(p[1]); err != nil {
+			return r, fmt.Errorf("bad pipe %q: %w", p[1], err)
+		}
+	}
+	r.rtts = make([]time.Duration, 0, r.received)
+	dups := 0
+	for _, m := range pingReply.FindAllStringSubmatch(out, r.received+r.dups+1) {
+		if m[2] != "" {
+			dups++
+			continue
+		}
+		d, err := msDuration(m[1])
+		if err != nil {
+			return r, err
+		}
+		r.rtts = append(r.rtts, d)
+	}
+	if len(r.rtts) != r.received || dups != r.dups {
+		return r, fmt.Errorf("%w: %d reply lines and %d duplicates, but the summary says %d received, +%d duplicates",
+			errNoFigure, len(r.rtts), dups, r.received, r.dups)
+	}
 	return r, nil
 }
 
-func msDuration(s string) time.Duration {
-	f, _ := strconv.ParseFloat(s, 64)
-	return time.Duration(f * float64(time.Millisecond))
+// msDuration reads ping's milliseconds ("0.512", "12.3", "123").
+func msDuration(s string) (time.Duration, error) {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 || f > 3.6e6 {
+		return 0, fmt.Errorf("bad RTT %q ms", s)
+	}
+	return time.Duration(math.Round(f * float64(time.Millisecond))), nil
 }
 
 // pingStamp matches a reply line of `ping -D`: "[1732462000.123456] 64

@@ -3,10 +3,11 @@
 package bench
 
 // The meshd columns: a CA made with `meshctl ca init`, certificates with
-// `meshctl cert sign`, one coordinator on its own host, and two node pairs
-// joining it, one direct and one whose direct path is blocked in the
-// backbone bridge so that its link goes through the coordinator's TURN
-// server. Configs follow packaging/meshd.toml and docs/configuration.md.
+// `meshctl cert sign`, one coordinator on its own host, and node pairs
+// joining it: direct ones (over IPv4 and over IPv6), one whose direct path
+// is blocked in the backbone bridge so that its link goes through the
+// coordinator's TURN server over UDP, and one whose UDP is blocked
+// altogether so that it goes through TURN over TCP. Configs follow packaging/meshd.toml and docs/configuration.md.
 
 import (
 	"context"
@@ -31,6 +32,8 @@ const (
 	meshdTun = "meshd0"
 	// sessionPort is the coordinator's session port (docs/configuration.md).
 	sessionPort = 7443
+	// turnPort is the coordinator's TURN port, UDP (its default) and TCP.
+	turnPort = 3478
 	// linkTimeout bounds a pair's start: daemons up, link up, first reply.
 	linkTimeout = 40 * time.Second
 	// meshdStop is how long a daemon gets to shut down on SIGTERM.
@@ -116,9 +119,10 @@ func (m *meshdMesh) node(h *lab.Host, coordinator bool) (meshdNode, error) {
 		// Dual-stack: both families on [::], the relay naming its public
 		// address of each.
 		fmt.Fprintf(&b, "[coordinator]\nenabled = true\nsession_listen = %q\ngossip_key = %q\n\n", netip.AddrPortFrom(netip.IPv6Unspecified(), sessionPort), m.gossipKey)
-		fmt.Fprintf(&b, "[coordinator.turn]\nrelay_address = %q\nrelay_address6 = %q\n\n", m.coord.IP(), m.coord.IP6())
+		fmt.Fprintf(&b, "[coordinator.turn]\nrelay_address = %q\nrelay_address6 = %q\ntcp_listen = %q\n\n", m.coord.IP(), m.coord.IP6(), turnTCP(m.coord))
 	case coordinator:
 		fmt.Fprintf(&b, "[coordinator]\nenabled = true\nsession_listen = %q\ngossip_key = %q\n\n", session, m.gossipKey)
+		fmt.Fprintf(&b, "[coordinator.turn]\ntcp_listen = %q\n\n", turnTCP(m.coord))
 	default:
 		if !h.HasIPv4() {
 			session = netip.AddrPortFrom(m.coord.IP6(), sessionPort).String()
@@ -133,6 +137,13 @@ func (m *meshdMesh) node(h *lab.Host, coordinator bool) (meshdNode, error) {
 		return n, err
 	}
 	return n, nil
+}
+
+// turnTCP is the coordinator's TURN-over-TCP address, for the UDP-blocked
+// pair: IPv4 only, as that pair is, so that the IPv6 paths get no URL they
+// cannot use.
+func turnTCP(coord *lab.Host) netip.AddrPort {
+	return netip.AddrPortFrom(coord.IP(), turnPort)
 }
 
 // startPair starts meshd on the column's two hosts at once and measures the

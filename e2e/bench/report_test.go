@@ -141,27 +141,40 @@ func (r *report) markdown() string {
 	}
 	b.WriteString("\n## Method\n\n")
 	fmt.Fprintf(&b, `Each path runs between its own two public hosts of the e2e lab: network namespaces whose veths meet in
-one bridge (the lab's backbone), no NAT, MTU 1500. Every tunnel's TUN has MTU %d. All programs, both iperf3
-ends and the kernel share the machine's %d CPUs, so these are figures of a whole host pair on one machine.
+one bridge (the lab's backbone), no NAT, MTU 1500. Every tunnel's TUN has MTU %[1]d. All programs, both iperf3
+ends and the kernel share the machine's %[2]d CPUs, so these are figures of a whole host pair on one machine.
 
-- TCP 1 stream: iperf3 -c DST -t %d -J, the receiver's figure (end.sum_received); runs per path: %d, median
+- TCP 1 stream: iperf3 -c DST -t %[3]d -J, the receiver's figure (end.sum_received); runs per path: %[4]d, median
   [min–max]. The runs are interleaved round by round across the paths, so drift of the VM hits all alike.
 - TCP 4 streams: the same with -P 4, one run per path.
-- ping: ping -q -c %d -i %s, average RTT.
-- vs wireguard-go: the path's median TCP 1 figure over wireguard-go's from the same run. Runs drift by ±25%%;
+- ping: ping -n -c %[5]d -i %[6]s, %[4]d rounds per path interleaved like the TCP runs (after them, with no other
+  load of the bench running), every reply's RTT (the time= of its line) pooled per path: %[7]d echoes. The 10 ms interval is
+  many times each path's RTT, so one echo is in flight at a time (a lone packet, not a flood; ping's own "pipe"
+  count would show otherwise and the table would say so). p50 and p99 are nearest-rank percentiles of the
+  replies, avg their mean; a duplicate reply is counted apart and lost echoes have no RTT.
+- added: a path's p50 minus the p50 of the plain underlay of its family, same run: what the tunnel adds to a
+  round trip. added vs wireguard-go's: that over wireguard-go's added p50 (issue 19 asks meshd for ≤ 0.5x).
+- vs wireguard-go (throughput): the path's median TCP 1 figure over wireguard-go's from the same run. Runs drift by ±25%%;
   compare ratios, not figures across runs.
-- meshd relayed: the direct path between the two nodes is dropped in the bridge, so the link goes through
-  the coordinator's TURN server, a third namespace. While one path is measured the others' programs idle.
+- meshd relayed over TURN/UDP: the direct path between the two nodes is dropped in the bridge, so the link
+  goes through the coordinator's TURN server, a third namespace. While one path is measured the others'
+  programs idle.
+- meshd relayed over TURN/TCP: the direct path dropped as well, and all UDP to and from both nodes (to each
+  other and to the coordinator, STUN and TURN included), so each node reaches the relay only through its TURN
+  stream over TCP (coordinator.turn.tcp_listen), and the relay forwards between the two allocations inside
+  the coordinator's namespace. Both relayed rows are compared with meshd direct of the same run.
 - over IPv6: the same between two IPv6-only hosts (no IPv4 address or route), so the tunnel's underlay is
   IPv6; the ratio is to wireguard-go over IPv6. The coordinator is dual-stack.
-`, tunMTU, r.machine.cpus, r.settings.seconds, r.settings.runs, pingCount, pingInterval)
+`, tunMTU, r.machine.cpus, r.settings.seconds, r.settings.runs, pingCount, pingInterval, r.settings.runs*pingCount)
 
-	b.WriteString("\n## Throughput and latency\n\n")
-	fmt.Fprintf(&b, "| path | TCP 1 stream (Mbit/s, median [min–max]) | TCP 4 streams (Mbit/s) | ping avg | vs wireguard-go of its family (TCP 1) |\n")
-	b.WriteString("|---|---|---|---|---|\n")
+	b.WriteString("\n## Throughput\n\n")
+	b.WriteString("| path | TCP 1 stream (Mbit/s, median [min–max]) | TCP 4 streams (Mbit/s) | vs wireguard-go of its family (TCP 1) |\n")
+	b.WriteString("|---|---|---|---|\n")
 	for _, c := range r.cols {
 		fmt.Fprintf(&b, "| %s | %s |\n", cell(c.label), strings.Join(r.cells(c, r.reference(c.six)), " | "))
 	}
+	b.WriteString(r.latency())
+	b.WriteString(r.relayed())
 	b.WriteString(r.families())
 
 	var setup []*column
@@ -174,13 +187,16 @@ ends and the kernel share the machine's %d CPUs, so these are figures of a whole
 		b.WriteString("\n## meshd link setup\n\nFrom starting both daemons (the coordinator already up) to the first overlay ping reply (ping -D -i 0.02, so\n" +
 			"to within 20 ms), measured once; and, for the direct column, until `meshctl wait --direct` sees the link on a\n" +
 			"direct pair (a link may answer over the relay first and move once a direct pair checks out).\n\n")
-		b.WriteString("| path | first reply | direct path |\n|---|---|---|\n")
+		b.WriteString("| path | first reply | direct path | relay (as the source node reports it) |\n|---|---|---|---|\n")
 		for _, c := range setup {
-			d := "—"
+			d, via := "—", "—"
 			if c.direct > 0 {
 				d = fmt.Sprintf("%.2f s", c.direct.Seconds())
 			}
-			fmt.Fprintf(&b, "| %s | %.2f s | %s |\n", cell(c.label), c.setup.Seconds(), d)
+			if c.via != "" {
+				via = cell(c.via)
+			}
+			fmt.Fprintf(&b, "| %s | %.2f s | %s | %s |\n", cell(c.label), c.setup.Seconds(), d, via)
 		}
 	}
 
@@ -221,12 +237,12 @@ ends and the kernel share the machine's %d CPUs, so these are figures of a whole
 	return b.String()
 }
 
-// cells returns the figures of one row after the label.
+// cells returns the throughput figures of one row after the label.
 func (r *report) cells(c *column, ref float64) []string {
 	if c.unavailable != "" {
-		return []string{"not available: " + cell(c.unavailable), "", "", ""}
+		return []string{"not available: " + cell(c.unavailable), "", ""}
 	}
-	out := make([]string, 4)
+	out := make([]string, 3)
 	switch len(c.tcp1) {
 	case 0:
 		out[0] = "failed"
@@ -245,18 +261,10 @@ func (r *report) cells(c *column, ref float64) []string {
 		out[1] = "failed"
 	}
 	switch {
-	case c.ping.received == 0:
-		out[2] = "failed"
-	case c.ping.received < c.ping.sent:
-		out[2] = fmt.Sprintf("%s µs (%d of %d lost)", group(float64(c.ping.avg.Microseconds())), c.ping.sent-c.ping.received, c.ping.sent)
-	default:
-		out[2] = group(float64(c.ping.avg.Microseconds())) + " µs"
-	}
-	switch {
 	case len(c.tcp1) == 0 || ref == 0:
-		out[3] = "n/a"
+		out[2] = "n/a"
 	default:
-		out[3] = fmt.Sprintf("%.2f", median(c.tcp1)/ref)
+		out[2] = fmt.Sprintf("%.2f", median(c.tcp1)/ref)
 	}
 	return out
 }
@@ -284,4 +292,151 @@ func group(v float64) string {
 func cell(s string) string {
 	s = strings.ReplaceAll(s, "\n", " ")
 	return strings.ReplaceAll(s, "|", `\|`)
+}
+
+// underlay returns the plain underlay column of the family six says, or
+// nil.
+func (r *report) underlay(six bool) *column {
+	for _, c := range r.cols {
+		if c.underlay && c.six == six {
+			return c
+		}
+	}
+	return nil
+}
+
+// refColumn returns the wireguard-go column of the family six says, or nil.
+func (r *report) refColumn(six bool) *column {
+	for _, c := range r.cols {
+		if c.ref && c.six == six {
+			return c
+		}
+	}
+	return nil
+}
+
+// added is the RTT c adds over the plain underlay of its family at p50,
+// and whether both were measured.
+func (r *report) added(c *column) (time.Duration, bool) {
+	if c == nil {
+		return 0, false
+	}
+	u := r.underlay(c.six)
+	if u == nil || len(c.ping.rtts) == 0 || len(u.ping.rtts) == 0 {
+		return 0, false
+	}
+	return c.ping.pct(50) - u.ping.pct(50), true
+}
+
+// addedRatio is c's added RTT over wireguard-go's of its family, and
+// whether it means anything (both measured, wireguard-go adding some).
+func (r *report) addedRatio(c *column) (float64, bool) {
+	a, ok := r.added(c)
+	w, wok := r.added(r.refColumn(c.six))
+	if !ok || !wok || w <= 0 {
+		return 0, false
+	}
+	return float64(a) / float64(w), true
+}
+
+// latency renders the ping table: percentiles, the RTT each tunnel adds
+// over the underlay, and meshd's added RTT against wireguard-go's.
+func (r *report) latency() string {
+	var b strings.Builder
+	b.WriteString("\n## Latency\n\n")
+	fmt.Fprintf(&b, "ping, one echo in flight, %d rounds of %d echoes per path. Added: the path's p50 minus the plain underlay's p50\n"+
+		"of its family, same run.\n\n", r.settings.runs, pingCount)
+	b.WriteString("| path | p50 | p99 | avg | echoes answered | added (p50) | added vs wireguard-go's |\n|---|---|---|---|---|---|---|\n")
+	for _, c := range r.cols {
+		if c.unavailable != "" {
+			continue
+		}
+		if len(c.ping.rtts) == 0 {
+			fmt.Fprintf(&b, "| %s | failed |  |  |  |  |  |\n", cell(c.label))
+			continue
+		}
+		answered := fmt.Sprintf("%d of %d", c.ping.received, c.ping.sent)
+		if c.ping.dups > 0 {
+			answered += fmt.Sprintf(", +%d duplicates", c.ping.dups)
+		}
+		if c.ping.pipe > 1 {
+			answered += fmt.Sprintf(", up to %d in flight", c.ping.pipe)
+		}
+		add, ratio := "—", "—"
+		if !c.underlay {
+			add, ratio = "n/a", "n/a"
+			if a, ok := r.added(c); ok {
+				add = signedMicros(a)
+			}
+			if q, ok := r.addedRatio(c); ok {
+				ratio = fmt.Sprintf("%.2f", q)
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", cell(c.label), micros(c.ping.pct(50)), micros(c.ping.pct(99)),
+			micros(c.ping.avg()), answered, add, ratio)
+	}
+	for _, six := range []bool{false, true} {
+		c, w := r.headline(six), r.refColumn(six)
+		if c == nil || w == nil {
+			continue
+		}
+		a, aok := r.added(c)
+		wa, wok := r.added(w)
+		q, qok := r.addedRatio(c)
+		if !aok || !wok || !qok {
+			continue
+		}
+		verdict := "within"
+		if q > 0.5 {
+			verdict = "**not** within"
+		}
+		fmt.Fprintf(&b, "\n%s adds %s at p50, wireguard-go %s: %.2fx, %s the 0.5x issue 19 asks for.\n",
+			cell(c.label), signedMicros(a), signedMicros(wa), q, verdict)
+	}
+	return b.String()
+}
+
+// relayed renders the relayed rows against meshd direct of the same run.
+func (r *report) relayed() string {
+	var rows strings.Builder
+	for _, c := range r.cols {
+		if c.base == nil || c.unavailable != "" {
+			continue
+		}
+		d := c.base
+		ratio := func(v, base []float64) string {
+			if len(v) == 0 {
+				return "failed"
+			}
+			if len(base) == 0 {
+				return group(median(v)) + " (n/a)"
+			}
+			return fmt.Sprintf("%s (%.2fx)", group(median(v)), median(v)/median(base))
+		}
+		ping := "failed"
+		if len(c.ping.rtts) > 0 {
+			ping = micros(c.ping.pct(50))
+			if len(d.ping.rtts) > 0 {
+				ping += " (" + signedMicros(c.ping.pct(50)-d.ping.pct(50)) + ")"
+			}
+		}
+		fmt.Fprintf(&rows, "| %s | %s | %s | %s |\n", cell(c.label), ratio(c.tcp1, d.tcp1), ratio(c.tcp4, d.tcp4), ping)
+	}
+	if rows.Len() == 0 {
+		return ""
+	}
+	return "\n## Relayed against direct\n\nEach relayed row against meshd direct of the same run: TCP in Mbit/s (median) and its ratio to direct (issue 18\n" +
+		"asks ≥ 0.5x single-stream, 0.8x as the stretch), ping p50 and what the relay adds to direct's p50.\n\n" +
+		"| path | TCP 1 stream (vs direct) | TCP 4 streams (vs direct) | ping p50 (vs direct) |\n|---|---|---|---|\n" + rows.String()
+}
+
+// micros formats d in whole microseconds ("1 204 µs").
+func micros(d time.Duration) string { return group(float64(d)/float64(time.Microsecond)) + " µs" }
+
+// signedMicros formats d in whole microseconds with its sign ("+543 µs").
+func signedMicros(d time.Duration) string {
+	if d < 0 {
+		return "-" + micros(-d)
+	}
+	return "+" + micros(d)
 }
