@@ -28,7 +28,12 @@
 // The relay's peer policy keeps it from becoming an open relay into its
 // host's networks: it relays only to addresses the mesh vouches for (the
 // source addresses of live authenticated allocations on it, the addresses
-// its owner supplies — member relays and coordinator TURN hosts from the
-// registry and session), never to special addresses, and to the host's own
-// addresses only on its mesh port and its relay ports.
+// its owner supplies — member relays, record endpoints and coordinator TURN
+// hosts from the registry and session) that also pass the default check of
+// the coordinators' embedded TURN (internal/peerpolicy): never to special or
+// reserved addresses, to private ranges only when the relay address is
+// itself private, to NAT64 and 6to4 addresses as to the IPv4 address they
+// reach, and to the host's own addresses only on its mesh port and its
+// relay ports. A member's record is self-signed, so what it vouches for is
+// not trusted beyond that.
 package relay
