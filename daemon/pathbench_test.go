@@ -58,21 +58,6 @@ const (
 // go tool pprof -sample_index=alloc_objects -top mem.out.
 func BenchmarkWholePath(b *testing.B) {
 	testutil.LeakCheck(b)
-	mesh := newTestMesh(b)
-	spec := nodeSpec{groups: []string{"bench"}}
-	na, nb := mesh.node(b, "alpha", 1, spec), mesh.node(b, "bravo", 2, spec)
-	router := tunneltest.NewRouter()
-	ma := startPathManager(b, router, mesh, na)
-	mb := startPathManager(b, router, mesh, nb)
-	la, err := ma.Link(pathPeer(nb))
-	if err != nil {
-		b.Fatal(err)
-	}
-	lb, err := mb.Link(pathPeer(na))
-	if err != nil {
-		b.Fatal(err)
-	}
-
 	// progress wakes the sender when B's TUN got packets; capacity 1 and a
 	// non-blocking send, so the writer never waits on the benchmark.
 	var delivered atomic.Uint64
@@ -85,20 +70,11 @@ func BenchmarkWholePath(b *testing.B) {
 		default:
 		}
 	}})
-	rule := []overlay.Rule{{Groups: []string{"bench"}, Proto: overlay.ProtoUDP, Ports: []overlay.PortRange{{First: wholePathPort, Last: wholePathPort}}}}
-	ctx, cancel := context.WithCancel(context.Background())
-	b.Cleanup(cancel)
-	oa := startPathOverlay(ctx, b, ta, na, nb, la, overlay.FirewallConfig{Outbound: rule})
-	ob := startPathOverlay(ctx, b, tb, nb, na, lb, overlay.FirewallConfig{Inbound: rule})
-
-	testutil.WaitFor(b, 20*time.Second, "links connected", func() bool {
-		return la.State() == tunnel.StateConnected && lb.State() == tunnel.StateConnected
-	})
-	src, dst := na.cert.Identity.Addr.Addr(), nb.cert.Identity.Addr.Addr()
+	pp := startPathPair(b, ta, tb)
+	oa, ob := pp.oa, pp.ob
 	pkts := make([][]byte, wholePathBatch)
 	for i := range pkts {
-		pkts[i] = overlaytest.Packet{Src: src, Dst: dst, Proto: overlaytest.ProtoUDP, SrcPort: 40000, DstPort: wholePathPort,
-			Payload: make([]byte, wholePathSize-28)}.Marshal()
+		pkts[i] = pp.packet(false, wholePathSize)
 	}
 	// B may get its data keys a moment after A (the first records are then
 	// dropped): send single packets until one comes through.
@@ -178,6 +154,55 @@ func BenchmarkWholePath(b *testing.B) {
 	if afterA, afterB := oa.Stats(), ob.Stats(); afterA.Drops != beforeA.Drops || afterB.Drops != beforeB.Drops {
 		b.Fatalf("overlay dropped packets: A %+v → %+v, B %+v → %+v", beforeA.Drops, afterA.Drops, beforeB.Drops, afterB.Drops)
 	}
+}
+
+// pathPair is two nodes in one process, alpha and bravo, joined by real
+// links over 127.0.0.1, each with an overlay on a TUN double; alpha may
+// send UDP to bravo's wholePathPort (and conntrack lets the replies back).
+type pathPair struct {
+	na, nb *testNode
+	la, lb *tunnel.Link
+	oa, ob *overlay.Interface
+	ma, mb *tunnel.Manager
+}
+
+// startPathPair starts the pair on ta (alpha) and tb (bravo) and returns
+// once both links are connected; everything is closed at cleanup.
+func startPathPair(b *testing.B, ta, tb *overlaytest.TUN) *pathPair {
+	b.Helper()
+	mesh := newTestMesh(b)
+	spec := nodeSpec{groups: []string{"bench"}}
+	pp := &pathPair{na: mesh.node(b, "alpha", 1, spec), nb: mesh.node(b, "bravo", 2, spec)}
+	router := tunneltest.NewRouter()
+	pp.ma = startPathManager(b, router, mesh, pp.na)
+	pp.mb = startPathManager(b, router, mesh, pp.nb)
+	var err error
+	if pp.la, err = pp.ma.Link(pathPeer(pp.nb)); err != nil {
+		b.Fatal(err)
+	}
+	if pp.lb, err = pp.mb.Link(pathPeer(pp.na)); err != nil {
+		b.Fatal(err)
+	}
+	rule := []overlay.Rule{{Groups: []string{"bench"}, Proto: overlay.ProtoUDP, Ports: []overlay.PortRange{{First: wholePathPort, Last: wholePathPort}}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	pp.oa = startPathOverlay(ctx, b, ta, pp.na, pp.nb, pp.la, overlay.FirewallConfig{Outbound: rule})
+	pp.ob = startPathOverlay(ctx, b, tb, pp.nb, pp.na, pp.lb, overlay.FirewallConfig{Inbound: rule})
+	testutil.WaitFor(b, 20*time.Second, "links connected", func() bool {
+		return pp.la.State() == tunnel.StateConnected && pp.lb.State() == tunnel.StateConnected
+	})
+	return pp
+}
+
+// packet returns an IP packet of size bytes: UDP alpha:40000 →
+// bravo:wholePathPort, or the reverse if reply.
+func (pp *pathPair) packet(reply bool, size int) []byte {
+	p := overlaytest.Packet{Src: pp.na.cert.Identity.Addr.Addr(), Dst: pp.nb.cert.Identity.Addr.Addr(), Proto: overlaytest.ProtoUDP,
+		SrcPort: 40000, DstPort: wholePathPort, Payload: make([]byte, size-28)}
+	if reply {
+		p.Src, p.Dst, p.SrcPort, p.DstPort = p.Dst, p.Src, p.DstPort, p.SrcPort
+	}
+	return p.Marshal()
 }
 
 // startPathManager starts a tunnel.Manager for n on 127.0.0.1, registered

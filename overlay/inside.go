@@ -17,6 +17,9 @@ package overlay
 //     order they first appeared in the batch.
 //  5. ICMP errors produced in step 2 go back into the TUN in one write.
 //
+// Stage times (OutRoute, OutTotal; latency.go): one clock read per stage
+// per batch.
+//
 // Buffers: in.bufs belong to the reader goroutine and are reused for every
 // batch. PeerConn.WriteBatch borrows them for the call only and may write
 // its record header into the HeaderRoom in front and its tag into the tail
@@ -32,6 +35,8 @@ import (
 	"os"
 
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/meshd/meshd/internal/latency"
 )
 
 // insideState is the TUN reader goroutine's working set, allocated once.
@@ -70,7 +75,7 @@ func (i *Interface) readLoop() {
 	for {
 		n, err := i.dev.Read(in.bufs, in.sizes, HeaderRoom)
 		if n > 0 {
-			i.handleInside(in, n)
+			i.handleInside(in, n, latency.Now())
 		}
 		if err == nil {
 			failures = 0
@@ -94,8 +99,9 @@ func (i *Interface) readLoop() {
 	}
 }
 
-// handleInside runs stages 2-5 for the n packets in in.bufs.
-func (i *Interface) handleInside(in *insideState, n int) {
+// handleInside runs stages 2-5 for the n packets in in.bufs, read at read
+// (latency.Now).
+func (i *Interface) handleInside(in *insideState, n int, read int64) {
 	st := i.state.Load()
 	now := i.now()
 	mtu := int(i.mtu.Load())
@@ -141,6 +147,9 @@ func (i *Interface) handleInside(in *insideState, n int) {
 		}
 		l.txOut = append(l.txOut, in.bufs[j][:HeaderRoom+p.length])
 	}
+	if len(in.touched) > 0 {
+		i.stats.lat.outRoute.Observe(latency.Now() - read)
+	}
 	for _, l := range in.touched {
 		sent, _ := l.conn.WriteBatch(l.txOut, HeaderRoom)
 		sent = min(max(sent, 0), len(l.txOut))
@@ -152,6 +161,9 @@ func (i *Interface) handleInside(in *insideState, n int) {
 		c.linkDown += uint64(len(l.txOut) - sent)
 		clear(l.txOut)
 		l.txOut = l.txOut[:0]
+	}
+	if len(in.touched) > 0 {
+		i.stats.lat.outTotal.Observe(latency.Now() - read)
 	}
 	in.fc.reset()     // do not keep old snapshots' peers alive
 	clear(in.touched) // nor links the overlay let go

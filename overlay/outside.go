@@ -15,6 +15,9 @@ package overlay
 //     Write under writeMu, so batches from concurrent links never interleave
 //     inside the device's write path (whose GRO tables are per call).
 //
+// Stage time (InWrite; latency.go): one clock read before and after the
+// write.
+//
 // Buffers: borrowed from the link for the duration of the call. The
 // accepted list (rx.out) holds slices of them only until the write returns
 // and is cleared before returning. The TUN write may overwrite the header
@@ -22,6 +25,8 @@ package overlay
 //
 // Order: a link's packets reach the TUN in the order the link delivered
 // them; nothing orders packets of different links.
+
+import "github.com/meshd/meshd/internal/latency"
 
 // linkRx is the overlay's side of one adopted link: it receives for it. A new one is made when a link is
 // adopted for a peer; it is kept across Reconfigs while the link serves the
@@ -95,7 +100,9 @@ func (rx *linkRx) receive(bufs [][]byte, offset int) {
 		if i.devClosed {
 			err = ErrClosed
 		} else {
+			start := latency.Now()
 			_, err = i.dev.Write(out, offset)
+			i.stats.lat.inWrite.Observe(latency.Now() - start)
 		}
 		i.writeMu.Unlock()
 		if err != nil {

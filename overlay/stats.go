@@ -50,6 +50,8 @@ type counters struct {
 	noRoute, notLocal, spoofed, fwIn, fwOut, malformed, linkDown, tooBig atomic.Uint64
 
 	icmpSent, readErrors, writeErrors atomic.Uint64
+
+	lat latencyStages // the data path's stage histograms (latency.go)
 }
 
 // batchCounts accumulates one batch's counts on the stack of the goroutine

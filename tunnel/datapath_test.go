@@ -579,7 +579,7 @@ func TestDemuxBatchesPerLink(t *testing.T) {
 	add(seal(0, "one-c"), netip.MustParseAddrPort("192.0.2.9:9")) // unknown source
 	add(seal(0, "one-d")[:record.HeaderLen+3], addrs[0])          // truncated
 	add(seal(1, "two-c"), addrs[1])
-	m.demux(rx, n, 0)
+	m.demux(rx, n, 0, 0)
 
 	want := []call{{"one", []string{"one-a", "one-b"}}, {"two", []string{"two-a", "two-c"}}}
 	if fmt.Sprint(calls) != fmt.Sprint(want) {

@@ -33,6 +33,9 @@ package tunnel
  * spare capacity up to rxSlotSize, which the TUN's GRO may fill. Control
  * datagrams are copied out before the slot is reused.
  *
+ * Stage times (RxWake, RxOpen, RxDeliver; latency.go): one clock read per
+ * stage per batch, taken only for batches that deliver data.
+ *
  * Order: a link's packets are delivered in the order its reader received
  * them. A link's packets may also arrive through another socket (the other
  * address family) or its ICE reader (relayed paths, dtlsconn.go); Link.deliver
@@ -46,6 +49,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/meshd/meshd/internal/latency"
 	"github.com/meshd/meshd/tunnel/record"
 )
 
@@ -66,6 +70,7 @@ type rxBatch struct {
 	groups    []rxGroup // per-link packets of the current batch
 	ngroups   int
 	scratch   []byte // a record copy for proving a pending epoch
+	kernelRx  int64  // the kernel's receive time of the batch (latency.go), or 0
 }
 
 // rxGroup is one link's packets of the current batch.
@@ -162,8 +167,9 @@ func (c *rxCounts) count(err error) {
 }
 
 // demux runs stages 2-6 over the first n datagrams of rx, read by the
-// reader of receive slot slot.
-func (m *Manager) demux(rx *rxBatch, n, slot int) {
+// reader of receive slot slot; read is when the read returned
+// (latency.Now).
+func (m *Manager) demux(rx *rxBatch, n, slot int, read int64) {
 	var (
 		c       rxCounts
 		table   = m.routes.load()
@@ -200,7 +206,13 @@ func (m *Manager) demux(rx *rxBatch, n, slot int) {
 		}
 		openInto(rx, lastL, i, size, slot, &c)
 	}
-	rx.deliver()
+	if rx.ngroups > 0 {
+		lat := &m.counters.lat
+		opened := latency.Now()
+		lat.rxOpen.Observe(opened - read)
+		rx.deliver()
+		lat.rxDeliver.Observe(latency.Now() - opened)
+	}
 	c.flush(&m.counters)
 }
 

@@ -33,6 +33,8 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/transport/v5"
+
+	"github.com/meshd/meshd/internal/latency"
 )
 
 // defaultSocketBuffer is the kernel buffer size requested per socket when
@@ -382,7 +384,9 @@ func (m *Manager) readLoop(s *sock) {
 	for {
 		n, err := s.readBatch(frx, rx)
 		if n > 0 {
-			m.demux(rx, n, s.slot)
+			read := latency.Now()
+			m.counters.lat.observeWake(rx.kernelRx)
+			m.demux(rx, n, s.slot, read)
 		}
 		if err == nil {
 			failures = 0

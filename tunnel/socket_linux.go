@@ -50,8 +50,9 @@ const (
 	// address selection prefers public (stable) addresses to temporary ones.
 	ipv6PreferSrcPublic = 0x0002
 	// oobSize holds the control messages of one received datagram: UDP_GRO
-	// (int) and SO_RXQ_OVFL (uint32), with room to spare.
-	oobSize = 64
+	// (int), SO_RXQ_OVFL (uint32) and SO_TIMESTAMPNS (struct timespec),
+	// with room to spare.
+	oobSize = 128
 )
 
 // fastConn is one UDP socket read and written in batches.
@@ -81,6 +82,9 @@ func newFastConn(c *net.UDPConn, bufSize int, gro bool) (*fastConn, error) {
 	}
 	err = f.rc.Control(func(fd uintptr) {
 		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1)
+		// The kernel's receive time of each datagram, for the RxWake
+		// stage (latency.go).
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
 		if f.v6 {
 			// Checks and records leave from the stable address offered as
 			// the host candidate, not a rotating temporary one (ifaces.go).
@@ -154,7 +158,10 @@ func (f *fastConn) newRx(slots int) *fastRx {
 // readBatch fills rx with up to len(rx.bufs) datagrams, each at
 // rx.bufs[i][recOff:recOff+rx.sizes[i]], and returns how many. A size of
 // -1 marks a datagram that did not fit (dropped as malformed).
+// rx.kernelRx is the kernel's receive time of the first datagram if this
+// call read from the socket, else 0.
 func (f *fastConn) readBatch(r *fastRx, rx *rxBatch) (int, error) {
+	rx.kernelRx = 0
 	if !f.gro {
 		bufs := rx.recvViews
 		n, err := f.bc.Recv(r.rx, bufs)
@@ -164,7 +171,10 @@ func (f *fastConn) readBatch(r *fastRx, rx *rxBatch) (int, error) {
 		for i := 0; i < n; i++ {
 			rx.srcs[i] = r.rx.Src(i)
 			rx.sizes[i] = r.rx.Size(i)
-			f.parseControl(r.rx.Control(i))
+			c := f.parseControl(r.rx.Control(i))
+			if i == 0 {
+				rx.kernelRx = c.RxTime
+			}
 		}
 		return n, nil
 	}
@@ -176,7 +186,11 @@ func (f *fastConn) readBatch(r *fastRx, rx *rxBatch) (int, error) {
 		for i := 0; i < n; i++ {
 			r.msgLen[i] = r.rx.Size(i) // -1: truncated
 			r.msgSrc[i] = r.rx.Src(i)
-			seg := f.parseControl(r.rx.Control(i))
+			c := f.parseControl(r.rx.Control(i))
+			if i == 0 {
+				rx.kernelRx = c.RxTime
+			}
+			seg := c.GROSize
 			if seg <= 0 || seg > r.msgLen[i] {
 				seg = r.msgLen[i]
 			}
@@ -207,14 +221,14 @@ func (f *fastConn) readBatch(r *fastRx, rx *rxBatch) (int, error) {
 	return out, nil
 }
 
-// parseControl records SO_RXQ_OVFL and returns the UDP_GRO segment size (0
-// if the datagram was not coalesced).
-func (f *fastConn) parseControl(oob []byte) int {
+// parseControl records SO_RXQ_OVFL and returns the datagram's control
+// messages (UDP_GRO segment size, 0 if not coalesced; receive time).
+func (f *fastConn) parseControl(oob []byte) udpbatch.Control {
 	c := udpbatch.ParseControl(oob)
 	if c.HasOvfl && c.Ovfl != f.ovfl.Load() {
 		f.ovfl.Store(c.Ovfl)
 	}
-	return c.GROSize
+	return c
 }
 
 // fastTx is a sender's scratch (one per link, used under its txMu); the

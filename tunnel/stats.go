@@ -65,4 +65,6 @@ type counters struct {
 	ctrlDropped, readErrors, relayForeign          atomic.Uint64
 	signalsInvalid, signalsUnknown, signalsDropped atomic.Uint64
 	candidatesDropped                              atomic.Uint64
+
+	lat latencyStages // the data path's stage histograms (latency.go)
 }

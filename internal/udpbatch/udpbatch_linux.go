@@ -45,6 +45,10 @@ const (
 	maxUDPPayload6 = 1<<16 - 1 - 8
 )
 
+// sizeofTimespec is the size of the SCM_TIMESTAMPNS payload (the
+// platform's struct timespec).
+const sizeofTimespec = int(unsafe.Sizeof(unix.Timespec{}))
+
 // gsoControlSize is the space of one UDP_SEGMENT control message.
 var gsoControlSize = unix.CmsgSpace(2)
 
@@ -227,10 +231,13 @@ type Control struct {
 	GROSize int    // UDP_GRO segment size; 0 if not coalesced
 	Ovfl    uint32 // SO_RXQ_OVFL drop counter
 	HasOvfl bool   // Ovfl was present
+	// RxTime is when the kernel received the datagram (SO_TIMESTAMPNS),
+	// in nanoseconds since the Unix epoch (CLOCK_REALTIME); 0 if absent.
+	RxTime int64
 }
 
-// ParseControl reads the UDP_GRO and SO_RXQ_OVFL control messages of oob,
-// stopping at the first malformed header.
+// ParseControl reads the UDP_GRO, SO_RXQ_OVFL and SO_TIMESTAMPNS control
+// messages of oob, stopping at the first malformed header.
 func ParseControl(oob []byte) Control {
 	var c Control
 	for len(oob) >= unix.SizeofCmsghdr {
@@ -249,6 +256,10 @@ func ParseControl(oob []byte) Control {
 			}
 		case h.Level == unix.SOL_SOCKET && h.Type == unix.SO_RXQ_OVFL && len(data) >= 4:
 			c.Ovfl, c.HasOvfl = binary.NativeEndian.Uint32(data[:4]), true
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= sizeofTimespec:
+			var ts unix.Timespec
+			copy(unsafe.Slice((*byte)(unsafe.Pointer(&ts)), sizeofTimespec), data)
+			c.RxTime = ts.Nano()
 		}
 		next := unix.CmsgSpace(l - unix.SizeofCmsghdr)
 		if next > len(oob) {

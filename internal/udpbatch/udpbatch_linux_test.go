@@ -202,6 +202,14 @@ func TestParseControl(t *testing.T) {
 	if got := ParseControl(b); got != (Control{GROSize: 1300, Ovfl: 7, HasOvfl: true}) {
 		t.Fatalf("got %+v", got)
 	}
+	ts := make([]byte, unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{}))))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&ts[0]))
+	h.Level, h.Type = unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS
+	h.SetLen(unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{}))))
+	*(*unix.Timespec)(unsafe.Pointer(&ts[unix.CmsgLen(0)])) = unix.NsecToTimespec(1_700_000_000_123_456_789)
+	if got := ParseControl(append(append([]byte(nil), b...), ts...)); got != (Control{GROSize: 1300, Ovfl: 7, HasOvfl: true, RxTime: 1_700_000_000_123_456_789}) {
+		t.Fatalf("with a timestamp: got %+v", got)
+	}
 	bad := append([]byte(nil), b...)
 	(*unix.Cmsghdr)(unsafe.Pointer(&bad[0])).Len = 1 << 20
 	if got := ParseControl(bad); got != (Control{}) {
@@ -215,6 +223,11 @@ func FuzzParseControl(f *testing.F) {
 	h.Level, h.Type = unix.SOL_UDP, unix.UDP_GRO
 	h.SetLen(unix.CmsgLen(4))
 	f.Add(b)
+	ts := make([]byte, unix.CmsgSpace(16))
+	h = (*unix.Cmsghdr)(unsafe.Pointer(&ts[0]))
+	h.Level, h.Type = unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS
+	h.SetLen(unix.CmsgLen(16))
+	f.Add(ts)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, oob []byte) {
 		if len(oob) > 0 {

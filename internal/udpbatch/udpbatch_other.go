@@ -26,6 +26,7 @@ type Control struct {
 	GROSize int
 	Ovfl    uint32
 	HasOvfl bool
+	RxTime  int64
 }
 
 func New(*net.UDPConn) (*Conn, error)                             { return nil, ErrUnsupported }
