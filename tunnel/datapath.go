@@ -29,6 +29,9 @@ package tunnel
  * header room and tail capacity are overwritten. Nothing is retained (the
  * record list is cleared before returning).
  *
+ * Stage times (TxSeal, TxSend; latency.go): one clock read per stage per
+ * batch.
+ *
  * Order: a batch's records leave in batch order. Concurrent WriteBatch
  * calls on one link are serialized; across links nothing is ordered.
  *
@@ -45,6 +48,7 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/ice/v4"
 
+	"github.com/meshd/meshd/internal/latency"
 	"github.com/meshd/meshd/tunnel/record"
 )
 
@@ -105,6 +109,8 @@ func (l *Link) WriteBatch(bufs [][]byte, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
 	}
+	lat := &l.m.counters.lat
+	start := latency.Now()
 	l.txMu.Lock()
 	defer l.txMu.Unlock()
 	tx := &l.tx
@@ -144,9 +150,12 @@ func (l *Link) WriteBatch(bufs [][]byte, offset int) (int, error) {
 		bytes += uint64(size)
 	}
 	if len(tx.recs) > 0 {
+		sealed := latency.Now()
+		lat.txSeal.Observe(sealed - start)
 		if e := l.sendRecords(tx, rt); e != nil {
 			n, err, bytes = 0, &linkDownError{alias: l.m.opts.LinkDownError, cause: e}, 0
 		}
+		lat.txSend.Observe(latency.Now() - sealed)
 	}
 	clear(tx.recs) // borrowed: keep nothing of the caller's buffers
 	tx.recs = tx.recs[:0]
