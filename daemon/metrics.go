@@ -85,6 +85,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	describeRelay(ch)
+	describeLatency(ch)
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -160,6 +161,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(m.coordTURNRefused, d.coord.TURNPeersRefused())
 	}
 	d.collectRelay(ch)
+	d.collectLatency(ch)
 }
 
 // metricLinkStates are the values of meshd_peer_link_state's state label:

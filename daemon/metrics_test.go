@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -76,5 +77,34 @@ func TestMetricsSurviveRelink(t *testing.T) {
 	testutil.WaitFor(t, 20*time.Second, "alpha and beta linked again", func() bool { return online(a, "beta") && online(b, "alpha") })
 	if v := metricValue(t, scrape(t, a), rx); v < first {
 		t.Errorf("%s went from %v to %v when the link was re-established", rx, first, v)
+	}
+}
+
+// TestMetricsDatapathStages: after an exchange over a link, every stage of
+// meshd_datapath_stage_seconds has counted batches, on both nodes.
+func TestMetricsDatapathStages(t *testing.T) {
+	testutil.LeakCheck(t)
+	m := newTestMesh(t)
+	na := m.node(t, "alpha", 1, nodeSpec{})
+	nb := m.node(t, "beta", 2, nodeSpec{})
+	a := startDaemon(t, na, m.config(t, na, confSpec{coordinator: true, metrics: true}))
+	b := startDaemon(t, nb, m.config(t, nb, confSpec{join: []string{a.sessionAddr()}, metrics: true,
+		extra: "[[firewall.inbound]]\nproto = \"udp\"\nport = \"7000\"\npeer = \"alpha\"\n"}))
+	testutil.WaitFor(t, 20*time.Second, "alpha and beta linked", func() bool { return online(a, "beta") && online(b, "alpha") })
+	if !udpExchange(t, a, b, 7000) {
+		t.Fatal("no traffic between alpha and beta")
+	}
+	stages := []string{"rx_open", "rx_deliver", "rx_tun_write", "tx_route", "tx_seal", "tx_send", "tx_total"}
+	if runtime.GOOS == "linux" {
+		stages = append(stages, "rx_wake") // kernel receive timestamps
+	}
+	for _, d := range []*testDaemon{a, b} {
+		body := scrape(t, d)
+		for _, st := range stages {
+			series := `meshd_datapath_stage_seconds_count{stage="` + st + `"}`
+			if v := metricValue(t, body, series); v < 1 {
+				t.Errorf("%s: %s = %v after an exchange", d.node.name, series, v)
+			}
+		}
 	}
 }
