@@ -159,9 +159,11 @@ func turnAllocateTB(t testing.TB, conn net.PacketConn, server, user, pass string
 
 // BenchmarkTURNForward measures the embedded server forwarding ChannelData
 // from a client to a peer over loopback: 1400-byte payloads sent by the
-// client in batches of 64 (sendmmsg), received by the peer with recvmmsg,
-// at most 4096 in flight. One op is one datagram forwarded. "pion" is pion's
-// own forwarding (the fast path off), "fast" this package's. It reports
+// client in batches of 64 (sendmmsg over UDP; one write of 64 frames over
+// TCP or TLS), received by the peer with recvmmsg, at most 4096 in flight.
+// One op is one datagram forwarded. "pion" is pion's own forwarding (the
+// fast path off), "fast" this package's; "tcp-" and "tls-" are clients on
+// the TCP and TLS listeners (turnstream.go). It reports
 // packets/s, the whole process's CPU time per packet (client, server and
 // peer share the process; client and peer cost little next to the server)
 // as packets per CPU-second, and allocations per packet (the whole process;
@@ -170,39 +172,73 @@ func BenchmarkTURNForward(b *testing.B) {
 	if !batchIOSupported {
 		b.Skip("batched UDP I/O is Linux-only")
 	}
+	const size, batch = 1400, 64
 	for _, mode := range []struct {
-		name   string
-		noFast bool
-	}{{"pion", true}, {"fast", false}} {
+		name    string
+		noFast  bool
+		stream  bool
+		overTLS bool
+	}{
+		{name: "pion", noFast: true},
+		{name: "fast"},
+		{name: "tcp-pion", noFast: true, stream: true},
+		{name: "tcp-fast", stream: true},
+		{name: "tls-pion", noFast: true, stream: true, overTLS: true},
+		{name: "tls-fast", stream: true, overTLS: true},
+	} {
 		b.Run(mode.name, func(b *testing.B) {
-			ts, _, client, peer := startFastTURN(b, mode.noFast)
-			server := netip.MustParseAddrPort(strings.TrimPrefix(ts.urls[0], "stun:"))
-			ch := uint16(0x4000) // pion's client binds its first channel to 0x4000
-			if ts.fast != nil {
-				for k := range ts.fast.tab.Load().byClient {
-					ch = k.ch
+			// channel is the channel pion's client bound: the fast path's,
+			// or 0x4000, pion's client's first.
+			channel := func(ts *turnService) uint16 {
+				if ts.fast != nil {
+					for k := range ts.fast.tab.Load().byClient {
+						return k.ch
+					}
 				}
+				return 0x4000
 			}
-			benchForward(b, client, peer, server, ch)
+			payload := bytes.Repeat([]byte{0xab}, size)
+			if !mode.stream {
+				ts, _, client, peer := startFastTURN(b, mode.noFast)
+				server := netip.MustParseAddrPort(strings.TrimPrefix(ts.urls[0], "stun:"))
+				cc, err := newBatchConn(client)
+				if err != nil {
+					b.Fatal(err)
+				}
+				msgs := make([][]byte, batch)
+				for i := range msgs {
+					msgs[i] = channelData(channel(ts), payload)
+				}
+				tx := newTxBatch(batch)
+				benchForward(b, peer, batch, size, func(n int) error { return cc.send(tx, msgs[:n], server) })
+				return
+			}
+			ts, relay, stream, peer := startStreamTURN(b, mode.noFast, mode.overTLS)
+			warmChannel(b, relay, peer, func(i int) bool {
+				if mode.noFast {
+					return i > 20 // pion's bind completes within a round trip
+				}
+				return streamBindings(ts.fast) > 0
+			})
+			frame := paddedChannelData(channel(ts), payload)
+			frames := bytes.Repeat(frame, batch)
+			benchForward(b, peer, batch, size, func(n int) error {
+				_, err := stream.Write(frames[:n*len(frame)])
+				return err
+			})
 		})
 	}
 }
 
-func benchForward(b *testing.B, client, peer *net.UDPConn, server netip.AddrPort, ch uint16) {
-	cc, err := newBatchConn(client)
-	if err != nil {
-		b.Fatal(err)
-	}
+// benchForward runs BenchmarkTURNForward's loop: send(n) has the client
+// send n datagrams of size bytes to peer through the server, n ≤ batch.
+func benchForward(b *testing.B, peer *net.UDPConn, batch, size int, send func(n int) error) {
 	pc, err := newBatchConn(peer)
 	if err != nil {
 		b.Fatal(err)
 	}
 	pc.setBuffers(8 << 20)
-	const size, batch, window = 1400, 64, 4096
-	msgs := make([][]byte, batch)
-	for i := range msgs {
-		msgs[i] = channelData(ch, bytes.Repeat([]byte{0xab}, size))
-	}
+	const window = 4096
 	var got atomic.Uint64
 	done := make(chan struct{})
 	go func() {
@@ -216,11 +252,10 @@ func benchForward(b *testing.B, client, peer *net.UDPConn, server netip.AddrPort
 			got.Add(uint64(n))
 		}
 	}()
-	tx := newTxBatch(batch)
 	var ru0, ru1 syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	b.ReportAllocs()
-	b.SetBytes(size)
+	b.SetBytes(int64(size))
 	b.ResetTimer()
 	start := time.Now()
 	sent, stalls := 0, 0
@@ -235,7 +270,7 @@ func benchForward(b *testing.B, client, peer *net.UDPConn, server netip.AddrPort
 		}
 		stalls = 0
 		n := min(batch, b.N-sent)
-		if err := cc.send(tx, msgs[:n], server); err != nil {
+		if err := send(n); err != nil {
 			b.Fatal(err)
 		}
 		sent += n
