@@ -193,8 +193,6 @@ func (c *turnStreamConn) Read(p []byte) (int, error) {
 			}
 		}
 		rd.buf = make([]byte, turnStreamSmallBuf)
-		rd.tx = newTxBatch(turnFastBatch)
-		rd.run = make([][]byte, 0, turnFastBatch)
 	}
 	if len(p) == 0 {
 		return 0, nil
@@ -269,9 +267,15 @@ func (c *turnStreamConn) scan() bool {
 		if len(b) < n {
 			return false
 		}
+		if rd.tx == nil {
+			// The first frame forwarded: only now, with a binding pion
+			// made, is the connection given the means to forward.
+			rd.tx = newTxBatch(turnFastBatch)
+			rd.run = make([][]byte, 0, turnFastBatch)
+			rd.big = true // the buffer grows at the next fill
+		}
 		rd.push(c.f, bd, b[4:4+length])
 		rd.r += n
-		rd.big = true // the buffer grows at the next fill
 	}
 }
 
