@@ -75,7 +75,7 @@ package: build
 	VERSION=$(PKGVER) ARCH=$(ARCH) $(NFPM) pkg --packager deb --config packaging/nfpm.yaml --target dist/
 	VERSION=$(PKGVER) ARCH=$(ARCH) $(NFPM) pkg --packager rpm --config packaging/nfpm.yaml --target dist/
 
-# meshd vs the underlay, wireguard-go and Nebula in the lab (~3-4 min); rewrites docs/performance-lab.md.
+# meshd vs the underlay, wireguard-go and Nebula in the lab (~6-7 min); rewrites docs/performance-lab.md.
 bench:
 	bash scripts/lab-deps.sh --bench
 	$(GO) test -tags 'e2e bench' -run TestBench -count=1 -timeout 20m -v ./e2e/bench/

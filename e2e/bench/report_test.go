@@ -146,6 +146,7 @@ ends and the kernel share the machine's %[2]d CPUs, so these are figures of a wh
 
 - TCP 1 stream: iperf3 -c DST -t %[3]d -J, the receiver's figure (end.sum_received); runs per path: %[4]d, median
   [min–max]. The runs are interleaved round by round across the paths, so drift of the VM hits all alike.
+  The plain underlays, the physical limit, get one run.
 - TCP 4 streams: the same with -P 4, one run per path.
 - ping: ping -n -c %[5]d -i %[6]s, %[4]d rounds per path interleaved like the TCP runs (after them, with no other
   load of the bench running), every reply's RTT (the time= of its line) pooled per path: %[7]d echoes. The 10 ms interval is
