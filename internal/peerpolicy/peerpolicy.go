@@ -207,7 +207,7 @@ func (p *Policy) CheckSend(ap netip.AddrPort) Reason {
 // ownService reports whether ip:port is one of the host's own
 // (non-loopback) addresses on a port that is not open.
 func (p *Policy) ownService(ip netip.Addr, port uint16) bool {
-	return !ip.IsLoopback() && (p.OpenPort == nil || !p.OpenPort(port)) && p.own(ip)
+	return !ip.IsLoopback() && p.own(ip) && (p.OpenPort == nil || !p.OpenPort(port))
 }
 
 func (p *Policy) own(ip netip.Addr) bool { return p.IsOwn != nil && p.IsOwn(ip) }
