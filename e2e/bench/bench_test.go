@@ -240,8 +240,9 @@ func TestBench(t *testing.T) {
 
 // runLoads measures every live column: interleaved rounds of the one-stream
 // run, each round starting at the next path (the plain underlays only until
-// one run succeeds), then the four-stream run per path, then interleaved rounds of ping, whose echoes are pooled per path.
-// A failed run is recorded in the column and the bench goes on.
+// one run succeeds), then the four-stream run per path, then interleaved
+// rounds of ping, whose echoes are pooled per path. A failed run is
+// recorded in the column and the bench goes on.
 func runLoads(t *testing.T, live []*column, s settings) {
 	t.Helper()
 	rounds := func(what string, run func(c *column)) {
@@ -252,30 +253,26 @@ func runLoads(t *testing.T, live []*column, s settings) {
 			}
 		}
 	}
-	rounds("TCP 1 stream", func(c *column) {
-		if c.underlay && len(c.tcp1) > 0 {
-			// The physical limit, an order above every tunnel: one run
-			// tells it, and the bench stays within minutes.
-			return
-		}
-		v, err := iperfTCP(c.src.Namespace, c.addr, s.seconds, 1)
+	// tcp runs iperf3 with streams streams and adds the figure to *dst.
+	tcp := func(c *column, streams int, dst *[]float64) {
+		v, err := iperfTCP(c.src.Namespace, c.addr, s.seconds, streams)
 		if err != nil {
 			c.fail(err)
 			restartServer(c)
 			return
 		}
-		c.tcp1 = append(c.tcp1, v)
-		t.Logf("%-10s TCP 1 stream %8.0f Mbit/s", c.key, v)
+		*dst = append(*dst, v)
+		t.Logf("%-10s TCP %d stream(s) %8.0f Mbit/s", c.key, streams, v)
+	}
+	rounds("TCP 1 stream", func(c *column) {
+		// The plain underlay is the physical limit, an order above every
+		// tunnel: one run tells it, and the bench stays within minutes.
+		if !c.underlay || len(c.tcp1) == 0 {
+			tcp(c, 1, &c.tcp1)
+		}
 	})
 	for _, c := range live {
-		v, err := iperfTCP(c.src.Namespace, c.addr, s.seconds, 4)
-		if err != nil {
-			c.fail(err)
-			restartServer(c)
-			continue
-		}
-		c.tcp4 = append(c.tcp4, v)
-		t.Logf("%-10s TCP 4 streams %8.0f Mbit/s", c.key, v)
+		tcp(c, 4, &c.tcp4)
 	}
 	rounds("ping", func(c *column) {
 		p, err := pingRTT(c.src.Namespace, c.addr)
