@@ -16,14 +16,14 @@ package tunnel
  *      - direct path: one sendmmsg on the socket of the destination's
  *        family, runs of equal-sized records GSO-coalesced into
  *        super-datagrams (socket_linux.go), zero copies;
- *      - relayed path (our end is a TURN relay candidate) over UDP, once
- *        pion has bound a channel to the peer: each record framed as
- *        TURN ChannelData in place (4 bytes of the header room) and the
- *        batch sent with one sendmmsg (GSO) on the relay socket
- *        (relayfast.go), zero copies;
- *      - other relayed paths (TCP/TLS, vnet, before the channel is
- *        bound): one ice.Conn.Write per record; pion's TURN client wraps
- *        it.
+ *      - relayed path (our end is a TURN relay candidate), once pion has
+ *        bound a channel to the peer: each record framed as TURN
+ *        ChannelData in place (4 bytes of the header room); over UDP the
+ *        batch leaves in one sendmmsg (GSO) on the relay socket
+ *        (relayfast.go), zero copies; over TCP/TLS in one write on the
+ *        stream, padded to 4 bytes (relaystream.go);
+ *      - other relayed paths (vnet, before the channel is bound): one
+ *        ice.Conn.Write per record; pion's TURN client wraps it.
  *
  * Buffers: bufs belong to the caller and are borrowed for the call; the
  * header room and tail capacity are overwritten. Nothing is retained (the
@@ -75,7 +75,7 @@ type route struct {
 	dstUDP        *net.UDPAddr   // dst for generic conns that need a net.Addr
 	sock          *sock          // direct: the socket that reaches dst
 	ice           *ice.Conn      // relayed: records go through the agent
-	relay         *relayFast     // relayed over a UDP TURN socket with the fast path, or nil
+	relay         relayPath      // relayed with the fast path (a UDP TURN socket or a TCP/TLS stream), or nil
 }
 
 // txState is a link's send scratch, used under txMu.

@@ -484,7 +484,7 @@ func TestRekeyAfterRecords(t *testing.T) {
 
 // testKeyStates returns two key states that talk to each other (the
 // client's sends open on the server's side), from a fake exporter.
-func testKeyPair(t *testing.T, seed byte, lc, ls *Link) (client, server *keyState) {
+func testKeyPair(t testing.TB, seed byte, lc, ls *Link) (client, server *keyState) {
 	t.Helper()
 	exp := func(label string, _ []byte, n int) ([]byte, error) {
 		b := make([]byte, n)

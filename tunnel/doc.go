@@ -64,8 +64,11 @@
 //   - relayfast.go: a relayed path over a UDP TURN allocation, once pion
 //     has bound a channel to the peer: records framed as ChannelData in
 //     place and sent with one sendmmsg (GSO) on the relay socket, received
-//     in batches (recvmmsg, GRO) and opened there; other relayed paths
-//     (TCP/TLS) go through ice.Conn and pion's TURN client;
+//     in batches (recvmmsg, GRO) and opened there;
+//   - relaystream.go: the same over a TCP or TLS TURN allocation: a batch
+//     framed as ChannelData (padded to 4) and written to the stream in one
+//     write, the stream read in chunks whose frames are parsed, opened and
+//     delivered one batch per chunk; other frames go to pion unchanged;
 //   - dtlsconn.go: what arrives on the ICE connection (DTLS, and records of
 //     relayed paths), the DTLS transports and control readers.
 //

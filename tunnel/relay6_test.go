@@ -61,7 +61,7 @@ func TestRelayFastPathIPv6(t *testing.T) {
 		if st.Path != PathRelay || !st.Local.Addr.Addr().Is6() || !st.Remote.Addr.Addr().Is6() {
 			t.Fatalf("%s: path %v %v -> %v, want relayed over IPv6", st.Peer, st.Path, st.Local, st.Remote)
 		}
-		if fc := l.route.Load().relay.fc.Load(); !fc.v6 {
+		if fc := l.route.Load().relay.(*relayFast).fc.Load(); !fc.v6 {
 			t.Fatalf("%s: the relay socket is not IPv6", st.Peer)
 		}
 	}

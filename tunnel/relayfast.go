@@ -49,6 +49,9 @@ package tunnel
  * records of one socket are delivered in arrival order; the ones that go
  * the slow way (through pion and the ICE reader) may overtake or trail
  * them by a batch.
+ *
+ * TURN over TCP and TLS has the same fast path in relaystream.go; the
+ * learning (relayLearn) and the reader's Openers are shared.
  */
 
 import (
@@ -191,9 +194,9 @@ func (s *relaySocket) ReadFrom(p []byte) (int, net.Addr, error) {
 	return n, net.UDPAddrFromAddrPort(src), nil
 }
 
-// find returns the fast path of the open relay socket whose allocation
-// has the relayed address relayed, or nil.
-func (g *relayGuard) find(relayed netip.AddrPort) *relayFast {
+// find returns the fast path of the open relay socket or TURN stream
+// whose allocation has the relayed address relayed, or nil.
+func (g *relayGuard) find(relayed netip.AddrPort) relayPath {
 	if !relayed.IsValid() {
 		return nil
 	}
@@ -202,6 +205,11 @@ func (g *relayGuard) find(relayed netip.AddrPort) *relayFast {
 	for c := range g.live {
 		if s, ok := c.PacketConn.(*relaySocket); ok && s.fast.table().relayed == relayed {
 			return &s.fast
+		}
+	}
+	for s := range g.streams {
+		if s.fast.table().relayed == relayed {
+			return s
 		}
 	}
 	return nil
@@ -217,28 +225,59 @@ type relayFast struct {
 	// teach the relayed address.
 	serverSeen atomic.Pointer[netip.AddrPort]
 
-	// mu serializes changes of tab and the creation of fc.
-	mu      sync.Mutex
-	tab     atomic.Pointer[relayTable]
+	// relayLearn's mu also serializes the creation of fc.
+	relayLearn
 	fc      atomic.Pointer[fastConn] // batched I/O on uc, made when a link first attaches
 	bufSize int                      // socket buffers for fc (Options.SocketBuffer rules)
 
 	// Owned by the reader (pion's TURN read loop).
 	rx   *rxBatch
 	frx  *fastRx
-	rfc  *fastConn     // fc as the reader set it up (UDP_GRO on)
-	q    []int         // datagrams of rx for pion, in arrival order
-	qi   int           // next of q to hand over
-	opns []relayOpener // this reader's Openers, one per key state seen
+	rfc  *fastConn    // fc as the reader set it up (UDP_GRO on)
+	q    []int        // datagrams of rx for pion, in arrival order
+	qi   int          // next of q to hand over
+	opns relayOpeners // this reader's Openers, one per key state seen
 }
 
-// relayOpener is the reader's Opener for one key state.
+// relayPath is the fast data path of one TURN client's transport (a UDP
+// relay socket, relayFast, or a TCP/TLS stream, turnStream) for the links
+// whose route starts at its allocation. The route holds it; the methods
+// are safe for concurrent use.
+type relayPath interface {
+	// sendRecords sends records to peer as ChannelData and reports
+	// whether it did (false: no ready channel; the caller sends the slow
+	// way). Each recs[i] starts with chanHdrLen bytes of room for the
+	// header. Called under the link's txMu. borrowed: recs are not
+	// retained.
+	sendRecords(tx *fastTx, recs [][]byte, peer netip.AddrPort) (bool, error)
+	// attach makes l the receiver of peer's records; detach stops that
+	// (invalid peer: any peer). Control path (the link's run goroutine).
+	attach(l *Link, peer netip.AddrPort)
+	detach(l *Link, peer netip.AddrPort)
+}
+
+var (
+	_ relayPath = (*relayFast)(nil)
+	_ relayPath = (*turnStream)(nil)
+)
+
+// relayLearn is what a TURN client's transport has learnt of its
+// allocation from pion's own traffic, and the links attached to it.
+type relayLearn struct {
+	mu  sync.Mutex // serializes changes of tab
+	tab atomic.Pointer[relayTable]
+}
+
+// relayOpener is a reader's Opener for one key state.
 type relayOpener struct {
 	ks *keyState
 	op *record.Opener
 }
 
-func (f *relayFast) table() *relayTable {
+// relayOpeners are one reader's Openers, one per key state seen.
+type relayOpeners []relayOpener
+
+func (f *relayLearn) table() *relayTable {
 	if t := f.tab.Load(); t != nil {
 		return t
 	}
@@ -247,7 +286,7 @@ func (f *relayFast) table() *relayTable {
 
 // update publishes a changed copy of the table. fn returns false to keep
 // the current one.
-func (f *relayFast) update(fn func(t *relayTable) bool) {
+func (f *relayLearn) update(fn func(t *relayTable) bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	cur := f.table()
@@ -260,11 +299,11 @@ func (f *relayFast) update(fn func(t *relayTable) bool) {
 	}
 }
 
-// observeWrite learns from a datagram pion writes to the server: a
-// ChannelBind request's channel and peer, and a channel's first
-// ChannelData. Cheap for anything else (a first-byte check and a table
-// lookup).
-func (f *relayFast) observeWrite(p []byte) {
+// observeWrite learns from a datagram (or stream frame) pion writes to
+// the server: a ChannelBind request's channel and peer, and a channel's
+// first ChannelData. Cheap for anything else (a first-byte check and a
+// table lookup).
+func (f *relayLearn) observeWrite(p []byte) {
 	if len(p) < chanHdrLen {
 		return
 	}
@@ -313,12 +352,18 @@ func (f *relayFast) observeRead(p []byte, from netip.AddrPort) {
 	if srv := f.serverSeen.Load(); srv == nil || *srv != from {
 		return // not the server: relayConn drops it as foreign
 	}
+	f.learnAllocation(p, from)
+}
+
+// learnAllocation learns the relayed address from p if it is an Allocate
+// success response, which the caller knows came from server.
+func (f *relayLearn) learnAllocation(p []byte, server netip.AddrPort) {
 	relayed, ok := parseAllocateSuccess(p)
 	if !ok {
 		return
 	}
 	f.update(func(t *relayTable) bool {
-		t.relayed, t.server = relayed, from
+		t.relayed, t.server = relayed, server
 		t.chans = t.chans[:0] // a new allocation: no channels yet
 		return true
 	})
@@ -343,7 +388,7 @@ func (f *relayFast) attach(l *Link, peer netip.AddrPort) {
 
 // detach stops delivering records from peer to l (invalid peer: from
 // any peer). Control path.
-func (f *relayFast) detach(l *Link, peer netip.AddrPort) {
+func (f *relayLearn) detach(l *Link, peer netip.AddrPort) {
 	f.update(func(t *relayTable) bool {
 		n := len(t.links)
 		t.links = slices.DeleteFunc(t.links, func(r relayLink) bool {
@@ -355,7 +400,7 @@ func (f *relayFast) detach(l *Link, peer netip.AddrPort) {
 
 // setLink makes l the link for peer's records, whether or not a channel
 // is bound to peer yet.
-func (f *relayFast) setLink(l *Link, peer netip.AddrPort) {
+func (f *relayLearn) setLink(l *Link, peer netip.AddrPort) {
 	f.update(func(t *relayTable) bool {
 		for i := range t.links {
 			if t.links[i].peer == peer {
@@ -375,9 +420,9 @@ func (f *relayFast) setLink(l *Link, peer netip.AddrPort) {
 }
 
 // sendRecords sends records through the allocation to peer as ChannelData
-// and reports whether it did (false: no ready channel or no batched
-// socket; the caller sends the slow way). Each recs[i] starts with
-// chanHdrLen bytes of room for the header.
+// in one sendmmsg and reports whether it did (false: no ready channel or
+// no batched socket; the caller sends the slow way). Each recs[i] starts
+// with chanHdrLen bytes of room for the header.
 //
 // borrowed: recs are not retained.
 func (f *relayFast) sendRecords(tx *fastTx, recs [][]byte, peer netip.AddrPort) (bool, error) {
@@ -391,10 +436,16 @@ func (f *relayFast) sendRecords(tx *fastTx, recs [][]byte, peer netip.AddrPort) 
 		return false, nil
 	}
 	for _, r := range recs {
-		binary.BigEndian.PutUint16(r[0:2], c.num)
-		binary.BigEndian.PutUint16(r[2:4], uint16(len(r)-chanHdrLen))
+		putChannelHeader(r, c.num)
 	}
 	return true, fc.send(tx, recs, t.server)
+}
+
+// putChannelHeader writes the ChannelData header for channel num into the
+// first chanHdrLen bytes of frame, which carries the rest as its data.
+func putChannelHeader(frame []byte, num uint16) {
+	binary.BigEndian.PutUint16(frame[0:2], num)
+	binary.BigEndian.PutUint16(frame[2:4], uint16(len(frame)-chanHdrLen))
 }
 
 // active reports whether the reader should read in batches.
@@ -475,12 +526,18 @@ func (t *relayTable) dataRecord(rx *rxBatch, i int) (*Link, []byte) {
 	if size < chanHdrLen+record.HeaderLen || rx.srcs[i] != t.server {
 		return nil, nil
 	}
-	b := rx.recvViews[i][:size]
-	if b[0]&0xc0 != 0x40 {
+	return t.channelRecord(rx.recvViews[i][:size])
+}
+
+// channelRecord returns the link and the record of ChannelData b (a
+// datagram, or a frame with its padding) if it is on a channel with an
+// attached link and carries a data record; nil otherwise.
+func (t *relayTable) channelRecord(b []byte) (*Link, []byte) {
+	if len(b) < chanHdrLen+record.HeaderLen || b[0]&0xc0 != 0x40 {
 		return nil, nil
 	}
 	length := int(binary.BigEndian.Uint16(b[2:4]))
-	if length > size-chanHdrLen {
+	if length > len(b)-chanHdrLen {
 		return nil, nil // pion counts it
 	}
 	rec := b[chanHdrLen : chanHdrLen+length]
@@ -503,13 +560,21 @@ func (t *relayTable) dataRecord(rx *rxBatch, i int) (*Link, []byte) {
 // to the slow path (an epoch not installed yet, which the ICE reader can
 // install); other failures are counted and dropped.
 func (f *relayFast) open(l *Link, i int, rec []byte, c *rxCounts) bool {
+	return f.opns.open(f.rx, l, i, rec, c)
+}
+
+// open opens rec, which is at recOff in rx's slot i, for l and adds its
+// plaintext to l's group. It returns false for a record to hand to the
+// slow path (an epoch not installed yet, which the ICE reader can
+// install); other failures are counted and dropped.
+func (o *relayOpeners) open(rx *rxBatch, l *Link, i int, rec []byte, c *rxCounts) bool {
 	ks := l.keys.Load()
 	if ks == nil {
 		l.receiveErrors.Add(1)
 		c.unknownEpoch++
 		return true
 	}
-	op := f.opener(ks)
+	op := o.get(ks)
 	pt, err := op.OpenInPlace(rec)
 	if err == record.ErrUnknownEpoch {
 		return false
@@ -519,30 +584,31 @@ func (f *relayFast) open(l *Link, i int, rec []byte, c *rxCounts) bool {
 		c.count(err)
 		return true
 	}
-	g := f.rx.group(l)
-	g.bufs = append(g.bufs, f.rx.bufs[i][:HeaderRoom+len(pt)])
+	g := rx.group(l)
+	g.bufs = append(g.bufs, rx.bufs[i][:HeaderRoom+len(pt)])
 	g.bytes += uint64(len(pt))
 	return true
 }
 
-// opener returns the reader's Opener for ks, making one the first time
-// (once per session and socket, not per record).
-func (f *relayFast) opener(ks *keyState) *record.Opener {
-	for i := range f.opns {
-		if f.opns[i].ks == ks {
-			return f.opns[i].op
+// get returns the reader's Opener for ks, making one the first time
+// (once per session and reader, not per record).
+func (o *relayOpeners) get(ks *keyState) *record.Opener {
+	opns := *o
+	for i := range opns {
+		if opns[i].ks == ks {
+			return opns[i].op
 		}
 	}
 	// Keep the list short: drop key states no link uses any more.
-	keep := f.opns[:0]
-	for _, o := range f.opns {
+	keep := opns[:0]
+	for _, o := range opns {
 		if o.ks.l.keys.Load() == o.ks {
 			keep = append(keep, o)
 		}
 	}
-	clear(f.opns[len(keep):])
-	f.opns = append(keep, relayOpener{ks: ks, op: ks.rs.NewOpener()})
-	return f.opns[len(f.opns)-1].op
+	clear(opns[len(keep):])
+	*o = append(keep, relayOpener{ks: ks, op: ks.rs.NewOpener()})
+	return (*o)[len(*o)-1].op
 }
 
 // parseChannelBind returns the channel number and peer of a ChannelBind

@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -22,14 +23,22 @@ import (
 func relayedPair(t testing.TB, extra ...func(*Options)) (ab, ba *Link, atA, atB *batchCollector) {
 	t.Helper()
 	srv := startLoopbackTURN(t)
+	return relayedPairVia(t, srv, "turn:"+srv.udpAddr+"?transport=udp", fastRelayReady, extra...)
+}
+
+// relayedPairVia connects alpha and bravo through srv at url (relay
+// candidates only) and waits until ready holds for both links.
+func relayedPairVia(t testing.TB, srv *loopbackTURN, url string, ready func(*Link) bool, extra ...func(*Options)) (ab, ba *Link, atA, atB *batchCollector) {
+	t.Helper()
 	ca := newTestCA(t, "mesh")
 	a, b := ca.node(t, "alpha", 1, 0, nil), ca.node(t, "bravo", 2, 0, nil)
-	servers := []ICEServer{{URL: "turn:" + srv.udpAddr + "?transport=udp", Username: "user", Password: "pass"}}
+	servers := []ICEServer{{URL: url, Username: "user", Password: "pass"}}
 	sig := newMemSignals()
 	tweak := func(o *Options) {
 		o.Logger = nil
 		o.ForceRelay = true
 		o.Servers = func() []ICEServer { return servers }
+		o.TURNTLSConfig = &tls.Config{RootCAs: srv.roots}
 		for _, f := range extra {
 			f(o)
 		}
@@ -46,7 +55,7 @@ func relayedPair(t testing.TB, extra ...func(*Options)) (ab, ba *Link, atA, atB 
 	// pion binds a channel on its first write to the peer and sends
 	// ChannelData once the server accepts; ICE consent checks keep writing.
 	testutil.WaitFor(t, 20*time.Second, "fast relay path ready on both ends", func() bool {
-		return fastRelayReady(ab) && fastRelayReady(ba)
+		return ready(ab) && ready(ba)
 	})
 	return ab, ba, atA, atB
 }
@@ -55,10 +64,14 @@ func relayedPair(t testing.TB, extra ...func(*Options)) (ab, ba *Link, atA, atB 
 // relay socket.
 func fastRelayReady(l *Link) bool {
 	rt := l.route.Load()
-	if rt == nil || rt.relay == nil || rt.relay.fc.Load() == nil {
+	if rt == nil {
 		return false
 	}
-	t := rt.relay.table()
+	f, ok := rt.relay.(*relayFast)
+	if !ok || f.fc.Load() == nil {
+		return false
+	}
+	t := f.table()
 	c := t.peer(rt.remote.Addr)
 	return c != nil && c.ready && t.link(rt.remote.Addr) == l
 }
@@ -103,7 +116,13 @@ func TestRelayFastPath(t *testing.T) {
 	testutil.LeakCheck(t)
 	hardTimeout(t, 90*time.Second)
 	ab, ba, atA, atB := relayedPair(t)
+	checkRelayFastPath(t, ab, ba, atA, atB, fastRelayReady)
+}
 
+// checkRelayFastPath checks a relayed pair both ways: a batch of packets
+// delivered in one call, intact, WriteBatch without allocating, and the
+// links still on their fast path (ready).
+func checkRelayFastPath(t *testing.T, ab, ba *Link, atA, atB *batchCollector, ready func(*Link) bool) {
 	for _, dir := range []struct {
 		name     string
 		from, to *Link
@@ -177,7 +196,7 @@ func TestRelayFastPath(t *testing.T) {
 				t.Errorf("WriteBatch of %d relayed packets: %.1f allocations, want 0", batch, allocs)
 			}
 			testutil.WaitFor(t, 5*time.Second, "packets of the measured batches delivered", func() bool { return arrived.Load() > 0 })
-			if !fastRelayReady(dir.from) {
+			if !ready(dir.from) {
 				t.Error("the link left the fast relay path")
 			}
 		})

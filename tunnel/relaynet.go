@@ -79,8 +79,9 @@ type relayGuard struct {
 	foreign *atomic.Uint64
 	gates   *idleGates // nil: no idle gating
 
-	mu   sync.Mutex
-	live map[*relayConn]struct{}
+	mu      sync.Mutex
+	live    map[*relayConn]struct{}
+	streams map[*turnStream]struct{} // TURN over TCP/TLS (relaystream.go)
 }
 
 func newRelayGuard(foreign *atomic.Uint64, gates *idleGates) *relayGuard {

@@ -237,7 +237,7 @@ func (m *Manager) iceURLs(ctx context.Context, servers []ICEServer) ([]*stun.URI
 		}
 		if u.Scheme == stun.SchemeTypeTURNS || u.Proto == stun.ProtoTypeTCP {
 			if dialer == nil {
-				dialer = &turnDialer{ctx: ctx, timeout: m.timers.GatherTimeout, tlsConfig: m.opts.TURNTLSConfig, tlsNames: map[string]string{}, gates: &m.gates}
+				dialer = &turnDialer{ctx: ctx, timeout: m.timers.GatherTimeout, tlsConfig: m.opts.TURNTLSConfig, tlsNames: map[string]string{}, gates: &m.gates, relays: m.relays}
 			}
 			if secure {
 				dialer.tlsNames[net.JoinHostPort(u.Host, strconv.Itoa(u.Port))] = u.Host

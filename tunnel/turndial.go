@@ -19,6 +19,7 @@ type turnDialer struct {
 	tlsConfig *tls.Config       // nil = system roots
 	tlsNames  map[string]string // "host:port" of turns: servers -> TLS server name
 	gates     *idleGates        // nil: no idle gating
+	relays    *relayGuard       // registers the streams for the fast path; nil: none
 }
 
 // Dial connects to a TURN server; addr is "host:port" from the URL.
@@ -50,8 +51,8 @@ func (d *turnDialer) Dial(network, addr string) (net.Conn, error) {
 	return d.gated(tc), nil
 }
 
-// gated wraps a TURN stream: the idle gate, and the permission back-off
-// relay sockets have (turntcpperm.go).
+// gated wraps a TURN stream: the idle gate, the permission back-off relay
+// sockets have, and the fast data path (turntcpperm.go, relaystream.go).
 func (d *turnDialer) gated(c net.Conn) net.Conn {
-	return &permConn{Conn: c, gates: d.gates}
+	return newTurnStream(c, d.gates, d.relays)
 }

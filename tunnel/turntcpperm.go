@@ -1,40 +1,59 @@
 package tunnel
 
 import (
-	"encoding/binary"
 	"net"
 	"net/netip"
 	"time"
 )
 
-/* TURN permission back-off on TCP and TLS relays
+/* TURN over TCP and TLS: the stream pion's client sees
  *
- * relayConn (relaynet.go) keeps the permission bookkeeping of relayperm.go
- * for TURN over UDP. A UDP-blocked node reaches its relay over TCP or TLS,
- * where pion's client writes one frame per Write and reads the stream in
- * chunks; permConn gives that stream the same bookkeeping: a permission
- * request for a peer the server refused or errored on lately fails at once
- * (Write), and the answers are found by following the stream's framing
- * (RFC 8656 §12.5: STUN messages and ChannelData, the latter padded to 4
- * bytes) in what Read returns. Only STUN messages up to maxScanFrame bytes
- * are looked at (answers to permission requests are a few dozen bytes);
- * the rest of the stream is skipped by its lengths, without copying.
+ * A UDP-blocked node reaches its relay over TCP or TLS (RFC 6062 framing,
+ * RFC 8656 §12.5: STUN messages and ChannelData, the latter padded to 4
+ * bytes). turnDialer wraps every such stream in a turnStream, which pion
+ * reads and writes through its STUNConn:
+ *
+ *   - Write (pion's frames, one per call): the idle gate and the
+ *     permission back-off relay sockets have (relayperm.go): a permission
+ *     request for a peer the server refused or errored on lately fails at
+ *     once; the frame teaches the fast path (ChannelBind requests, a
+ *     channel's first ChannelData) and goes out under the stream's write
+ *     lock, which the fast path's batches take too.
+ *   - Read: the stream is followed frame by frame (relaystream.go); data
+ *     records of attached links are opened and delivered on the way, the
+ *     rest goes to pion unchanged and in order, and the answers to
+ *     permission requests are noted.
  */
 
-// maxScanFrame bounds the STUN messages permConn copies to read.
-const maxScanFrame = 548
-
-// permConn is a TURN-over-TCP/TLS stream with permission back-off.
-type permConn struct {
+// turnStream is a TURN-over-TCP/TLS stream with permission back-off and
+// the fast data path (relaystream.go). The embedded Conn is the stream
+// itself (plain TCP or TLS).
+type turnStream struct {
 	net.Conn
-	gates *idleGates // nil: no idle gating
-	perms permissions
-	scan  frameScanner // Read's goroutine only (pion reads from one)
+	gates  *idleGates  // nil: no idle gating
+	relays *relayGuard // where find looks it up; nil: not registered
+	perms  permissions
+
+	fast streamFast
+}
+
+// newTurnStream wraps c and registers it with relays (nil: no registry).
+func newTurnStream(c net.Conn, gates *idleGates, relays *relayGuard) *turnStream {
+	s := &turnStream{Conn: c, gates: gates, relays: relays}
+	if relays != nil {
+		relays.mu.Lock()
+		if relays.streams == nil {
+			relays.streams = make(map[*turnStream]struct{})
+		}
+		relays.streams[s] = struct{}{}
+		relays.mu.Unlock()
+	}
+	return s
 }
 
 // Write sends one frame: a withheld idle check is reported as sent, and a
 // permission request the server refused lately fails at once.
-func (c *permConn) Write(p []byte) (int, error) {
+func (c *turnStream) Write(p []byte) (int, error) {
 	if c.gates != nil {
 		if g, ok := c.gates.gateOf(p); ok {
 			c.perms.gate.Store(g)
@@ -46,63 +65,18 @@ func (c *permConn) Write(p []byte) (int, error) {
 	if err := c.perms.check(p, time.Now()); err != nil {
 		return 0, err
 	}
+	c.fast.observeWrite(p)
+	c.fast.wmu.Lock()
+	defer c.fast.wmu.Unlock()
 	return c.Conn.Write(p)
 }
 
-// Read passes the stream through, noting the answers to permission
-// requests.
-func (c *permConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.scan.feed(p[:n], func(frame []byte) { c.perms.answer(frame, time.Now()) })
+// Close closes the stream and forgets it.
+func (c *turnStream) Close() error {
+	if c.relays != nil {
+		c.relays.mu.Lock()
+		delete(c.relays.streams, c)
+		c.relays.mu.Unlock()
 	}
-	return n, err
-}
-
-// frameScanner follows the framing of a TURN-over-TCP stream fed in
-// arbitrary chunks and hands each complete STUN message of at most
-// maxScanFrame bytes to a callback.
-type frameScanner struct {
-	hdr  [4]byte
-	hdrN int    // bytes of hdr filled
-	left int    // bytes of the current frame's body still to come
-	msg  []byte // the current STUN message, when it is short enough to keep
-	keep bool
-}
-
-func (s *frameScanner) feed(b []byte, fn func([]byte)) {
-	for len(b) > 0 {
-		if s.left == 0 {
-			k := copy(s.hdr[s.hdrN:], b)
-			s.hdrN += k
-			b = b[k:]
-			if s.hdrN < len(s.hdr) {
-				return
-			}
-			s.hdrN = 0
-			l := int(binary.BigEndian.Uint16(s.hdr[2:4]))
-			if s.hdr[0]&0xC0 == 0 { // STUN: 20-byte header, then l bytes
-				s.left = 16 + l
-				s.keep = 20+l <= maxScanFrame
-				if s.keep {
-					s.msg = append(s.msg[:0], s.hdr[:]...)
-				}
-			} else { // ChannelData (or garbage): padded to 4 over TCP
-				s.left = (l + 3) &^ 3
-				s.keep = false
-			}
-			if s.left == 0 {
-				continue
-			}
-		}
-		k := min(s.left, len(b))
-		if s.keep {
-			s.msg = append(s.msg, b[:k]...)
-		}
-		s.left -= k
-		b = b[k:]
-		if s.left == 0 && s.keep {
-			fn(s.msg)
-		}
-	}
+	return c.Conn.Close()
 }

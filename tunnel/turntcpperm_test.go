@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 
@@ -24,52 +25,39 @@ func tcpChannelData(n uint16, payload []byte) []byte {
 	return b
 }
 
-// TestFrameScanner: the answers in a TURN-over-TCP stream are found
-// whatever the chunks Read returns, past ChannelData (padded) and STUN
-// messages too large to keep.
-func TestFrameScanner(t *testing.T) {
-	small := permissionError(t, createPermission(t), stun.CodeForbidden)
+// TestStreamPermissionAnswers: the answers to permission requests in a
+// TURN-over-TCP stream are found whatever the chunks Read returns, past
+// ChannelData (padded) and large STUN messages.
+func TestStreamPermissionAnswers(t *testing.T) {
 	big, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
 		stun.RawAttribute{Type: stun.AttrData, Value: bytes.Repeat([]byte{7}, 1000)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stream []byte
-	stream = append(stream, tcpChannelData(0x4000, []byte("odd"))...)
-	stream = append(stream, small...)
-	stream = append(stream, big.Raw...)
-	stream = append(stream, tcpChannelData(0x4001, nil)...)
-	stream = append(stream, tcpChannelData(0x4001, bytes.Repeat([]byte{1}, 1300))...)
-	stream = append(stream, small...)
-	for _, chunk := range []int{1, 2, 3, 5, 7, 64, 1500, len(stream)} {
-		var s frameScanner
-		var got [][]byte
-		for b := stream; len(b) > 0; {
-			k := min(chunk, len(b))
-			s.feed(b[:k], func(f []byte) { got = append(got, append([]byte(nil), f...)) })
-			b = b[k:]
+	refused := netip.MustParseAddr("192.0.2.1")
+	for _, chunk := range []int{1, 2, 3, 5, 7, 64, 1500, 1 << 16} {
+		req := createPermission(t, refused)
+		var stream []byte
+		stream = append(stream, tcpChannelData(0x4000, []byte("odd"))...)
+		stream = append(stream, big.Raw...)
+		stream = append(stream, tcpChannelData(0x4001, nil)...)
+		stream = append(stream, tcpChannelData(0x4001, bytes.Repeat([]byte{1}, 1300))...)
+		stream = append(stream, permissionError(t, req, stun.CodeForbidden)...)
+		conn := &scriptConn{}
+		for b := stream; len(b) > 0; b = b[min(chunk, len(b)):] {
+			conn.chunks = append(conn.chunks, b[:min(chunk, len(b))])
 		}
-		if len(got) != 2 || !bytes.Equal(got[0], small) || !bytes.Equal(got[1], small) {
-			t.Errorf("chunks of %d: %d messages found, want the 2 short answers intact", chunk, len(got))
+		fx := &streamFixture{s: newTurnStream(conn, nil, nil), conn: conn}
+		if _, err := fx.s.Write(req.Raw); err != nil {
+			t.Fatal(err)
+		}
+		if got := fx.readAll(t); !bytes.Equal(got, stream) {
+			t.Fatalf("chunks of %d: the stream reached pion changed", chunk)
+		}
+		if _, err := fx.s.Write(createPermission(t, refused).Raw); !errors.Is(err, errPermissionRefused) {
+			t.Errorf("chunks of %d: a request after the 403: %v, want errPermissionRefused", chunk, err)
 		}
 	}
-}
-
-func FuzzFrameScanner(f *testing.F) {
-	f.Add(append(tcpChannelData(0x4000, []byte("x")), permissionError(f, createPermission(f), stun.CodeForbidden)...), 3)
-	f.Fuzz(func(t *testing.T, b []byte, chunk int) {
-		chunk = max(1, chunk%64)
-		var s frameScanner
-		for len(b) > 0 {
-			k := min(chunk, len(b))
-			s.feed(b[:k], func(m []byte) {
-				if len(m) > maxScanFrame || len(m) < stunHeaderLen {
-					t.Fatalf("message of %d bytes", len(m))
-				}
-			})
-			b = b[k:]
-		}
-	})
 }
 
 // countingConn counts the CreatePermission requests written through it.
@@ -87,7 +75,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 
 // TestTCPRelayPermissionBackoff: over TURN over TCP (what a UDP-blocked
 // node uses), pion's client asks for a permission again on every write to
-// a peer the server refuses; with permConn only the first request goes
+// a peer the server refuses; with turnStream only the first request goes
 // out, for a 403 (the server's peer policy) as for another error (443: an
 // IPv6 peer on an IPv4 allocation), and the writes fail at once.
 func TestTCPRelayPermissionBackoff(t *testing.T) {
@@ -131,7 +119,7 @@ func TestTCPRelayPermissionBackoff(t *testing.T) {
 			cc := &countingConn{Conn: raw}
 			var conn net.Conn = cc
 			if tc.wrap {
-				conn = &permConn{Conn: cc}
+				conn = &turnStream{Conn: cc}
 			}
 			c, err := turn.NewClient(&turn.ClientConfig{
 				STUNServerAddr: ln.Addr().String(), TURNServerAddr: ln.Addr().String(),
