@@ -238,14 +238,21 @@ func benchForward(b *testing.B, peer *net.UDPConn, batch, size int, send func(n 
 		b.Fatal(err)
 	}
 	pc.setBuffers(8 << 20)
+	rx := newRxBatch(batch, 2048, 0)
+	benchLoop(b, size, batch, send, func() (int, error) { return pc.read(rx) }, func() { _ = peer.Close() })
+}
+
+// benchLoop sends b.N datagrams of size bytes, n ≤ batch per send(n), at
+// most a window ahead of what recv (on its own goroutine, until an error
+// after stop) reports received, and reports the rates.
+func benchLoop(b *testing.B, size, batch int, send func(n int) error, recv func() (int, error), stop func()) {
 	const window = 4096
 	var got atomic.Uint64
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		rx := newRxBatch(batch, 2048, 0)
 		for {
-			n, err := pc.read(rx)
+			n, err := recv()
 			if err != nil {
 				return
 			}
@@ -285,13 +292,13 @@ func benchForward(b *testing.B, peer *net.UDPConn, batch, size int, send func(n 
 	secs := time.Since(start).Seconds()
 	b.StopTimer()
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-	_ = peer.Close()
+	stop()
 	<-done
 	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()).Seconds()
-	recv := float64(got.Load())
-	b.ReportMetric(recv/secs, "packets/s")
-	b.ReportMetric(recv/cpu, "packets/cpu-s")
-	b.ReportMetric(100*(1-recv/float64(sent)), "loss%")
+	received := float64(got.Load())
+	b.ReportMetric(received/secs, "packets/s")
+	b.ReportMetric(received/cpu, "packets/cpu-s")
+	b.ReportMetric(100*(1-received/float64(sent)), "loss%")
 }
 
 // channelData frames payload for channel ch.

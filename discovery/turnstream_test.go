@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +60,7 @@ func startStreamTURN(t testing.TB, noFast, overTLS bool, allowed ...netip.Prefix
 		stream = tls.Client(stream, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // a test of framing, not of trust
 	}
 	t.Cleanup(func() { _ = stream.Close() })
+	stream = &handoffConn{Conn: stream, parked: make(chan struct{}), release: make(chan struct{})}
 	peer, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +74,42 @@ func startStreamTURN(t testing.TB, noFast, overTLS bool, allowed ...netip.Prefix
 	t.Cleanup(tc.Close)
 	t.Cleanup(func() { _ = relay.Close() })
 	return ts, relay, stream, peer
+}
+
+// handoffConn is a client's stream that a test can take over from pion's
+// client (takeOver) to read it itself.
+type handoffConn struct {
+	net.Conn
+	taken   atomic.Bool
+	once    sync.Once
+	parked  chan struct{} // closed when pion's reader has stopped
+	release chan struct{} // closed to let it go
+}
+
+func (h *handoffConn) Read(p []byte) (int, error) {
+	if !h.taken.Load() {
+		n, err := h.Conn.Read(p)
+		if !h.taken.Load() || n > 0 {
+			return n, err
+		}
+	}
+	h.once.Do(func() { close(h.parked) })
+	<-h.release
+	return 0, net.ErrClosed
+}
+
+// takeOver stops pion's client reading the stream: what arrives from now
+// on is read from h.Conn by the test.
+func (h *handoffConn) takeOver(t testing.TB) {
+	h.taken.Store(true)
+	_ = h.Conn.SetReadDeadline(time.Now())
+	select {
+	case <-h.parked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("pion's client kept reading")
+	}
+	_ = h.Conn.SetReadDeadline(time.Time{})
+	t.Cleanup(func() { close(h.release) }) // before the client closes
 }
 
 // streamBindings counts the fast path's bindings of stream clients.
@@ -484,5 +523,76 @@ func TestTURNStreamForwardingAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("forwarding %d frames: %.1f allocations, want 0", batch, allocs)
+	}
+}
+
+// BenchmarkTURNForwardToStream measures the embedded server forwarding
+// datagrams from a peer to a client on its TCP or TLS listener, over
+// loopback: 1400-byte datagrams sent by the peer in batches of 64
+// (sendmmsg), the client's stream read and cut into frames, at most 4096
+// in flight. One op is one datagram forwarded; the metrics are
+// BenchmarkTURNForward's. "pion" is pion's own forwarding (one write per
+// datagram), "fast" this package's (one write per batch).
+func BenchmarkTURNForwardToStream(b *testing.B) {
+	if !batchIOSupported {
+		b.Skip("batched UDP I/O is Linux-only")
+	}
+	const size, batch = 1400, 64
+	for _, mode := range []struct {
+		name            string
+		noFast, overTLS bool
+	}{
+		{"tcp-pion", true, false}, {"tcp-fast", false, false},
+		{"tls-pion", true, true}, {"tls-fast", false, true},
+	} {
+		b.Run(mode.name, func(b *testing.B) {
+			ts, relay, stream, peer := startStreamTURN(b, mode.noFast, mode.overTLS)
+			warmChannel(b, relay, peer, func(i int) bool {
+				if mode.noFast {
+					return i > 20 // pion's bind completes within a round trip
+				}
+				return streamBindings(ts.fast) > 0
+			})
+			// A few datagrams back, so pion's server has bound its side.
+			for i := 0; i < 20; i++ {
+				_, _ = peer.WriteTo([]byte("warm"), relay.LocalAddr())
+			}
+			hc := stream.(*handoffConn)
+			hc.takeOver(b)
+			pc, err := newBatchConn(peer)
+			if err != nil {
+				b.Fatal(err)
+			}
+			dst := relay.LocalAddr().(*net.UDPAddr).AddrPort()
+			msgs := make([][]byte, batch)
+			for i := range msgs {
+				msgs[i] = bytes.Repeat([]byte{0xab}, size)
+			}
+			tx := newTxBatch(batch)
+			buf := make([]byte, 256<<10)
+			r, w := 0, 0
+			recv := func() (int, error) {
+				w = copy(buf, buf[r:w])
+				r = 0
+				n, err := hc.Conn.Read(buf[w:])
+				if err != nil {
+					return 0, err
+				}
+				w += n
+				frames := 0
+				for {
+					fn, kind := streamFrame(buf[r:w])
+					if kind == streamIncomplete || kind == streamUnframed || fn > w-r {
+						break
+					}
+					if kind == streamChannelData {
+						frames++ // not the warm-up's Data indications
+					}
+					r += fn
+				}
+				return frames, nil
+			}
+			benchLoop(b, size, batch, func(n int) error { return pc.send(tx, msgs[:n], dst) }, recv, func() { _ = hc.Conn.Close() })
+		})
 	}
 }
