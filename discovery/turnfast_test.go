@@ -33,15 +33,7 @@ func startFastTURN(t testing.TB, noFast bool) (ts *turnService, relay net.Packet
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ts.Close() })
-	listen := func() *net.UDPConn {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		return c
-	}
-	client, peer = listen(), listen()
+	client, peer = listenLoopback(t), listenLoopback(t)
 	user, pass := turnCredentials(testTURNSecret, "node-a", time.Now().Add(time.Hour))
 	relay, tc, err := turnAllocateTB(t, client, ts.urls[0][len("stun:"):], user, pass)
 	if err != nil {
@@ -56,6 +48,17 @@ func startFastTURN(t testing.TB, noFast bool) (ts *turnService, relay net.Packet
 		return len(ts.fast.tab.Load().byClient) > 0
 	})
 	return ts, relay, client, peer
+}
+
+// listenLoopback opens a UDP socket on 127.0.0.1, closed with t.
+func listenLoopback(t testing.TB) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // warmChannel writes to peer through relay until bound(writes so far)
@@ -91,26 +94,8 @@ func TestTURNFastForwarding(t *testing.T) {
 	ts, relay, _, peer := startFastTURN(t, false)
 	f := ts.fast
 
+	exchange(t, relay, peer, 50, 1200, 100)
 	buf := make([]byte, 2048)
-	for i := 0; i < 50; i++ {
-		want := bytes.Repeat([]byte{byte(i)}, 1200+i)
-		if _, err := relay.WriteTo(want, peer.LocalAddr()); err != nil {
-			t.Fatal(err)
-		}
-		_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, _, err := peer.ReadFrom(buf)
-		if err != nil || !bytes.Equal(buf[:n], want) {
-			t.Fatalf("peer got %d bytes (%v), want %d", n, err, len(want))
-		}
-		if _, err := peer.WriteTo(want[:100+i], relay.LocalAddr()); err != nil {
-			t.Fatal(err)
-		}
-		_ = relay.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, from, err := relay.ReadFrom(buf)
-		if err != nil || !bytes.Equal(buf[:n], want[:100+i]) || from.String() != peer.LocalAddr().String() {
-			t.Fatalf("client got %d bytes from %v (%v), want %d from %v", n, from, err, 100+i, peer.LocalAddr())
-		}
-	}
 	// Counted after the send returns, which may be after the datagram
 	// arrived.
 	testutil.WaitFor(t, 5*time.Second, "50 datagrams each way through the fast path", func() bool {
@@ -141,6 +126,33 @@ func TestTURNFastForwarding(t *testing.T) {
 	testutil.WaitFor(t, 10*time.Second, "bindings dropped with the allocation", func() bool {
 		return len(f.tab.Load().byClient) == 0
 	})
+}
+
+// exchange sends rounds datagrams each way between a client's relay and
+// peer, one at a time, and checks each arrives byte for byte: round i
+// carries long+i bytes to the peer and short+i back.
+func exchange(t testing.TB, relay net.PacketConn, peer *net.UDPConn, rounds, long, short int) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	for i := 0; i < rounds; i++ {
+		want := bytes.Repeat([]byte{byte(i)}, long+i)
+		if _, err := relay.WriteTo(want, peer.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := peer.ReadFrom(buf)
+		if err != nil || !bytes.Equal(buf[:n], want) {
+			t.Fatalf("peer got %d bytes (%v), want %d", n, err, len(want))
+		}
+		if _, err := peer.WriteTo(want[:short+i], relay.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		_ = relay.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, from, err := relay.ReadFrom(buf)
+		if err != nil || !bytes.Equal(buf[:n], want[:short+i]) || from.String() != peer.LocalAddr().String() {
+			t.Fatalf("client got %d bytes from %v (%v), want %d from %v", n, from, err, short+i, peer.LocalAddr())
+		}
+	}
 }
 
 // turnAllocateTB is turnAllocate for benchmarks too.
@@ -363,20 +375,29 @@ func TestTURNFastForwardingAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := newBatchConn(peer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc.setBuffers(4 << 20)
 	const batch = 64
 	msgs := make([][]byte, batch)
 	for i := range msgs {
 		msgs[i] = channelData(ch, bytes.Repeat([]byte{byte(i)}, 1200))
 	}
-	tx, rx := newTxBatch(batch), newRxBatch(batch, 2048, 0)
+	tx := newTxBatch(batch)
+	forwardAllocs(t, peer, batch, func() error { return cc.send(tx, msgs, server) })
+}
+
+// forwardAllocs checks that send, which has the client send batch
+// datagrams to peer through the server, and their receipt allocate
+// nothing.
+func forwardAllocs(t *testing.T, peer *net.UDPConn, batch int, send func() error) {
+	t.Helper()
+	pc, err := newBatchConn(peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.setBuffers(4 << 20)
+	rx := newRxBatch(batch, 2048, 0)
 	_ = peer.SetReadDeadline(time.Now().Add(30 * time.Second))
 	allocs := testutil.MinAllocsPerRun(5, 20, func() {
-		if err := cc.send(tx, msgs, server); err != nil {
+		if err := send(); err != nil {
 			t.Fatal(err)
 		}
 		for got := 0; got < batch; {

@@ -61,11 +61,7 @@ func startStreamTURN(t testing.TB, noFast, overTLS bool, allowed ...netip.Prefix
 	}
 	t.Cleanup(func() { _ = stream.Close() })
 	stream = &handoffConn{Conn: stream, parked: make(chan struct{}), release: make(chan struct{})}
-	peer, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = peer.Close() })
+	peer = listenLoopback(t)
 	user, pass := turnCredentials(testTURNSecret, "node-a", time.Now().Add(time.Hour))
 	relay, tc, err := turnAllocateTB(t, turn.NewSTUNConn(stream), host, user, pass)
 	if err != nil {
@@ -139,28 +135,8 @@ func TestTURNStreamFastForwarding(t *testing.T) {
 			f := ts.fast
 			warmChannel(t, relay, peer, func(int) bool { return streamBindings(f) > 0 })
 			toPeer0, toClient0 := f.streamToPeer.Load(), f.streamToClient.Load()
-
-			buf := make([]byte, 2048)
 			const rounds = 50
-			for i := 0; i < rounds; i++ {
-				want := bytes.Repeat([]byte{byte(i)}, 1201+i)
-				if _, err := relay.WriteTo(want, peer.LocalAddr()); err != nil {
-					t.Fatal(err)
-				}
-				_ = peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-				n, _, err := peer.ReadFrom(buf)
-				if err != nil || !bytes.Equal(buf[:n], want) {
-					t.Fatalf("peer got %d bytes (%v), want %d", n, err, len(want))
-				}
-				if _, err := peer.WriteTo(want[:101+i], relay.LocalAddr()); err != nil {
-					t.Fatal(err)
-				}
-				_ = relay.SetReadDeadline(time.Now().Add(5 * time.Second))
-				n, from, err := relay.ReadFrom(buf)
-				if err != nil || !bytes.Equal(buf[:n], want[:101+i]) || from.String() != peer.LocalAddr().String() {
-					t.Fatalf("client got %d bytes from %v (%v), want %d from %v", n, from, err, 101+i, peer.LocalAddr())
-				}
-			}
+			exchange(t, relay, peer, rounds, 1201, 101) // lengths of every remainder mod 4
 			// Counted after the send returns, which may be after the
 			// datagram arrived.
 			testutil.WaitFor(t, 5*time.Second, "the datagrams each way through the stream fast path", func() bool {
@@ -240,19 +216,11 @@ func newStreamRig(t testing.TB) *streamRig {
 	if f == nil {
 		t.Skip("batched UDP I/O is Linux-only")
 	}
-	listen := func() *net.UDPConn {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
-		return c
-	}
-	s, ok := f.wrapRelay(listen()).(*turnRelaySock)
+	s, ok := f.wrapRelay(listenLoopback(t)).(*turnRelaySock)
 	if !ok {
 		t.Skip("no batched I/O on the relay socket")
 	}
-	return &streamRig{f: f, relay: s, peer: listen()}
+	return &streamRig{f: f, relay: s, peer: listenLoopback(t)}
 }
 
 // conn returns a stream reading chunks with channel 0x4001 bound to the
@@ -500,30 +468,12 @@ func TestTURNStreamForwardingAllocs(t *testing.T) {
 	for k := range ts.fast.tab.Load().byClient {
 		ch = k.ch
 	}
-	pc, err := newBatchConn(peer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc.setBuffers(4 << 20)
 	const batch = 64
 	frames := bytes.Repeat(paddedChannelData(ch, bytes.Repeat([]byte{0xab}, 1201)), batch)
-	rx := newRxBatch(batch, 2048, 0)
-	_ = peer.SetReadDeadline(time.Now().Add(30 * time.Second))
-	allocs := testutil.MinAllocsPerRun(5, 20, func() {
-		if _, err := stream.Write(frames); err != nil {
-			t.Fatal(err)
-		}
-		for got := 0; got < batch; {
-			n, err := pc.read(rx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got += n
-		}
+	forwardAllocs(t, peer, batch, func() error {
+		_, err := stream.Write(frames)
+		return err
 	})
-	if allocs != 0 {
-		t.Errorf("forwarding %d frames: %.1f allocations, want 0", batch, allocs)
-	}
 }
 
 // BenchmarkTURNForwardToStream measures the embedded server forwarding
