@@ -277,10 +277,7 @@ func TestRelayObserve(t *testing.T) {
 	peer6 := netip.MustParseAddrPort("[2001:db8::7]:40001")
 	relayed := netip.MustParseAddrPort("203.0.113.1:50000")
 	server := netip.MustParseAddrPort("203.0.113.1:3478")
-	xor := func(typ stun.AttrType, ap netip.AddrPort) stun.Setter {
-		a := &stun.XORMappedAddress{IP: ap.Addr().AsSlice(), Port: int(ap.Port())}
-		return setterFunc(func(m *stun.Message) error { return a.AddToAs(m, typ) })
-	}
+	xor := xorAttr
 	bindReq := stun.NewType(stun.MethodChannelBind, stun.ClassRequest)
 	allocOK := stun.NewType(stun.MethodAllocate, stun.ClassSuccessResponse)
 
@@ -323,6 +320,12 @@ func TestRelayObserve(t *testing.T) {
 			t.Errorf("%s: %d channels, want 2", name, n)
 		}
 	}
+}
+
+// xorAttr is an XOR-address attribute of type typ holding ap.
+func xorAttr(typ stun.AttrType, ap netip.AddrPort) stun.Setter {
+	a := &stun.XORMappedAddress{IP: ap.Addr().AsSlice(), Port: int(ap.Port())}
+	return setterFunc(func(m *stun.Message) error { return a.AddToAs(m, typ) })
 }
 
 type setterFunc func(m *stun.Message) error

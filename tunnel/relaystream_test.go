@@ -169,10 +169,7 @@ func (c *scriptConn) Close() error { return nil }
 func TestRelayStreamReader(t *testing.T) {
 	relayed := netip.MustParseAddrPort("203.0.113.1:50000")
 	forged := netip.MustParseAddrPort("192.0.2.66:1")
-	xor := func(typ stun.AttrType, ap netip.AddrPort) stun.Setter {
-		a := &stun.XORMappedAddress{IP: ap.Addr().AsSlice(), Port: int(ap.Port())}
-		return setterFunc(func(m *stun.Message) error { return a.AddToAs(m, typ) })
-	}
+	xor := xorAttr
 	allocOK := stun.NewType(stun.MethodAllocate, stun.ClassSuccessResponse)
 	// The relayed address is learnt from the server's Allocate answer.
 	f := newStreamFixture(t)
@@ -319,10 +316,7 @@ func TestRelayStreamSend(t *testing.T) {
 	}
 	check("no channel", false)
 	bind := stunMessage(t, stun.NewType(stun.MethodChannelBind, stun.ClassRequest), channelNumber(fixtureChan),
-		setterFunc(func(m *stun.Message) error {
-			a := &stun.XORMappedAddress{IP: fixturePeer.Addr().AsSlice(), Port: int(fixturePeer.Port())}
-			return a.AddToAs(m, stun.AttrXORPeerAddress)
-		}))
+		xorAttr(stun.AttrXORPeerAddress, fixturePeer))
 	if _, err := s.Write(bind); err != nil {
 		t.Fatal(err)
 	}
