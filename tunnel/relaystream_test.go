@@ -53,6 +53,18 @@ func TestRelayStreamFastPath(t *testing.T) {
 	}
 }
 
+// TestRelayStreamRekeys: on the fast path over TURN over TLS, packets
+// keep flowing both ways through several rekeys without a loss (a record
+// of the next epoch goes through pion, which installs it).
+func TestRelayStreamRekeys(t *testing.T) {
+	testutil.LeakCheck(t)
+	hardTimeout(t, 90*time.Second)
+	srv := startLoopbackTURN(t)
+	checkRelayRekeys(t, fastStreamReady, func(fast func(*Options)) (ab, ba *Link, atA, atB *batchCollector) {
+		return relayedPairVia(t, srv, "turns:"+srv.tlsAddr+"?transport=tcp", fastStreamReady, fast)
+	})
+}
+
 // streamFixture is a turnStream read from a scripted conn, with one link
 // attached for peer on channel 0x4001, and a sealer whose records the
 // link opens.
