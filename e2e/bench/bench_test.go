@@ -334,7 +334,14 @@ func setupMeshd(t *testing.T, root, bins, tmp string, l *lab.Lab, coord *lab.Hos
 		block func(c *column) error
 		want  string // the transport of the node's own TURN allocation
 	}{
-		{mc.relay, func(c *column) error { return blockPath(l, c) }, "/udp"},
+		{mc.relay, func(c *column) error {
+			if err := blockPath(l, c); err != nil {
+				return err
+			}
+			// Else one node may take its TCP allocation (the coordinator
+			// announces both), and the row would measure a mix.
+			return blockTURNTCP(l, c, tmp, turnTCP(coord))
+		}, "/udp"},
 		{mc.relayTCP, func(c *column) error {
 			if err := blockPath(l, c); err != nil {
 				return err

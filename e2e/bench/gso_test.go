@@ -89,16 +89,36 @@ func nftBackbone(l *lab.Lab, file, script string) error {
 
 // blockUDP drops all UDP to and from c's two hosts in the backbone bridge
 // (to each other, to the coordinator and its relay ports), as a network
-// that passes only TCP does; the table goes with the column's cleanup.
+// that passes only TCP does.
 func blockUDP(l *lab.Lab, c *column, dir string) error {
-	table := gsoTable + c.key
-	var b strings.Builder
-	fmt.Fprintf(&b, "table bridge %s {\n\tchain forward_f {\n\t\ttype filter hook forward priority 0; policy accept;\n", table)
+	var drops []string
 	for _, h := range []*lab.Host{c.src, c.dst} {
 		for _, a := range h.IPs() {
 			fam := map[bool]string{true: "ip", false: "ip6"}[a.Is4()]
-			fmt.Fprintf(&b, "\t\t%[1]s saddr %[2]v meta l4proto udp counter drop\n\t\t%[1]s daddr %[2]v meta l4proto udp counter drop\n", fam, a)
+			drops = append(drops, fmt.Sprintf("%s saddr %v meta l4proto udp", fam, a), fmt.Sprintf("%s daddr %v meta l4proto udp", fam, a))
 		}
+	}
+	return dropInBackbone(l, c, dir, drops)
+}
+
+// blockTURNTCP drops TCP from c's two hosts (IPv4) to the TURN-over-TCP
+// port at turn, so that the pair's only allocations are over UDP.
+func blockTURNTCP(l *lab.Lab, c *column, dir string, turn netip.AddrPort) error {
+	var drops []string
+	for _, h := range []*lab.Host{c.src, c.dst} {
+		drops = append(drops, fmt.Sprintf("ip saddr %v ip daddr %v tcp dport %d", h.IP(), turn.Addr(), turn.Port()))
+	}
+	return dropInBackbone(l, c, dir, drops)
+}
+
+// dropInBackbone drops what each nft match selects in the backbone bridge,
+// in a table of c's own that goes with the column's cleanup.
+func dropInBackbone(l *lab.Lab, c *column, dir string, matches []string) error {
+	table := gsoTable + c.key
+	var b strings.Builder
+	fmt.Fprintf(&b, "table bridge %s {\n\tchain forward_f {\n\t\ttype filter hook forward priority 0; policy accept;\n", table)
+	for _, m := range matches {
+		fmt.Fprintf(&b, "\t\t%s counter drop\n", m)
 	}
 	b.WriteString("\t}\n}\n")
 	if err := nftBackbone(l, filepath.Join(dir, table+".nft"), b.String()); err != nil {

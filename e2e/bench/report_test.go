@@ -158,8 +158,8 @@ ends and the kernel share the machine's %[2]d CPUs, so these are figures of a wh
 - vs wireguard-go (throughput): the path's median TCP 1 figure over wireguard-go's from the same run. Runs drift by ±25%%;
   compare ratios, not figures across runs.
 - meshd relayed over TURN/UDP: the direct path between the two nodes is dropped in the bridge, so the link
-  goes through the coordinator's TURN server, a third namespace. While one path is measured the others'
-  programs idle.
+  goes through the coordinator's TURN server, a third namespace; their TCP to its TURN-over-TCP port is
+  dropped too, so both allocations are over UDP. While one path is measured the others' programs idle.
 - meshd relayed over TURN/TCP: the direct path dropped as well, and all UDP to and from both nodes (to each
   other and to the coordinator, STUN and TURN included), so each node reaches the relay only through its TURN
   stream over TCP (coordinator.turn.tcp_listen), and the relay forwards between the two allocations inside
