@@ -22,7 +22,8 @@ package discovery
  * (ChannelBind, CreatePermission). From the first frame that cannot be
  * cut as pion would (no STUN or ChannelData header, a length pion's
  * arithmetic wraps, a ChannelData frame that also looks like STUN to
- * pion) the rest of the stream goes to pion unparsed.
+ * pion) the rest of the stream goes to pion unparsed; so does all of a
+ * connection pion made an RFC 6062 data connection (ConnectionBind).
  *
  * Peer → client (the relay socket's reader, pion's allocation read loop,
  * turnfast.go): datagrams from a bound peer get their ChannelData header
@@ -43,6 +44,7 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshd/meshd/internal/stunwire"
@@ -68,6 +70,10 @@ const (
 	// maxChannelFrame is the highest channel number pion frames as
 	// ChannelData (0x4000-0x7fff; only 0x4000-0x4fff are bound).
 	maxChannelFrame = 0x7fff
+	// typeConnectionBindSuccess answers an RFC 6062 ConnectionBind: the
+	// connection it is written on carries a TCP peer's bytes from then on,
+	// unframed.
+	typeConnectionBindSuccess = 0x010b
 )
 
 // streamKind says what streamFrame found at the start of a stream.
@@ -160,6 +166,9 @@ type turnStreamConn struct {
 	// frames: pion's (Write) and the fast path's (writeFrames).
 	wmu    sync.Mutex
 	closed sync.Once
+	// data is set once pion answered a ConnectionBind on this connection
+	// (RFC 6062): from then on its bytes are a TCP peer's, not frames.
+	data atomic.Bool
 
 	rd streamReader // owned by pion's read loop for the connection
 }
@@ -196,6 +205,10 @@ func (c *turnStreamConn) Read(p []byte) (int, error) {
 	}
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if !rd.raw && c.data.Load() {
+		rd.flush(c.f)
+		rd.raw = true
 	}
 	for {
 		if avail := rd.w - rd.r; avail > 0 && (rd.raw || rd.pass > 0) {
@@ -309,9 +322,13 @@ func (c *turnStreamConn) fill() error {
 	}
 }
 
-// Write writes one frame of pion's, learning from its answers.
+// Write writes one frame of pion's, learning from its answers (or, on a
+// data connection, bytes from its TCP peer).
 func (c *turnStreamConn) Write(p []byte) (int, error) {
-	if len(p) >= stunwire.HeaderLen && p[0] < 2 {
+	if len(p) >= stunwire.HeaderLen && p[0] < 2 && !c.data.Load() {
+		if typ, _ := stunwire.Type(p); typ == typeConnectionBindSuccess {
+			c.data.Store(true)
+		}
 		c.f.observeAnswer(p, c.id())
 	}
 	c.wmu.Lock()

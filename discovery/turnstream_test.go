@@ -546,3 +546,29 @@ func BenchmarkTURNForwardToStream(b *testing.B) {
 		})
 	}
 }
+
+// TestTURNStreamDataConnection: once pion answers an RFC 6062
+// ConnectionBind on a connection, its bytes are a TCP peer's: they reach
+// pion as they come, however few, never cut into frames.
+func TestTURNStreamDataConnection(t *testing.T) {
+	rig := newStreamRig(t)
+	raw := [][]byte{{0x40, 0x01, 0, 1}, {0x40, 0x01, 0, 0, 'x'}, {1, 2, 3}}
+	c := rig.conn(raw)
+	defer c.Close()
+	m, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodConnectionBind, stun.ClassSuccessResponse))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(m.Raw); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 64)
+	for i, want := range raw {
+		if n, err := c.Read(p); err != nil || !bytes.Equal(p[:n], want) {
+			t.Fatalf("read %d: %x (%v), want %x", i, p[:n], err, want)
+		}
+	}
+	if got := rig.f.streamToPeer.Load(); got != 0 {
+		t.Fatalf("%d frames of a data connection forwarded", got)
+	}
+}
