@@ -3,8 +3,10 @@
 package scenarios
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -55,6 +57,7 @@ func TestLatency(t *testing.T) {
 	}
 	var under, over []time.Duration
 	var stages [2]map[string]stageTotals // alice, bob
+	var cpu [2]time.Duration             // meshd's CPU time during the overlay pings
 	for r := 0; r < latencyRounds; r++ {
 		u, err := pingRTTs(ctx, alice, bob.host.IP(), latencyPings)
 		if err != nil {
@@ -62,12 +65,14 @@ func TestLatency(t *testing.T) {
 		}
 		under = append(under, u...)
 		before := [2]map[string]stageTotals{scrapeStages(ctx, t, alice), scrapeStages(ctx, t, bob)}
+		cpuBefore := [2]time.Duration{processCPU(t, alice), processCPU(t, bob)}
 		o, err := pingRTTs(ctx, alice, bob.addr, latencyPings)
 		if err != nil {
 			t.Fatal(err)
 		}
 		over = append(over, o...)
 		for i, n := range []*node{alice, bob} {
+			cpu[i] += processCPU(t, n) - cpuBefore[i]
 			after := scrapeStages(ctx, t, n)
 			if stages[i] == nil {
 				stages[i] = map[string]stageTotals{}
@@ -91,6 +96,8 @@ func TestLatency(t *testing.T) {
 	fmt.Fprintf(&b, "  underlay p50 %s µs, p99 %s µs; overlay p50 %s µs, p99 %s µs; added p50 %s µs, p99 %s µs\n",
 		us(pct(under, .5)), us(pct(under, .99)), us(pct(over, .5)), us(pct(over, .99)),
 		us(pct(over, .5)-pct(under, .5)), us(pct(over, .99)-pct(under, .99)))
+	fmt.Fprintf(&b, "  meshd CPU during the overlay pings (%v of pinging): alice %v, bob %v\n",
+		time.Duration(latencyRounds*latencyPings)*10*time.Millisecond, cpu[0], cpu[1])
 	fmt.Fprintf(&b, "  %-13s %14s %14s\n", "stage (mean)", "alice", "bob")
 	for _, st := range latencyStages {
 		fmt.Fprintf(&b, "  %-13s", st)
@@ -108,6 +115,25 @@ func TestLatency(t *testing.T) {
 		b.WriteString("\n")
 	}
 	t.Log(b.String())
+}
+
+// processCPU returns the CPU time (user and system) n's meshd has used so
+// far, from /proc (10 ms resolution).
+func processCPU(t *testing.T, n *node) time.Duration {
+	t.Helper()
+	p, _ := n.process()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command (which may hold spaces) start at ")".
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		t.Fatalf("%s: /proc/%d/stat: %q", n.name, p.PID(), b)
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ 100
 }
 
 // stageTotals are one stage's histogram count and sum (seconds).
