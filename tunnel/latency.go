@@ -8,7 +8,9 @@ import (
 
 /* Where a packet waits in the tunnel: one observation per batch
  *
- * Inbound (a socket reader, demux.go):
+ * Inbound (a reader of the node's UDP sockets, demux.go: direct paths;
+ * what relayed paths receive through a TURN client socket or pion is not
+ * counted here):
  *   RxWake     the kernel received the batch's first datagram (its
  *              SO_TIMESTAMPNS receive timestamp; fast Linux sockets only)
  *              → the reader's recvmmsg returned it: the netpoller wake-up
