@@ -117,6 +117,9 @@ type turnService struct {
 	log    *slog.Logger
 	peers  *peerPolicy // which peer addresses the relay reaches
 	fast   *turnFast   // the forwarding fast path (UDP and stream clients), or nil
+	// auth answers bad or expired credentials 401 on every listener
+	// (internal/turnauth); nil without a secret.
+	auth *turnauth.Checker
 
 	mu     sync.Mutex
 	allocs map[string]int // per user; guarded by mu
@@ -160,6 +163,12 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 	if !o.noFastPath {
 		fast = newTURNFast(t.peers)
 		t.fast = fast
+	}
+	if o.Secret != "" {
+		// Bad or expired credentials get 401, not pion's 400: on the UDP
+		// listener by turnauth.Conn, on streams where turnStreamConn cuts
+		// their frames (turnstream.go). One checker counts them all.
+		t.auth = turnauth.NewChecker(o.Realm, staticAuthKey(o.Secret, time.Now))
 	}
 	relay := func() turn.RelayAddressGenerator {
 		var g familyRelay
@@ -224,9 +233,8 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 				pc = ln
 			}
 		}
-		if o.Secret != "" {
-			// Bad or expired credentials get 401, not pion's 400 (internal/turnauth).
-			pc = turnauth.NewConn(pc, turnauth.NewChecker(o.Realm, staticAuthKey(o.Secret, time.Now)))
+		if t.auth != nil {
+			pc = turnauth.NewConn(pc, t.auth)
 		}
 		cfg.PacketConnConfigs = append(cfg.PacketConnConfigs, turn.PacketConnConfig{PacketConn: pc, RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
 		announce(pc.LocalAddr(), func(hp string) string { return "stun:" + hp }, func(hp string) string { return "turn:" + hp + "?transport=udp" })
@@ -237,7 +245,7 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 			return fail(fmt.Errorf("discovery: TURN TCP listener: %w", err))
 		}
 		closers = append(closers, ln.Close)
-		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: fast.wrapStreams(ln), RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
+		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: fast.wrapStreams(ln, t.auth), RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
 		announce(ln.Addr(), func(hp string) string { return "turn:" + hp + "?transport=tcp" })
 	}
 	if o.TLSAddr != "" {
@@ -251,7 +259,7 @@ func newTURNService(o TURNOptions, nodeCert tls.Certificate, log *slog.Logger) (
 		}
 		tln := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 		closers = append(closers, tln.Close)
-		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: fast.wrapStreams(tln), RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
+		cfg.ListenerConfigs = append(cfg.ListenerConfigs, turn.ListenerConfig{Listener: fast.wrapStreams(tln, t.auth), RelayAddressGenerator: relay(), PermissionHandler: t.peers.permit})
 		announce(ln.Addr(), func(hp string) string { return "turns:" + hp + "?transport=tcp" })
 	}
 	t.nOwn = len(t.urls)

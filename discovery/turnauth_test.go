@@ -1,13 +1,16 @@
 package discovery
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v4"
+	"github.com/pion/turn/v5"
 
 	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/internal/turnauth/turnauthtest"
@@ -17,13 +20,16 @@ import (
 // credential is expired, or whose password is wrong, with 401 Unauthorized
 // carrying REALM and NONCE (RFC 8489 §9.2.4, as coturn does) — pion alone
 // answers 400, which a client reads as "malformed, never retry" rather than
-// "get new credentials". A good credential still allocates.
+// "get new credentials" — on its UDP, TCP and TLS listeners alike, and
+// counts each one. A good credential still allocates.
 func TestTURNAuth401(t *testing.T) {
 	testutil.LeakCheck(t)
 	svc, err := newTURNService(TURNOptions{
 		Secret:           testTURNSecret,
 		Realm:            "meshd",
 		UDPAddr:          "127.0.0.1:0",
+		TCPAddr:          "127.0.0.1:0",
+		TLSAddr:          "127.0.0.1:0",
 		RelayAddress:     netip.MustParseAddr("127.0.0.1"),
 		RelayBindAddress: "127.0.0.1",
 		RelayPortMin:     43000,
@@ -33,22 +39,43 @@ func TestTURNAuth401(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer svc.Close()
-	var server net.Addr
+	// The listeners by transport, and a client connection to each: TCP and
+	// TLS framed by pion's STUNConn, as a pion client's are.
+	servers := map[string]net.Addr{}
 	for _, u := range svc.urls {
-		if uri, err := stun.ParseURI(u); err == nil && uri.Scheme == stun.SchemeTypeTURN {
-			server, _ = net.ResolveUDPAddr("udp", net.JoinHostPort(uri.Host, "0"))
-			server.(*net.UDPAddr).Port = uri.Port
+		uri, err := stun.ParseURI(u)
+		if err != nil || uri.Scheme == stun.SchemeTypeSTUN {
+			continue
+		}
+		hp := net.JoinHostPort(uri.Host, strconv.Itoa(uri.Port))
+		switch {
+		case uri.Scheme == stun.SchemeTypeTURNS:
+			servers["tls"], _ = net.ResolveTCPAddr("tcp", hp)
+		case uri.Proto == stun.ProtoTypeTCP:
+			servers["tcp"], _ = net.ResolveTCPAddr("tcp", hp)
+		default:
+			servers["udp"], _ = net.ResolveUDPAddr("udp", hp)
 		}
 	}
-	if server == nil {
-		t.Fatalf("no turn: URL in %v", svc.urls)
+	dial := func(t *testing.T, transport string) net.PacketConn {
+		t.Helper()
+		var c net.Conn
+		var err error
+		switch transport {
+		case "udp":
+			return udpConn(t)
+		case "tcp":
+			c, err = net.Dial("tcp", servers["tcp"].String())
+		case "tls":
+			c, err = tls.Dial("tcp", servers["tls"].String(), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // what is answered is tested, not who answers
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return turn.NewSTUNConn(c)
 	}
 
-	challenge := turnauthtest.Allocate(t, udpConn(t), server, "", "", "", "")
-	var nonce stun.Nonce
-	if turnauthtest.ErrorCode(t, challenge) != 401 || nonce.GetFrom(challenge) != nil {
-		t.Fatalf("unauthenticated Allocate: %v, want pion's 401 challenge with a NONCE", challenge)
-	}
 	now := time.Now()
 	goodUser, goodPass := turnCredentials(testTURNSecret, "node-a", now.Add(time.Hour))
 	expiredUser, expiredPass := turnCredentials(testTURNSecret, "node-a", now.Add(-time.Minute))
@@ -62,13 +89,30 @@ func TestTURNAuth401(t *testing.T) {
 		{"not the scheme", "node-a", "x", 401},
 		{"good", goodUser, goodPass, 0},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			res := turnauthtest.Allocate(t, udpConn(t), server, tt.user, tt.pass, "meshd", nonce.String())
-			if tt.want == 401 {
-				turnauthtest.Check401(t, res, "meshd")
-			} else if got := turnauthtest.ErrorCode(t, res); got != tt.want {
-				t.Fatalf("Allocate answered %d (%v), want %d", got, res, tt.want)
+	for _, transport := range []string{"udp", "tcp", "tls"} {
+		t.Run(transport, func(t *testing.T) {
+			server := servers[transport]
+			if server == nil {
+				t.Fatalf("no %s listener in %v", transport, svc.urls)
+			}
+			challenge := turnauthtest.Allocate(t, dial(t, transport), server, "", "", "", "")
+			var nonce stun.Nonce
+			if turnauthtest.ErrorCode(t, challenge) != 401 || nonce.GetFrom(challenge) != nil {
+				t.Fatalf("unauthenticated Allocate: %v, want pion's 401 challenge with a NONCE", challenge)
+			}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					refused := svc.auth.Refused()
+					res := turnauthtest.Allocate(t, dial(t, transport), server, tt.user, tt.pass, "meshd", nonce.String())
+					if tt.want == 401 {
+						turnauthtest.Check401(t, res, "meshd")
+						if got := svc.auth.Refused() - refused; got != 1 {
+							t.Errorf("%d refusals counted, want 1", got)
+						}
+					} else if got := turnauthtest.ErrorCode(t, res); got != tt.want {
+						t.Fatalf("Allocate answered %d (%v), want %d", got, res, tt.want)
+					}
+				})
 			}
 		})
 	}

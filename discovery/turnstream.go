@@ -19,11 +19,14 @@ package discovery
  * peer) is sent on; runs to one peer leave with one sendmmsg (GSO) from
  * the allocation's relay socket. Every other frame is handed to pion
  * whole and in order through Read, STUN requests observed on the way
- * (ChannelBind, CreatePermission). From the first frame that cannot be
- * cut as pion would (no STUN or ChannelData header, a length pion's
- * arithmetic wraps, a ChannelData frame that also looks like STUN to
- * pion) the rest of the stream goes to pion unparsed; so does all of a
- * connection pion made an RFC 6062 data connection (ConnectionBind).
+ * (ChannelBind, CreatePermission); a request whose credential does not
+ * verify is answered 401 here and never reaches pion (internal/turnauth,
+ * as on the UDP listener; pion would answer 400). From the first frame
+ * that cannot be cut as pion would (no STUN or ChannelData header, a
+ * length pion's arithmetic wraps, a ChannelData frame that also looks
+ * like STUN to pion) the rest of the stream goes to pion unparsed, and
+ * pion answers what follows itself; so does all of a connection pion
+ * made an RFC 6062 data connection (ConnectionBind).
  *
  * Peer → client (the relay socket's reader, pion's allocation read loop,
  * turnfast.go): datagrams from a bound peer get their ChannelData header
@@ -48,6 +51,7 @@ import (
 	"time"
 
 	"github.com/meshd/meshd/internal/stunwire"
+	"github.com/meshd/meshd/internal/turnauth"
 )
 
 const (
@@ -131,18 +135,21 @@ func streamFrame(b []byte) (n int, kind streamKind) {
 }
 
 // wrapStreams wraps a TCP or TLS listener so its connections carry the
-// fast path; with f nil, ln is returned as it is.
-func (f *turnFast) wrapStreams(ln net.Listener) net.Listener {
+// fast path and auth's check (nil: none); with f nil, ln is returned as it
+// is and pion answers bad credentials on streams itself (400): the fast
+// path is off only where batched I/O is missing, and in benchmarks.
+func (f *turnFast) wrapStreams(ln net.Listener, auth *turnauth.Checker) net.Listener {
 	if f == nil {
 		return ln
 	}
-	return &turnStreamListener{Listener: ln, f: f}
+	return &turnStreamListener{Listener: ln, f: f, auth: auth}
 }
 
 // turnStreamListener is a TCP or TLS listener as pion sees it.
 type turnStreamListener struct {
 	net.Listener
-	f *turnFast
+	f    *turnFast
+	auth *turnauth.Checker // or nil
 }
 
 // Accept wraps the next connection.
@@ -151,7 +158,7 @@ func (l *turnStreamListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc := &turnStreamConn{Conn: c, f: l.f}
+	sc := &turnStreamConn{Conn: c, f: l.f, auth: l.auth}
 	sc.tls, _ = c.(*tls.Conn)
 	return sc, nil
 }
@@ -159,8 +166,9 @@ func (l *turnStreamListener) Accept() (net.Conn, error) {
 // turnStreamConn is a stream client's connection as pion sees it.
 type turnStreamConn struct {
 	net.Conn
-	f   *turnFast
-	tls *tls.Conn // the same connection when it is TLS, or nil
+	f    *turnFast
+	tls  *tls.Conn         // the same connection when it is TLS, or nil
+	auth *turnauth.Checker // answers bad credentials 401, or nil
 
 	// wmu serializes writes to the stream, each one or more whole
 	// frames: pion's (Write) and the fast path's (writeFrames).
@@ -261,6 +269,10 @@ func (c *turnStreamConn) scan() bool {
 				if len(b) < n {
 					return false
 				}
+				if c.refuse(b[:n]) {
+					rd.r += n
+					continue
+				}
 				c.f.observeRequest(b[:n], c.id())
 			}
 			rd.flush(c.f)
@@ -290,6 +302,24 @@ func (c *turnStreamConn) scan() bool {
 		rd.push(c.f, bd, b[4:4+length])
 		rd.r += n
 	}
+}
+
+// refuse answers m, a whole STUN message from the client, with 401 when
+// it is a request whose credential does not verify (internal/turnauth),
+// and reports whether it did: pion never sees m then. A request pion
+// would drop (turnStreamMTU or longer) is left to pion.
+func (c *turnStreamConn) refuse(m []byte) bool {
+	if c.auth == nil {
+		return false
+	}
+	resp := c.auth.Check(m)
+	if resp == nil {
+		return false
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, _ = c.Conn.Write(resp) // a broken stream fails pion's next read
+	return true
 }
 
 // fill reads more of the stream into the buffer, after sending the run

@@ -20,6 +20,10 @@
 // passes untouched, after a look at the first bytes. Authenticated
 // requests are control traffic (a few per allocation and minute), so the
 // key derived twice (here and in pion's AuthHandler) costs nothing.
+//
+// On TCP and TLS listeners a server that cuts the stream into STUN
+// messages itself (discovery's turnStreamConn) calls Checker.Check with
+// each whole message and writes the answer on the stream.
 package turnauth
 
 import (
