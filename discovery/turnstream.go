@@ -14,7 +14,7 @@ package discovery
  * Client → peer (pion's read loop for the connection, the only reader):
  * the stream is read into the connection's buffer, as much as is there;
  * frames are cut at its start exactly where pion would cut them
- * (streamFrame). Each ChannelData frame of a channel bound on this
+ * (stunwire.StreamFrame). Each ChannelData frame of a channel bound on this
  * connection (pion answered the ChannelBind; the peer policy allowed the
  * peer) is sent on; runs to one peer leave with one sendmmsg (GSO) from
  * the allocation's relay socket. Every other frame is handed to pion
@@ -71,68 +71,11 @@ const (
 	// turnTLSHandshakeTimeout bounds the TLS handshake, as pion bounds it
 	// for the *tls.Conn it no longer sees beneath the wrapper.
 	turnTLSHandshakeTimeout = 10 * time.Second
-	// maxChannelFrame is the highest channel number pion frames as
-	// ChannelData (0x4000-0x7fff; only 0x4000-0x4fff are bound).
-	maxChannelFrame = 0x7fff
 	// typeConnectionBindSuccess answers an RFC 6062 ConnectionBind: the
 	// connection it is written on carries a TCP peer's bytes from then on,
 	// unframed.
 	typeConnectionBindSuccess = 0x010b
 )
-
-// streamKind says what streamFrame found at the start of a stream.
-type streamKind uint8
-
-const (
-	streamIncomplete  streamKind = iota // too few bytes to tell
-	streamSTUN                          // a STUN message
-	streamChannelData                   // a ChannelData frame, padding included
-	streamUnframed                      // no frame pion cuts as here: pion reads the rest
-)
-
-func (k streamKind) String() string {
-	switch k {
-	case streamIncomplete:
-		return "incomplete"
-	case streamSTUN:
-		return "stun"
-	case streamChannelData:
-		return "channelData"
-	case streamUnframed:
-		return "unframed"
-	}
-	return "unknown"
-}
-
-// streamFrame returns the length and kind of the frame at the start of b,
-// a stream from a TURN client cut at frame boundaries, as pion's STUNConn
-// cuts it: a STUN message when bytes 4-8 are the magic cookie, else a
-// ChannelData frame when bytes 0-2 are a channel number. pion's cut
-// depends on how much it has buffered when a ChannelData frame's bytes 4-8
-// are the cookie, and wraps at 16 bits for lengths near 65535: both are
-// streamUnframed here, so that every frame cut here is cut the same by
-// pion. n may exceed len(b).
-func streamFrame(b []byte) (n int, kind streamKind) {
-	if len(b) < 8 {
-		return 0, streamIncomplete
-	}
-	ch := binary.BigEndian.Uint16(b[0:2])
-	length := int(binary.BigEndian.Uint16(b[2:4]))
-	isChannel := ch >= minChannel && ch <= maxChannelFrame
-	isSTUN := binary.BigEndian.Uint32(b[4:8]) == stunwire.MagicCookie
-	switch {
-	case isChannel && !isSTUN:
-		n, kind = 4+(length+3)&^3, streamChannelData
-	case isSTUN && !isChannel:
-		n, kind = stunwire.HeaderLen+length, streamSTUN
-	default:
-		return 0, streamUnframed
-	}
-	if n > 0xffff {
-		return 0, streamUnframed
-	}
-	return n, kind
-}
 
 // wrapStreams wraps a TCP or TLS listener so its connections carry the
 // fast path and auth's check (nil: none); with f nil, ln is returned as it
@@ -256,15 +199,15 @@ func (c *turnStreamConn) scan() bool {
 	var now time.Time
 	for {
 		b := rd.buf[rd.r:rd.w]
-		n, kind := streamFrame(b)
+		n, kind := stunwire.StreamFrame(b)
 		switch kind {
-		case streamIncomplete:
+		case stunwire.FrameIncomplete:
 			return false
-		case streamUnframed:
+		case stunwire.FrameUnframed:
 			rd.flush(c.f)
 			rd.raw = true
 			return true
-		case streamSTUN:
+		case stunwire.FrameSTUN:
 			if n < turnStreamMTU {
 				if len(b) < n {
 					return false

@@ -17,6 +17,7 @@ import (
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 
+	"github.com/meshd/meshd/internal/stunwire"
 	"github.com/meshd/meshd/internal/testutil"
 )
 
@@ -367,32 +368,6 @@ func TestTURNStreamWritesFrames(t *testing.T) {
 	}
 }
 
-// TestStreamFrame: the frame cut agrees with pion's STUNConn wherever it
-// is made.
-func TestStreamFrame(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		b    []byte
-		n    int
-		kind streamKind
-	}{
-		{"short", []byte{0x40, 0x01, 0, 5, 1, 2, 3}, 0, streamIncomplete},
-		{"channel data padded", []byte{0x40, 0x01, 0, 5, 1, 2, 3, 4}, 12, streamChannelData},
-		{"channel data aligned", []byte{0x7f, 0xff, 0, 8, 1, 2, 3, 4}, 12, streamChannelData},
-		{"stun", []byte{0x00, 0x09, 0, 8, 0x21, 0x12, 0xa4, 0x42}, 28, streamSTUN},
-		{"stun-looking channel data", []byte{0x40, 0x01, 0, 8, 0x21, 0x12, 0xa4, 0x42}, 0, streamUnframed},
-		{"neither", []byte{0x80, 0x01, 0, 8, 1, 2, 3, 4}, 0, streamUnframed},
-		{"channel data length wraps in pion", []byte{0x40, 0x01, 0xff, 0xfd, 1, 2, 3, 4}, 0, streamUnframed},
-		{"stun length wraps in pion", []byte{0x00, 0x09, 0xff, 0xf0, 0x21, 0x12, 0xa4, 0x42}, 0, streamUnframed},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if n, kind := streamFrame(tc.b); n != tc.n || kind != tc.kind {
-				t.Fatalf("streamFrame = %d %v, want %d %v", n, kind, tc.n, tc.kind)
-			}
-		})
-	}
-}
-
 // FuzzTURNStreamFrames: whatever a client sends, cut into reads of any
 // size, pion gets exactly the frames a reference cut of the whole stream
 // leaves it, in order, and the fast path sends exactly the bound channel's
@@ -428,17 +403,17 @@ func FuzzTURNStreamFrames(f *testing.F) {
 func referenceCut(in []byte) (pion []byte, fast int) {
 	for pos := 0; pos < len(in); {
 		b := in[pos:]
-		n, kind := streamFrame(b)
+		n, kind := stunwire.StreamFrame(b)
 		switch kind {
-		case streamIncomplete:
+		case stunwire.FrameIncomplete:
 			return pion, fast
-		case streamUnframed:
+		case stunwire.FrameUnframed:
 			return append(pion, b...), fast
-		case streamSTUN:
+		case stunwire.FrameSTUN:
 			if n < turnStreamMTU && n > len(b) {
 				return pion, fast
 			}
-		case streamChannelData:
+		case stunwire.FrameChannelData:
 			if binary.BigEndian.Uint16(b) == 0x4001 && n <= turnStreamMaxWait {
 				if n > len(b) {
 					return pion, fast
@@ -531,11 +506,11 @@ func BenchmarkTURNForwardToStream(b *testing.B) {
 				w += n
 				frames := 0
 				for {
-					fn, kind := streamFrame(buf[r:w])
-					if kind == streamIncomplete || kind == streamUnframed || fn > w-r {
+					fn, kind := stunwire.StreamFrame(buf[r:w])
+					if kind == stunwire.FrameIncomplete || kind == stunwire.FrameUnframed || fn > w-r {
 						break
 					}
-					if kind == streamChannelData {
+					if kind == stunwire.FrameChannelData {
 						frames++ // not the warm-up's Data indications
 					}
 					r += fn

@@ -27,9 +27,10 @@ package tunnel
  * Receive (pion's TURN read loop calls STUNConn.ReadFrom, which calls
  *   turnStream.Read; the only reader of the stream):
  *   1. read a chunk of the stream into the reader's buffer (streamBufSize,
- *      which holds the largest frame the length fields allow, so a frame
- *      split across reads waits there for its rest);
- *   2. follow the framing (streamFrame): each frame's length is read from
+ *      which holds the largest frame cut, so a frame split across reads
+ *      waits there for its rest);
+ *   2. follow the framing (streamFrame, stunwire.StreamFrame: the cut the
+ *      embedded server's connections make too): each frame's length is read from
  *      its header and checked against what is buffered before anything is
  *      done with it; STUN answers are noted (permissions, the relayed
  *      address);
@@ -41,8 +42,9 @@ package tunnel
  *   4. every other frame (STUN, unknown channels, ICE checks and DTLS
  *      records inside ChannelData, a record of an epoch not installed yet)
  *      is handed to pion unchanged and in stream order, as Read's result;
- *      bytes that follow no framing (neither STUN nor ChannelData) and all
- *      that comes after them go to pion as read.
+ *      bytes that follow no framing (neither STUN nor ChannelData, or a
+ *      frame pion might cut otherwise) and all that comes after them go to
+ *      pion as read.
  *
  * Buffers: the stream buffer and the slots belong to the reader and are
  * reused; a ReceiveFunc borrows a slot for its call only. Send buffers are
@@ -57,22 +59,23 @@ package tunnel
 
 import (
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/meshd/meshd/internal/stunwire"
 )
 
 const (
 	// streamBufSize is a TURN stream reader's buffer. It holds the
 	// largest frame (maxStreamFrame) whatever precedes it.
 	streamBufSize = 1 << 17
-	// maxStreamFrame is the largest frame the length fields allow: a STUN
-	// message (20 + 65535) or ChannelData (4 + 65535 padded to 65536).
-	maxStreamFrame = stunHeaderLen + 0xffff
+	// maxStreamFrame is the largest frame cut: pion's 16-bit arithmetic
+	// wraps beyond (stunwire.StreamFrame).
+	maxStreamFrame = 0xffff
 )
 
 // The reader's buffer holds any frame once the bytes before it are gone.
@@ -84,46 +87,19 @@ var streamPadding [3]byte
 // streamPad is the padding after a ChannelData frame of n bytes.
 func streamPad(n int) int { return -n & 3 }
 
-// frameKind is what streamFrame found at the front of a stream.
-type frameKind uint8
-
-const (
-	frameShort   frameKind = iota // not complete yet: read more
-	frameSTUN                     // a STUN message
-	frameChannel                  // ChannelData, padding included
-	frameBad                      // neither: the framing is lost
-)
-
-// streamFrame returns the complete frame at the front of b (RFC 8656
-// §12.5 framing: STUN with its magic cookie, 20 + length bytes; ChannelData,
-// first byte 0x40-0x7F, 4 + length bytes padded to 4) and its kind. The
-// length is checked against b before the frame is returned; a frame is at
-// most maxStreamFrame bytes.
+// streamFrame returns the complete frame at the front of b and its kind,
+// cut as stunwire.StreamFrame cuts it (RFC 8656 §12.5 framing, where pion's
+// STUNConn above cuts the same): a frame not all in b yet is
+// stunwire.FrameIncomplete. A frame is at most maxStreamFrame bytes.
 //
 // borrowed: the frame is a slice of b.
-func streamFrame(b []byte) ([]byte, frameKind) {
-	if len(b) < chanHdrLen {
-		return nil, frameShort
-	}
-	var n int
-	kind := frameChannel
-	switch b[0] >> 6 {
-	case 0:
-		if len(b) < stunHeaderLen {
-			return nil, frameShort
-		}
-		if binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
-			return nil, frameBad
-		}
-		n, kind = stunHeaderLen+int(binary.BigEndian.Uint16(b[2:4])), frameSTUN
-	case 1:
-		n = chanHdrLen + int(binary.BigEndian.Uint16(b[2:4]))
-		n += streamPad(n)
-	default:
-		return nil, frameBad
-	}
-	if n > len(b) {
-		return nil, frameShort
+func streamFrame(b []byte) ([]byte, stunwire.FrameKind) {
+	n, kind := stunwire.StreamFrame(b)
+	switch {
+	case kind != stunwire.FrameSTUN && kind != stunwire.FrameChannelData:
+		return nil, kind
+	case n > len(b):
+		return nil, stunwire.FrameIncomplete
 	}
 	return b[:n], kind
 }
@@ -283,17 +259,17 @@ func (c *turnStream) parse(in *streamIn) bool {
 	for {
 		f, kind := streamFrame(in.buf[in.r:in.w])
 		switch kind {
-		case frameShort:
+		case stunwire.FrameIncomplete:
 			in.pass = in.buf[start:in.r]
 			return len(in.pass) > 0
-		case frameBad:
+		case stunwire.FrameUnframed:
 			in.raw = true
 			in.pass, in.r = in.buf[start:in.w], in.w
 			return true
-		case frameSTUN:
+		case stunwire.FrameSTUN:
 			c.perms.answer(f, time.Now())
 			c.fast.learnAllocation(f, in.server)
-		case frameChannel:
+		case stunwire.FrameChannelData:
 			if l, rec := t.channelRecord(f); l != nil {
 				if in.r > start {
 					in.pass = in.buf[start:in.r] // pion's frames first

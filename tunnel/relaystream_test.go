@@ -14,6 +14,7 @@ import (
 
 	"github.com/pion/stun/v4"
 
+	"github.com/meshd/meshd/internal/stunwire"
 	"github.com/meshd/meshd/internal/testutil"
 	"github.com/meshd/meshd/tunnel/record"
 )
@@ -418,14 +419,15 @@ func TestRelayStreamSendTCP(t *testing.T) {
 }
 
 // FuzzStreamFrame: whatever the stream holds, a frame is within what was
-// read and the largest the length fields allow, and the reader hands pion
+// read and no longer than pion cuts (stunwire.FuzzStreamFrame checks the
+// cut against pion's), and the reader hands pion
 // exactly the bytes it does not deliver.
 func FuzzStreamFrame(f *testing.F) {
 	f.Add(append(tcpChannelData(0x4001, []byte("x")), 0x00, 0x01), 3)
 	f.Add([]byte{0x40, 0x01, 0xff, 0xff, 1, 2, 3}, 1)
 	f.Add([]byte{0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, 7)
 	f.Fuzz(func(t *testing.T, b []byte, chunk int) {
-		if fr, kind := streamFrame(b); kind == frameSTUN || kind == frameChannel {
+		if fr, kind := streamFrame(b); kind == stunwire.FrameSTUN || kind == stunwire.FrameChannelData {
 			if len(fr) > len(b) || len(fr) > maxStreamFrame || len(fr) < chanHdrLen {
 				t.Fatalf("frame of %d bytes from %d", len(fr), len(b))
 			}

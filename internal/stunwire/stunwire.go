@@ -1,6 +1,7 @@
 // Package stunwire decodes the few parts of STUN messages (RFC 5389,
 // RFC 8656) that the TURN fast paths learn from as control datagrams go
-// by: the header, the attributes and XOR-*-ADDRESS values. The embedded
+// by: the header, the attributes and XOR-*-ADDRESS values; and it cuts a
+// TURN stream (TCP, TLS) into frames as pion does (StreamFrame). The embedded
 // TURN server (discovery) and the relay client's socket (tunnel) share
 // it. Nothing here allocates, and nothing reads past the slices it is
 // given: the input is whatever arrived from the network.
