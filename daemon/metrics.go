@@ -85,6 +85,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	describeRelay(ch)
+	describeCoordTURN(ch)
 	describeLatency(ch)
 }
 
@@ -161,6 +162,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(m.coordTURNRefused, d.coord.TURNPeersRefused())
 	}
 	d.collectRelay(ch)
+	d.collectCoordTURN(ch)
 	d.collectLatency(ch)
 }
 

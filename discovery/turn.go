@@ -387,3 +387,13 @@ func (p *pionLogger) Warn(msg string)                   { p.log(slog.LevelWarn, 
 func (p *pionLogger) Warnf(format string, args ...any)  { p.logf(slog.LevelWarn, format, args...) }
 func (p *pionLogger) Error(msg string)                  { p.log(slog.LevelWarn, msg) }
 func (p *pionLogger) Errorf(format string, args ...any) { p.logf(slog.LevelWarn, format, args...) }
+
+// TURNAuthRefused counts the requests the embedded TURN server answered
+// 401 for a bad, expired or forged credential since Start, on all its
+// listeners (UDP, TCP, TLS).
+func (c *Coordinator) TURNAuthRefused() uint64 {
+	if c.turn == nil || c.turn.auth == nil {
+		return 0
+	}
+	return c.turn.auth.Refused()
+}

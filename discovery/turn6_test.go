@@ -149,7 +149,7 @@ func TestTURNRelayFamilies(t *testing.T) {
 			}
 			if ts.fast != nil {
 				testutil.WaitFor(t, 5*time.Second, "datagrams each way through the fast path", func() bool {
-					return ts.fast.toPeer.Load() >= 20 && ts.fast.toClient.Load() >= 20
+					return allForwarded(ts.fast, dirToPeer) >= 20 && allForwarded(ts.fast, dirToClient) >= 20
 				})
 			}
 		})

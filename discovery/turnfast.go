@@ -129,11 +129,95 @@ type turnFast struct {
 	relays  map[relayKey]*turnRelaySock // open relay sockets by family and port
 	clients map[clientID]*turnRelaySock // client → its allocation's relay socket
 
-	// toPeer and toClient count datagrams the fast path forwarded, of UDP
-	// and stream clients; streamToPeer and streamToClient those of stream
-	// clients alone.
-	toPeer, toClient             atomic.Uint64
-	streamToPeer, streamToClient atomic.Uint64
+	// fwd counts what the fast path forwarded, by the client's transport
+	// and direction (TURNFastStats).
+	fwd [numTURNTransports][2]turnFwdCount
+}
+
+// turnTransport is how a client reaches the embedded server.
+type turnTransport uint8
+
+const (
+	turnUDP turnTransport = iota
+	turnTCP
+	turnTLS
+	numTURNTransports
+)
+
+func (t turnTransport) String() string {
+	switch t {
+	case turnUDP:
+		return "udp"
+	case turnTCP:
+		return "tcp"
+	case turnTLS:
+		return "tls"
+	}
+	return "unknown"
+}
+
+// Directions of turnFast.fwd.
+const (
+	dirToPeer   = 0 // from a client's allocation out to its peer
+	dirToClient = 1 // from the peer back to the client
+)
+
+// turnFwdCount is one transport's and direction's fast-path totals.
+type turnFwdCount struct{ frames, bytes atomic.Uint64 }
+
+// transport is how the client reaches the server.
+func (id clientID) transport() turnTransport {
+	switch {
+	case id.stream == nil:
+		return turnUDP
+	case id.stream.tls != nil:
+		return turnTLS
+	}
+	return turnTCP
+}
+
+// count adds a run of datagrams forwarded for client in direction dir,
+// payload bytes of them (ChannelData headers not counted).
+func (f *turnFast) count(client clientID, dir int, run int, payload int) {
+	c := &f.fwd[client.transport()][dir]
+	c.frames.Add(uint64(run))
+	c.bytes.Add(uint64(payload))
+}
+
+// TURNForward is what the embedded TURN server's fast path forwarded for
+// the clients of one transport in one direction since Start.
+type TURNForward struct {
+	Transport string // "udp", "tcp" (TURN over TCP) or "tls" (TURN over TLS)
+	Direction string // "to_peer" (client → peer) or "to_client" (peer → client)
+	Frames    uint64 // datagrams (to a stream client: ChannelData frames)
+	Bytes     uint64 // their payload bytes, ChannelData headers and padding not counted
+}
+
+// TURNFastStats returns the embedded TURN server's fast-path totals, one
+// per transport and direction (udp, tcp, tls × to_peer, to_client); nil
+// without an embedded server or its fast path. What pion forwards itself
+// (before a channel is bound, Send and Data indications, RFC 6062 data
+// connections) is not in them.
+func (c *Coordinator) TURNFastStats() []TURNForward {
+	if c.turn == nil {
+		return nil
+	}
+	return c.turn.fast.stats()
+}
+
+// stats are f's totals (TURNFastStats); nil for a nil f.
+func (f *turnFast) stats() []TURNForward {
+	if f == nil {
+		return nil
+	}
+	out := make([]TURNForward, 0, 2*numTURNTransports)
+	for t := range numTURNTransports {
+		for dir, name := range [2]string{dirToPeer: "to_peer", dirToClient: "to_client"} {
+			out = append(out, TURNForward{Transport: t.String(), Direction: name,
+				Frames: f.fwd[t][dir].frames.Load(), Bytes: f.fwd[t][dir].bytes.Load()})
+		}
+	}
+	return out
 }
 
 // newTURNFast returns the fast path of one embedded server, or nil where
@@ -493,6 +577,16 @@ func (r *turnReader) push(f *turnFast, bd *turnBinding, b []byte) {
 	r.run = append(r.run, b)
 }
 
+// runBytes is the payload length of run, each datagram hdr bytes of
+// ChannelData header and its payload.
+func runBytes(run [][]byte, hdr int) int {
+	n := 0
+	for _, b := range run {
+		n += len(b) - hdr
+	}
+	return n
+}
+
 // flush sends the run with one sendmmsg: to the peer from the binding's
 // relay socket, or, for a relay socket's reader, to the client from the
 // listener, or to a stream client as padded frames in one write
@@ -503,19 +597,15 @@ func (r *turnReader) flush(f *turnFast) {
 		switch {
 		case !r.toClient:
 			if bd.relay.bc.send(r.tx, r.run, bd.peer) == nil {
-				f.toPeer.Add(uint64(len(r.run)))
-				if bd.client.stream != nil {
-					f.streamToPeer.Add(uint64(len(r.run)))
-				}
+				f.count(bd.client, dirToPeer, len(r.run), runBytes(r.run, 0))
 			}
 		case bd.client.stream != nil:
 			if bd.client.stream.writeFrames(&r.sw, r.run) == nil {
-				f.toClient.Add(uint64(len(r.run)))
-				f.streamToClient.Add(uint64(len(r.run)))
+				f.count(bd.client, dirToClient, len(r.run), runBytes(r.run, 4))
 			}
 		case f.ln != nil:
 			if f.ln.bc.send(r.tx, r.run, bd.client.addr) == nil {
-				f.toClient.Add(uint64(len(r.run)))
+				f.count(bd.client, dirToClient, len(r.run), runBytes(r.run, 4))
 			}
 		}
 	}

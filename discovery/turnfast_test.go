@@ -99,7 +99,7 @@ func TestTURNFastForwarding(t *testing.T) {
 	// Counted after the send returns, which may be after the datagram
 	// arrived.
 	testutil.WaitFor(t, 5*time.Second, "50 datagrams each way through the fast path", func() bool {
-		return f.toPeer.Load() >= 50 && f.toClient.Load() >= 50
+		return allForwarded(f, dirToPeer) >= 50 && allForwarded(f, dirToClient) >= 50
 	})
 
 	// A second peer, reached while its channel is still being bound (the

@@ -120,10 +120,22 @@ func streamBindings(f *turnFast) int {
 	return n
 }
 
+// streamForwarded is the frames f forwarded for stream clients (TCP and
+// TLS) in direction dir.
+func streamForwarded(f *turnFast, dir int) uint64 {
+	return f.fwd[turnTCP][dir].frames.Load() + f.fwd[turnTLS][dir].frames.Load()
+}
+
+// allForwarded is the frames f forwarded for any client in direction dir.
+func allForwarded(f *turnFast, dir int) uint64 {
+	return streamForwarded(f, dir) + f.fwd[turnUDP][dir].frames.Load()
+}
+
 // TestTURNStreamFastForwarding: a client on the TCP and on the TLS listener,
 // with a channel bound to a UDP peer, exchanges data with it both ways
 // through the stream fast path, byte for byte, lengths not a multiple of 4
-// included (padding); and the bindings go with the connection.
+// included (padding), counted under its own transport (frames and payload
+// bytes, TURNFastStats); and the bindings go with the connection.
 func TestTURNStreamFastForwarding(t *testing.T) {
 	if !batchIOSupported {
 		t.Skip("batched UDP I/O is Linux-only")
@@ -135,14 +147,28 @@ func TestTURNStreamFastForwarding(t *testing.T) {
 			ts, relay, stream, peer := startStreamTURN(t, false, overTLS)
 			f := ts.fast
 			warmChannel(t, relay, peer, func(int) bool { return streamBindings(f) > 0 })
-			toPeer0, toClient0 := f.streamToPeer.Load(), f.streamToClient.Load()
+			toPeer0, toClient0 := streamForwarded(f, dirToPeer), streamForwarded(f, dirToClient)
 			const rounds = 50
 			exchange(t, relay, peer, rounds, 1201, 101) // lengths of every remainder mod 4
 			// Counted after the send returns, which may be after the
 			// datagram arrived.
 			testutil.WaitFor(t, 5*time.Second, "the datagrams each way through the stream fast path", func() bool {
-				return f.streamToPeer.Load()-toPeer0 >= rounds && f.streamToClient.Load()-toClient0 >= rounds
+				return streamForwarded(f, dirToPeer)-toPeer0 >= rounds && streamForwarded(f, dirToClient)-toClient0 >= rounds
 			})
+			// Payload bytes: the exchange's lengths, without headers or padding.
+			wantBytes := map[string]uint64{"to_peer": 1201 * rounds, "to_client": 101 * rounds}
+			for i := range rounds {
+				wantBytes["to_peer"] += uint64(i)
+				wantBytes["to_client"] += uint64(i)
+			}
+			for _, st := range f.stats() {
+				switch {
+				case st.Transport != name && st.Frames+st.Bytes != 0:
+					t.Errorf("%+v counted for a %s client", st, name)
+				case st.Transport == name && (st.Frames < rounds || st.Bytes < wantBytes[st.Direction]):
+					t.Errorf("%+v, want at least %d frames of %d payload bytes", st, rounds, wantBytes[st.Direction])
+				}
+			}
 
 			_ = relay.Close()
 			_ = stream.Close()
@@ -174,9 +200,9 @@ func TestTURNStreamPolicyDenied(t *testing.T) {
 	if n, _, err := peer.ReadFrom(make([]byte, 64)); err == nil {
 		t.Fatalf("a refused peer got %d bytes", n)
 	}
-	if n := streamBindings(ts.fast); n != 0 || ts.fast.streamToPeer.Load() != 0 || ts.fast.streamToClient.Load() != 0 {
+	if n := streamBindings(ts.fast); n != 0 || streamForwarded(ts.fast, dirToPeer) != 0 || streamForwarded(ts.fast, dirToClient) != 0 {
 		t.Fatalf("%d bindings, %d to the peer, %d to the client through the fast path, want none",
-			n, ts.fast.streamToPeer.Load(), ts.fast.streamToClient.Load())
+			n, streamForwarded(ts.fast, dirToPeer), streamForwarded(ts.fast, dirToClient))
 	}
 }
 
@@ -334,8 +360,15 @@ func TestTURNStreamSplitFrames(t *testing.T) {
 		ones[i] = stream[i : i+1 : i+1]
 	}
 	check(t, ones)
-	if got := rig.f.streamToPeer.Load(); got != uint64((len(stream)+2)*len(forPeer)) {
+	if got := streamForwarded(rig.f, dirToPeer); got != uint64((len(stream)+2)*len(forPeer)) {
 		t.Errorf("%d frames counted to the peer, want %d", got, (len(stream)+2)*len(forPeer))
+	}
+	payload := 0
+	for _, p := range forPeer {
+		payload += len(p)
+	}
+	if got := rig.f.fwd[turnTCP][dirToPeer].bytes.Load(); got != uint64((len(stream)+2)*payload) {
+		t.Errorf("%d bytes counted to the peer, want %d (payloads only)", got, (len(stream)+2)*payload)
 	}
 }
 
@@ -384,13 +417,13 @@ func FuzzTURNStreamFrames(f *testing.F) {
 			n := min(len(rest), int(step)+1)
 			chunks, rest = append(chunks, rest[:n:n]), rest[n:]
 		}
-		before := rig.f.streamToPeer.Load()
+		before := streamForwarded(rig.f, dirToPeer)
 		c := rig.conn(chunks)
 		defer c.Close()
 		if got := readAll(t, c); !bytes.Equal(got, wantPion) {
 			t.Fatalf("pion got\n%x\nwant\n%x", got, wantPion)
 		}
-		if got := rig.f.streamToPeer.Load() - before; got != uint64(wantFast) {
+		if got := streamForwarded(rig.f, dirToPeer) - before; got != uint64(wantFast) {
 			t.Fatalf("%d frames forwarded, want %d", got, wantFast)
 		}
 	})
@@ -543,7 +576,7 @@ func TestTURNStreamDataConnection(t *testing.T) {
 			t.Fatalf("read %d: %x (%v), want %x", i, p[:n], err, want)
 		}
 	}
-	if got := rig.f.streamToPeer.Load(); got != 0 {
+	if got := streamForwarded(rig.f, dirToPeer); got != 0 {
 		t.Fatalf("%d frames of a data connection forwarded", got)
 	}
 }
