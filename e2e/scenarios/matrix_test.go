@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -158,7 +160,10 @@ func (r *pairResult) fail(format string, args ...any) {
 // VPS is IPv6-only: the path's address family is recorded for every pair
 // and asserted where only one family has a direct path, and pairs whose
 // path must be IPv6 carry the overlay's IPv6 (ping -6 and the transfer to
-// the peer's overlay IPv6 address). It writes docs/nat-matrix.md.
+// the peer's overlay IPv6 address). The UDP-blocked node's relayed
+// transfers (TURN over TCP) must move the coordinator's TURN fast-path
+// counters for TCP clients both ways (meshd_coordinator_turn_fast_packets_total).
+// It writes docs/nat-matrix.md.
 func TestNATMatrix(t *testing.T) {
 	testutil.LeakCheck(t)
 	l := lab.New(t, lab.Options{})
@@ -166,7 +171,9 @@ func TestNATMatrix(t *testing.T) {
 	// The coordinator also relays over TCP, for the UDP-blocked node.
 	// It is dual-stack: the IPv6-only node reaches it over IPv6, and its
 	// TURN relays between the families.
-	coord := m.addNode(l.AddHost(t, "coord", lab.HostOptions{IPv6: true}), nodeOpts{coordinator: true, turnTCP: true})
+	// Its metrics show whether the relayed bytes took the TURN server's
+	// fast path.
+	coord := m.addNode(l.AddHost(t, "coord", lab.HostOptions{IPv6: true}), nodeOpts{coordinator: true, turnTCP: true, metrics: true})
 	join := nodeOpts{join: []*node{coord}}
 
 	var nodes []*matrixNode
@@ -265,6 +272,7 @@ func TestNATMatrix(t *testing.T) {
 	t.Logf("paths settled after %v more (all determined cells as expected: %v)", settled.Round(time.Millisecond), ok)
 
 	// 1 MiB over TCP for every pair, a few at a time.
+	fastBefore := scrapeTURNFast(context.Background(), t, coord)
 	sem := make(chan struct{}, 3)
 	for _, p := range pairs {
 		wg.Add(1)
@@ -290,6 +298,7 @@ func TestNATMatrix(t *testing.T) {
 	}
 	wg.Wait()
 	snapshot() // the path the transfer used
+	checkTURNFast(t, pairs, fastBefore, scrapeTURNFast(context.Background(), t, coord))
 
 	// Every link must keep a relayed candidate pair: it is what the link
 	// falls back to when its direct path breaks (TestPaths/relay-fallback).
@@ -368,6 +377,60 @@ func TestNATMatrix(t *testing.T) {
 		t.Errorf("writing %s: %v", path, err)
 	}
 	t.Logf("wrote %s", path)
+}
+
+// turnFastSeries is a series of the coordinator's TURN fast-path counters.
+var turnFastSeries = regexp.MustCompile(`(?m)^meshd_coordinator_turn_fast_packets_total\{direction="([a-z_]+)",transport="([a-z]+)"\} (\S+)$`)
+
+// scrapeTURNFast reads the coordinator's embedded TURN fast-path datagram
+// counts, keyed "transport direction" (e.g. "tcp to_peer").
+func scrapeTURNFast(ctx context.Context, t *testing.T, coord *node) map[string]float64 {
+	t.Helper()
+	out, err := coord.host.Output(ctx, "curl", "-sf", fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+	if err != nil {
+		t.Fatalf("%s: scrape: %v", coord.name, err)
+	}
+	m := map[string]float64{}
+	for _, s := range turnFastSeries.FindAllStringSubmatch(out, -1) {
+		v, err := strconv.ParseFloat(s[3], 64)
+		if err != nil {
+			t.Fatalf("%s: %s: %v", coord.name, s[0], err)
+		}
+		m[s[2]+" "+s[1]] = v
+	}
+	return m
+}
+
+// checkTURNFast logs what the coordinator's TURN fast path forwarded during
+// the transfers and asserts that the UDP-blocked node's relayed transfers
+// (TURN over TCP) took it both ways: a relayed pair that works only
+// through pion's one-datagram-per-call path fails here.
+func checkTURNFast(t *testing.T, pairs []*pairResult, before, after map[string]float64) {
+	t.Helper()
+	var parts []string
+	for _, tr := range []string{"udp", "tcp", "tls"} {
+		for _, dir := range []string{"to_peer", "to_client"} {
+			k := tr + " " + dir
+			parts = append(parts, fmt.Sprintf("%s %.0f", k, after[k]-before[k]))
+		}
+	}
+	t.Logf("coordinator TURN fast path during the transfers (datagrams): %s", strings.Join(parts, ", "))
+	tcpRelayed := 0
+	for _, p := range pairs {
+		if (p.a.class == classUDPBlocked || p.b.class == classUDPBlocked) && p.transferErr == nil && p.viewA.Path == control.PathRelay {
+			tcpRelayed++
+		}
+	}
+	if tcpRelayed == 0 {
+		t.Error("no UDP-blocked pair transferred over the relay: the TURN-over-TCP fast path was not exercised")
+		return
+	}
+	for _, dir := range []string{"to_peer", "to_client"} {
+		if k := "tcp " + dir; after[k]-before[k] < 1 {
+			t.Errorf("%d relayed transfers of the UDP-blocked node (TURN over TCP), but the coordinator's TURN fast path forwarded %.0f datagrams %s for TCP clients",
+				tcpRelayed, after[k]-before[k], dir)
+		}
+	}
 }
 
 // judge checks one pair against the expectations.
