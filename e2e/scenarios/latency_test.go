@@ -144,23 +144,15 @@ var stageSeries = regexp.MustCompile(`(?m)^meshd_datapath_stage_seconds_(sum|cou
 // scrapeStages reads n's meshd_datapath_stage_seconds counts and sums.
 func scrapeStages(ctx context.Context, t *testing.T, n *node) map[string]stageTotals {
 	t.Helper()
-	out, err := n.host.Output(ctx, "curl", "-sf", fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
-	if err != nil {
-		t.Fatalf("%s: scrape: %v", n.name, err)
-	}
 	m := map[string]stageTotals{}
-	for _, s := range stageSeries.FindAllStringSubmatch(out, -1) {
-		v, err := strconv.ParseFloat(s[3], 64)
-		if err != nil {
-			t.Fatalf("%s: %s: %v", n.name, s[0], err)
-		}
-		st := m[s[2]]
-		if s[1] == "sum" {
-			st.sum = v
+	for _, s := range scrapeSeries(ctx, t, n, stageSeries) {
+		st := m[s.groups[1]]
+		if s.groups[0] == "sum" {
+			st.sum = s.value
 		} else {
-			st.count = v
+			st.count = s.value
 		}
-		m[s[2]] = st
+		m[s.groups[1]] = st
 	}
 	return m
 }

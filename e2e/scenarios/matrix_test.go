@@ -386,19 +386,37 @@ var turnFastSeries = regexp.MustCompile(`(?m)^meshd_coordinator_turn_fast_packet
 // counts, keyed "transport direction" (e.g. "tcp to_peer").
 func scrapeTURNFast(ctx context.Context, t *testing.T, coord *node) map[string]float64 {
 	t.Helper()
-	out, err := coord.host.Output(ctx, "curl", "-sf", fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
-	if err != nil {
-		t.Fatalf("%s: scrape: %v", coord.name, err)
-	}
 	m := map[string]float64{}
-	for _, s := range turnFastSeries.FindAllStringSubmatch(out, -1) {
-		v, err := strconv.ParseFloat(s[3], 64)
-		if err != nil {
-			t.Fatalf("%s: %s: %v", coord.name, s[0], err)
-		}
-		m[s[2]+" "+s[1]] = v
+	for _, s := range scrapeSeries(ctx, t, coord, turnFastSeries) {
+		m[s.groups[1]+" "+s.groups[0]] = s.value
 	}
 	return m
+}
+
+// metricSeries is one series scrapeSeries matched: its pattern's groups
+// but the last, and the value the last one holds.
+type metricSeries struct {
+	groups []string
+	value  float64
+}
+
+// scrapeSeries reads n's metrics endpoint (nodeOpts.metrics) and returns
+// the series re matches; re's last group is the value.
+func scrapeSeries(ctx context.Context, t *testing.T, n *node, re *regexp.Regexp) []metricSeries {
+	t.Helper()
+	out, err := n.host.Output(ctx, "curl", "-sf", fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+	if err != nil {
+		t.Fatalf("%s: scrape: %v", n.name, err)
+	}
+	var ms []metricSeries
+	for _, s := range re.FindAllStringSubmatch(out, -1) {
+		v, err := strconv.ParseFloat(s[len(s)-1], 64)
+		if err != nil {
+			t.Fatalf("%s: %s: %v", n.name, s[0], err)
+		}
+		ms = append(ms, metricSeries{groups: s[1 : len(s)-1], value: v})
+	}
+	return ms
 }
 
 // checkTURNFast logs what the coordinator's TURN fast path forwarded during
