@@ -52,6 +52,10 @@ fuzz:
 	    echo "== $$pkg $$f"; GOMEMLIMIT=$(FUZZMEM) $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+	@# The bench report's parsers build only with the e2e and bench tags.
+	@for f in $$($(GO) test -tags 'e2e bench' -list '^Fuzz' ./e2e/bench/ | grep '^Fuzz'); do \
+	  echo "== e2e/bench $$f"; GOMEMLIMIT=$(FUZZMEM) $(GO) test -tags 'e2e bench' -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./e2e/bench/ || exit 1; \
+	done
 
 clean:
 	rm -rf $(BIN) dist e2e/artifacts
