@@ -13,7 +13,8 @@ package tunnel
  * first). Measured in the lab: ~2.5 permission requests per second per
  * node, all refused, the largest share of an idle mesh's traffic.
  *
- * permissions remembers the peers the server refused (for refusedTTL) and
+ * permissions remembers the peers the server refused (10 s, doubling with
+ * each further refusal up to refusedTTL) and
  * fails new requests for them at once; and it fails requests an idle
  * session does not need.
  *
@@ -38,9 +39,17 @@ import (
 	"github.com/meshd/meshd/internal/stunwire"
 )
 
-// refusedTTL is how long a peer address the TURN server refused stays
-// refused here (a changed server policy is picked up after it).
-const refusedTTL = 5 * time.Minute
+// A peer address the TURN server refused (403) stays refused here for
+// refusedMin, doubling with every further refusal up to refusedTTL. Not
+// refusedTTL at once: a refusal can be passing — a member relay whose
+// registry has not arrived yet vouches for no one, and a node that kept
+// that first 403 for 5 minutes never used the relay (TestMemberRelays on
+// a slow start). A lasting policy costs a handful of requests, then one
+// per refusedTTL.
+const (
+	refusedMin = 10 * time.Second
+	refusedTTL = 5 * time.Minute
+)
 
 // permBackoffMin and permBackoffMax bound the back-off after an error
 // answer other than 403 (and 401/438, which pion retries itself).
@@ -124,9 +133,9 @@ func (ps *permissions) check(b []byte, now time.Time) error {
 }
 
 // answer notes the answer to one of the permission requests check let
-// through: a 403 refuses its peers for refusedTTL, another error backs
-// them off (permBackoffMin doubling up to permBackoffMax), a success
-// clears their back-off.
+// through: a 403 refuses its peers (refusedMin doubling up to
+// refusedTTL), another error backs them off (permBackoffMin doubling up to
+// permBackoffMax), a success clears their back-off.
 func (ps *permissions) answer(b []byte, now time.Time) {
 	if len(b) < stunHeaderLen || binary.BigEndian.Uint32(b[4:8]) != stunMagicCookie {
 		return
@@ -170,15 +179,15 @@ func (ps *permissions) answer(b []byte, now time.Time) {
 			clear(ps.refused)
 			clear(ps.strikes)
 		}
+		lo, hi := permBackoffMin, permBackoffMax
 		if code == stunForbidden {
-			ps.refused[p] = now.Add(refusedTTL)
-			continue
+			lo, hi = refusedMin, refusedTTL
 		}
 		n := min(ps.strikes[p]+1, 16)
 		ps.strikes[p] = n
-		d := permBackoffMin << (n - 1)
-		if d > permBackoffMax || d <= 0 {
-			d = permBackoffMax
+		d := lo << (n - 1)
+		if d > hi || d <= 0 {
+			d = hi
 		}
 		ps.refused[p] = now.Add(d)
 	}

@@ -191,3 +191,56 @@ func FuzzXORPeerAddrs(f *testing.F) {
 		ps.answer(b, time.Unix(0, 0))
 	})
 }
+
+// TestPermissionsRefusedBacksOff: a 403 is not kept for refusedTTL at once.
+// A member relay whose registry has not arrived yet refuses every peer;
+// a node that kept that first refusal for 5 minutes never used the relay
+// (TestMemberRelays on a slow start stayed on the congested one). The
+// first refusal holds 10 s, each further one doubles it up to refusedTTL,
+// and a granted permission clears the count.
+func TestPermissionsRefusedBacksOff(t *testing.T) {
+	now := time.Unix(9_000_000, 0)
+	peer := netip.MustParseAddr("198.51.100.11")
+	var ps permissions
+	ask := func(at time.Time) (*stun.Message, error) {
+		req := createPermission(t, peer)
+		return req, ps.check(req.Raw, at)
+	}
+	refuse := func(at time.Time) {
+		t.Helper()
+		req, err := ask(at)
+		if err != nil {
+			t.Fatalf("request at +%v: %v", at.Sub(now), err)
+		}
+		ps.answer(permissionError(t, req, stun.CodeForbidden), at)
+	}
+	held := func(at time.Time) bool {
+		_, err := ask(at)
+		return errors.Is(err, errPermissionRefused)
+	}
+	at := now
+	for i, want := range []time.Duration{10 * time.Second, 20 * time.Second, 40 * time.Second, 80 * time.Second, 160 * time.Second, refusedTTL, refusedTTL} {
+		refuse(at)
+		if !held(at.Add(want - time.Millisecond)) {
+			t.Fatalf("403 #%d: not held for %v", i+1, want)
+		}
+		at = at.Add(want)
+		if held(at) {
+			t.Fatalf("403 #%d: still held after %v", i+1, want)
+		}
+	}
+	req, err := ask(at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID),
+		stun.NewType(stun.MethodCreatePermission, stun.ClassSuccessResponse))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps.answer(ok.Raw, at)
+	refuse(at)
+	if held(at.Add(10 * time.Second)) {
+		t.Fatal("after a granted permission, the next 403 still held longer than 10 s")
+	}
+}
