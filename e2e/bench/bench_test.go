@@ -75,7 +75,8 @@ type column struct {
 	server   *lab.Proc // iperf3 -s on dst
 	tcp1     []float64 // Mbit/s, one per run
 	tcp4     []float64
-	ping     pingResult // every round's echoes
+	ping     pingResult // every round's echoes, 10 ms apart
+	warm     pingResult // every round's echoes, 1 ms apart
 	failures []string
 	cleanup  []func()
 }
@@ -275,13 +276,22 @@ func runLoads(t *testing.T, live []*column, s settings) {
 		tcp(c, 4, &c.tcp4)
 	}
 	rounds("ping", func(c *column) {
-		p, err := pingRTT(c.src.Namespace, c.addr)
+		p, err := pingRTT(c.src.Namespace, c.addr, pingInterval)
 		if err != nil {
 			c.fail(err)
 			return
 		}
 		c.ping.merge(p)
 		t.Logf("%-10s ping p50 %v p99 %v (%d/%d)", c.key, p.pct(50), p.pct(99), p.received, p.sent)
+	})
+	rounds("ping, 1 ms apart", func(c *column) {
+		p, err := pingRTT(c.src.Namespace, c.addr, pingWarmInterval)
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		c.warm.merge(p)
+		t.Logf("%-10s ping 1 ms apart p50 %v p99 %v (%d/%d)", c.key, p.pct(50), p.pct(99), p.received, p.sent)
 	})
 }
 

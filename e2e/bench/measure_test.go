@@ -28,10 +28,14 @@ const iperfPort = 5201
 // pingCount and pingInterval are one latency round: ping -n -c 200 -i 0.01.
 // The interval, 10 ms, is ten times the slowest path's RTT, so one echo is
 // in flight at a time (ping's "pipe N" tells otherwise, and the report says
-// so): the latency of a lone packet, not of a flood.
+// so): the latency of a lone packet, not of a flood. pingWarmInterval is
+// the second round, echoes 1 ms apart: still one in flight, but the
+// machines have not gone idle between them, which on a VM costs more than
+// any tunnel's own work (docs/performance.md, "Idle and warm").
 const (
-	pingCount    = 200
-	pingInterval = "0.01"
+	pingCount        = 200
+	pingInterval     = "0.01"
+	pingWarmInterval = "0.001"
 )
 
 // iperfTCP runs `iperf3 -c dst -t seconds -J [-P streams]` in ns and returns
@@ -130,13 +134,13 @@ func (r pingResult) pct(p float64) time.Duration {
 	return s[min(max(i, 0), len(s)-1)]
 }
 
-// pingRTT runs `ping -n -c 200 -i 0.01 dst` in ns and reads every reply.
-func pingRTT(ns *lab.Namespace, dst netip.Addr) (pingResult, error) {
+// pingRTT runs `ping -n -c 200 -i interval dst` in ns and reads every reply.
+func pingRTT(ns *lab.Namespace, dst netip.Addr, interval string) (pingResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// Run, not Output: ping's summary goes to stdout even when some
 	// echoes are lost (exit status 1), and the replies are what count.
-	out, err := ns.Run(ctx, "ping", "-n", "-c", strconv.Itoa(pingCount), "-i", pingInterval, dst.String())
+	out, err := ns.Run(ctx, "ping", "-n", "-c", strconv.Itoa(pingCount), "-i", interval, dst.String())
 	r, perr := parsePing(out)
 	if perr != nil {
 		if err != nil {

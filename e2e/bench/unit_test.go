@@ -422,6 +422,38 @@ func TestReportLatency(t *testing.T) {
 	}
 }
 
+// TestReportWarmLatency checks the table of echoes 1 ms apart: its own
+// percentiles and added RTT against its own underlay and wireguard-go
+// figures, never the 10 ms ones.
+func TestReportWarmLatency(t *testing.T) {
+	us := time.Microsecond
+	plain := &column{key: "plain", label: "underlay", underlay: true, ping: echoes(600, 600, 60*us, 0), warm: echoes(600, 600, 15*us, 0)}
+	wg := &column{key: "wg", label: "wireguard-go", ref: true, ping: echoes(600, 600, 460*us, 0), warm: echoes(600, 600, 215*us, 0)}
+	mesh := &column{key: "meshd", label: "meshd, direct", headline: true, ping: echoes(600, 600, 360*us, 0), warm: echoes(600, 599, 115*us, 0)}
+	neb := &column{key: "nebula", label: "Nebula", ping: echoes(600, 600, 400*us, 0)}
+	r := &report{settings: settings{seconds: 8, runs: 3}, cols: []*column{plain, wg, neb, mesh}}
+	md := r.markdown()
+	for _, want := range []string{
+		"### Echoes 1 ms apart",
+		"ping -i 0.001",
+		"| underlay | 15 µs | 15 µs | 600 of 600 | — | — |",
+		"| wireguard-go | 215 µs | 215 µs | 600 of 600 | +200 µs | 1.00 |",
+		"| Nebula | failed |  |  |  |  |",
+		"| meshd, direct | 115 µs | 115 µs | 599 of 600 | +100 µs | 0.50 |",
+		// The 10 ms table keeps its own figures: +300 against +400.
+		"| meshd, direct | 360 µs | 360 µs | 360 µs | 600 of 600 | +300 µs | 0.75 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	// Without the warm underlay nothing is added there.
+	plain.warm = pingResult{}
+	if md := r.markdown(); !strings.Contains(md, "| meshd, direct | 115 µs | 115 µs | 599 of 600 | n/a | n/a |") {
+		t.Errorf("warm rows without the warm underlay:\n%s", md)
+	}
+}
+
 // TestReportRelayed checks the relayed rows against meshd direct of the
 // same run.
 func TestReportRelayed(t *testing.T) {
