@@ -21,7 +21,9 @@
 // and with four streams, and ping's RTT of every reply (rounds of 200
 // echoes 10 ms apart, one in flight at a time) as p50, p99 and mean, and
 // the RTT each tunnel adds at p50 over the plain underlay of its family,
-// with meshd's added RTT as a ratio to wireguard-go's (issue 19). The TCP
+// with meshd's added RTT as a ratio to wireguard-go's (issue 19); then the
+// same with echoes 1 ms apart, so that the machines stay warm between
+// echoes (on a VM, waking from idle costs more than any tunnel's work). The TCP
 // runs and the ping rounds of all paths are interleaved round by round, so
 // that the VM's drift (±25% between runs) hits every path alike; compare
 // paths by their ratio to wireguard-go measured in the same run, never
