@@ -275,24 +275,18 @@ func runLoads(t *testing.T, live []*column, s settings) {
 	for _, c := range live {
 		tcp(c, 4, &c.tcp4)
 	}
-	rounds("ping", func(c *column) {
-		p, err := pingRTT(c.src.Namespace, c.addr, pingInterval)
+	// ping runs one round of echoes interval apart and pools it into *dst.
+	ping := func(c *column, interval string, dst *pingResult) {
+		p, err := pingRTT(c.src.Namespace, c.addr, interval)
 		if err != nil {
 			c.fail(err)
 			return
 		}
-		c.ping.merge(p)
-		t.Logf("%-10s ping p50 %v p99 %v (%d/%d)", c.key, p.pct(50), p.pct(99), p.received, p.sent)
-	})
-	rounds("ping, 1 ms apart", func(c *column) {
-		p, err := pingRTT(c.src.Namespace, c.addr, pingWarmInterval)
-		if err != nil {
-			c.fail(err)
-			return
-		}
-		c.warm.merge(p)
-		t.Logf("%-10s ping 1 ms apart p50 %v p99 %v (%d/%d)", c.key, p.pct(50), p.pct(99), p.received, p.sent)
-	})
+		dst.merge(p)
+		t.Logf("%-10s ping -i %s p50 %v p99 %v (%d/%d)", c.key, interval, p.pct(50), p.pct(99), p.received, p.sent)
+	}
+	rounds("ping", func(c *column) { ping(c, pingInterval, &c.ping) })
+	rounds("ping, 1 ms apart", func(c *column) { ping(c, pingWarmInterval, &c.warm) })
 }
 
 // meshdColumns are the meshd paths.

@@ -351,6 +351,23 @@ func (r *report) addedRatioIn(c *column, sel func(*column) *pingResult) (float64
 	return float64(a) / float64(w), true
 }
 
+// addedCells are the "added (p50)" and "added vs wireguard-go's" cells of
+// c for the echoes sel picks: dashes for an underlay, n/a where a figure
+// is missing.
+func (r *report) addedCells(c *column, sel func(*column) *pingResult) (add, ratio string) {
+	if c.underlay {
+		return "—", "—"
+	}
+	add, ratio = "n/a", "n/a"
+	if a, ok := r.addedIn(c, sel); ok {
+		add = signedMicros(a)
+	}
+	if q, ok := r.addedRatioIn(c, sel); ok {
+		ratio = fmt.Sprintf("%.2f", q)
+	}
+	return add, ratio
+}
+
 // latency renders the ping table: percentiles, the RTT each tunnel adds
 // over the underlay, and meshd's added RTT against wireguard-go's.
 func (r *report) latency() string {
@@ -374,16 +391,7 @@ func (r *report) latency() string {
 		if c.ping.pipe > 1 {
 			answered += fmt.Sprintf(", up to %d in flight", c.ping.pipe)
 		}
-		add, ratio := "—", "—"
-		if !c.underlay {
-			add, ratio = "n/a", "n/a"
-			if a, ok := r.added(c); ok {
-				add = signedMicros(a)
-			}
-			if q, ok := r.addedRatio(c); ok {
-				ratio = fmt.Sprintf("%.2f", q)
-			}
-		}
+		add, ratio := r.addedCells(c, idlePing)
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", cell(c.label), micros(c.ping.pct(50)), micros(c.ping.pct(99)),
 			micros(c.ping.avg()), answered, add, ratio)
 	}
@@ -422,16 +430,7 @@ func (r *report) warmLatency() string {
 			fmt.Fprintf(&rows, "| %s | failed |  |  |  |  |\n", cell(c.label))
 			continue
 		}
-		add, ratio := "—", "—"
-		if !c.underlay {
-			add, ratio = "n/a", "n/a"
-			if a, ok := r.addedIn(c, warmPing); ok {
-				add = signedMicros(a)
-			}
-			if q, ok := r.addedRatioIn(c, warmPing); ok {
-				ratio = fmt.Sprintf("%.2f", q)
-			}
-		}
+		add, ratio := r.addedCells(c, warmPing)
 		fmt.Fprintf(&rows, "| %s | %s | %s | %d of %d | %s | %s |\n", cell(c.label), micros(c.warm.pct(50)), micros(c.warm.pct(99)),
 			c.warm.received, c.warm.sent, add, ratio)
 	}
