@@ -449,6 +449,15 @@ func (c *Coordinator) startGossip() error {
 	override(&conf.SuspicionMult, t.SuspicionMult)
 	override(&conf.RetransmitMult, t.RetransmitMult)
 	override(&conf.GossipToTheDeadTime, t.GossipToTheDeadTime)
+	var advHost string
+	advPort := -1
+	if c.opts.GossipAdvertise != "" {
+		host, port, err := splitHostPort(c.opts.GossipAdvertise)
+		if err != nil {
+			return fmt.Errorf("discovery: gossip advertise address: %w", err)
+		}
+		advHost, advPort = host, port
+	}
 	if c.opts.GossipTransport != nil {
 		conf.Transport = c.opts.GossipTransport
 	} else {
@@ -456,8 +465,7 @@ func (c *Coordinator) startGossip() error {
 		if err != nil {
 			return fmt.Errorf("discovery: gossip address: %w", err)
 		}
-		conf.BindAddr, conf.BindPort, conf.AdvertisePort = host, port, port
-		if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() && ip.IsUnspecified() && c.opts.GossipAdvertise == "" {
+		if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() && ip.IsUnspecified() && advPort < 0 {
 			addrs, err := net.InterfaceAddrs()
 			if err != nil {
 				return fmt.Errorf("discovery: gossip advertise address: %w", err)
@@ -468,13 +476,17 @@ func (c *Coordinator) startGossip() error {
 			}
 			conf.AdvertiseAddr = adv.String()
 		}
-	}
-	if c.opts.GossipAdvertise != "" {
-		host, port, err := splitHostPort(c.opts.GossipAdvertise)
+		// Not memberlist's NetTransport: it allocates 64 KiB per datagram
+		// received (gossipnet.go).
+		gn, err := listenGossip(host, port, c.log)
 		if err != nil {
-			return fmt.Errorf("discovery: gossip advertise address: %w", err)
+			return err
 		}
-		conf.AdvertiseAddr, conf.AdvertisePort = host, port
+		conf.Transport = gn
+		conf.BindAddr, conf.BindPort, conf.AdvertisePort = host, gn.port(), gn.port()
+	}
+	if advPort >= 0 {
+		conf.AdvertiseAddr, conf.AdvertisePort = advHost, advPort
 	}
 	c.queue = &memberlist.TransmitLimitedQueue{RetransmitMult: conf.RetransmitMult, NumNodes: func() int { return int(max(c.nMembers.Load(), 1)) }}
 	c.del = &delegate{
@@ -491,9 +503,7 @@ func (c *Coordinator) startGossip() error {
 	c.bcastMax = conf.UDPBufferSize - 96 - len(c.label)
 	ml, err := memberlist.Create(conf)
 	if err != nil {
-		if c.opts.GossipTransport != nil {
-			_ = c.opts.GossipTransport.Shutdown()
-		}
+		_ = conf.Transport.Shutdown()
 		return fmt.Errorf("discovery: gossip: %w", err)
 	}
 	c.ml = ml

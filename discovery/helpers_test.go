@@ -5,8 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"io"
-	"log"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -286,11 +284,11 @@ func coordHas(c *Coordinator, name string, cond func(Record) bool) bool {
 	return false
 }
 
-// faultTransport wraps memberlist's NetTransport and can cut this
+// faultTransport wraps the coordinators' gossip transport and can cut this
 // coordinator off from every other (both directions): outgoing packets are
 // dropped, dials fail, incoming packets and streams are discarded.
 type faultTransport struct {
-	inner    *memberlist.NetTransport
+	inner    *gossipNet
 	drop     atomic.Bool
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
@@ -305,10 +303,7 @@ var errPartitioned = errors.New("test: partitioned")
 
 func newFaultTransport(t testing.TB) *faultTransport {
 	t.Helper()
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{"127.0.0.1"},
-		Logger:    log.New(io.Discard, "", 0),
-	})
+	nt, err := listenGossip("127.0.0.1", 0, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
