@@ -27,7 +27,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,8 +37,8 @@ import (
 const (
 	// gossipReadSize holds any UDP datagram (NetTransport's udpPacketBufSize).
 	gossipReadSize = 65536
-	// gossipRecvBuf is the socket receive buffer asked for, halved until the
-	// kernel accepts it (NetTransport's udpRecvBufSize).
+	// gossipRecvBuf is the socket receive buffer asked for
+	// (NetTransport's udpRecvBufSize).
 	gossipRecvBuf = 2 << 20
 	// gossipBindTries: binding port 0 takes a TCP port and then the same UDP
 	// port, which another socket may already hold; memberlist retries 10 times.
@@ -60,10 +59,9 @@ type gossipNet struct {
 	streamCh chan net.Conn
 	log      *slog.Logger
 
-	closing atomic.Bool
-	quit    chan struct{} // closed by Shutdown; unblocks the loops' hand-offs
-	once    sync.Once
-	wg      sync.WaitGroup
+	quit chan struct{} // closed by Shutdown; unblocks the loops' hand-offs
+	once sync.Once
+	wg   sync.WaitGroup
 }
 
 var _ memberlist.NodeAwareTransport = (*gossipNet)(nil)
@@ -109,11 +107,10 @@ func bindGossip(ip net.IP, port int) (*gossipNet, error) {
 		_ = tcp.Close()
 		return nil, fmt.Errorf("discovery: gossip UDP listener: %w", err)
 	}
-	if err := setReadBuffer(udp, gossipRecvBuf); err != nil {
-		_ = tcp.Close()
-		_ = udp.Close()
-		return nil, fmt.Errorf("discovery: gossip UDP receive buffer: %w", err)
-	}
+	// Best effort, as the other sockets' buffers: Linux clamps a size above
+	// net.core.rmem_max instead of failing, and where a kernel refuses, the
+	// default buffer still works (NetTransport halves and retries).
+	_ = udp.SetReadBuffer(gossipRecvBuf)
 	return &gossipNet{
 		tcp:      tcp,
 		udp:      udp,
@@ -121,17 +118,6 @@ func bindGossip(ip net.IP, port int) (*gossipNet, error) {
 		streamCh: make(chan net.Conn),
 		quit:     make(chan struct{}),
 	}, nil
-}
-
-// setReadBuffer asks for size bytes, halving until the kernel accepts.
-func setReadBuffer(c *net.UDPConn, size int) error {
-	var err error
-	for ; size > 0; size /= 2 {
-		if err = c.SetReadBuffer(size); err == nil {
-			return nil
-		}
-	}
-	return err
 }
 
 // port is the bound port, the same for TCP and UDP.
@@ -208,13 +194,22 @@ func (g *gossipNet) StreamCh() <-chan net.Conn { return g.streamCh }
 // so does a failed start).
 func (g *gossipNet) Shutdown() error {
 	g.once.Do(func() {
-		g.closing.Store(true)
 		close(g.quit)
 		_ = g.tcp.Close()
 		_ = g.udp.Close()
 		g.wg.Wait()
 	})
 	return nil
+}
+
+// closed reports whether Shutdown has begun.
+func (g *gossipNet) closed() bool {
+	select {
+	case <-g.quit:
+		return true
+	default:
+		return false
+	}
 }
 
 // udpLoop reads datagrams into one reused buffer and hands memberlist an
@@ -226,7 +221,7 @@ func (g *gossipNet) udpLoop() {
 		n, from, err := g.udp.ReadFromUDP(buf)
 		ts := time.Now()
 		if err != nil {
-			if g.closing.Load() || errors.Is(err, net.ErrClosed) {
+			if g.closed() || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			g.log.Warn("gossip: reading a UDP packet", "error", err)
@@ -254,7 +249,7 @@ func (g *gossipNet) tcpLoop() {
 	for {
 		conn, err := g.tcp.AcceptTCP()
 		if err != nil {
-			if g.closing.Load() || errors.Is(err, net.ErrClosed) {
+			if g.closed() || errors.Is(err, net.ErrClosed) {
 				return
 			}
 			delay = min(max(2*delay, gossipAcceptBackoffMin), gossipAcceptBackoffMax)
