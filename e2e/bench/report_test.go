@@ -351,6 +351,20 @@ func (r *report) addedRatioIn(c *column, sel func(*column) *pingResult) (float64
 	return float64(a) / float64(w), true
 }
 
+// answered is the "echoes answered" cell: replies of echoes sent, and
+// duplicates and more than one echo in flight where ping saw them (at 1 ms
+// apart a slow reply puts two in flight, which the figures must say).
+func (p *pingResult) answered() string {
+	a := fmt.Sprintf("%d of %d", p.received, p.sent)
+	if p.dups > 0 {
+		a += fmt.Sprintf(", +%d duplicates", p.dups)
+	}
+	if p.pipe > 1 {
+		a += fmt.Sprintf(", up to %d in flight", p.pipe)
+	}
+	return a
+}
+
 // addedCells are the "added (p50)" and "added vs wireguard-go's" cells of
 // c for the echoes sel picks: dashes for an underlay, n/a where a figure
 // is missing.
@@ -384,16 +398,9 @@ func (r *report) latency() string {
 			fmt.Fprintf(&b, "| %s | failed |  |  |  |  |  |\n", cell(c.label))
 			continue
 		}
-		answered := fmt.Sprintf("%d of %d", c.ping.received, c.ping.sent)
-		if c.ping.dups > 0 {
-			answered += fmt.Sprintf(", +%d duplicates", c.ping.dups)
-		}
-		if c.ping.pipe > 1 {
-			answered += fmt.Sprintf(", up to %d in flight", c.ping.pipe)
-		}
 		add, ratio := r.addedCells(c, idlePing)
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", cell(c.label), micros(c.ping.pct(50)), micros(c.ping.pct(99)),
-			micros(c.ping.avg()), answered, add, ratio)
+			micros(c.ping.avg()), c.ping.answered(), add, ratio)
 	}
 	for _, six := range []bool{false, true} {
 		c, w := r.headline(six), r.refColumn(six)
@@ -431,8 +438,8 @@ func (r *report) warmLatency() string {
 			continue
 		}
 		add, ratio := r.addedCells(c, warmPing)
-		fmt.Fprintf(&rows, "| %s | %s | %s | %d of %d | %s | %s |\n", cell(c.label), micros(c.warm.pct(50)), micros(c.warm.pct(99)),
-			c.warm.received, c.warm.sent, add, ratio)
+		fmt.Fprintf(&rows, "| %s | %s | %s | %s | %s | %s |\n", cell(c.label), micros(c.warm.pct(50)), micros(c.warm.pct(99)),
+			c.warm.answered(), add, ratio)
 	}
 	var b strings.Builder
 	b.WriteString("\n### Echoes 1 ms apart\n\n")

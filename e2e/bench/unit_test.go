@@ -447,6 +447,12 @@ func TestReportWarmLatency(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, md)
 		}
 	}
+	// Two in flight at 1 ms apart is said, as in the 10 ms table.
+	mesh.warm.pipe = 2
+	if md := r.markdown(); !strings.Contains(md, "| meshd, direct | 115 µs | 115 µs | 599 of 600, up to 2 in flight | +100 µs | 0.50 |") {
+		t.Errorf("warm row with two echoes in flight:\n%s", md)
+	}
+	mesh.warm.pipe = 1
 	// Without the warm underlay nothing is added there.
 	plain.warm = pingResult{}
 	if md := r.markdown(); !strings.Contains(md, "| meshd, direct | 115 µs | 115 µs | 599 of 600 | n/a | n/a |") {
